@@ -1,0 +1,38 @@
+# Two commands do all the set-up: `make run` and `make test`.
+# Both create .venv when it is missing and install the project into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(abspath $(VENV))/bin
+STAMP  := $(VENV)/.installed-stamp
+CORES  ?= all
+
+# Rules call `python -m sim|recon|models`: make them find the venv's python.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test install lint dryrun clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: it is the offline CPU build; anything unpinned pulls CUDA wheels.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+	$(BIN)/snakemake --lint
+	$(BIN)/snakemake --dry-run --quiet rules
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/snakemake --lint
+
+clean-venv:
+	rm -rf $(VENV)

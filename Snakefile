@@ -1,0 +1,35 @@
+# Industrial positron imaging: phantoms -> simulation -> reconstruction -> datasets -> GAN.
+# The config is validated here, before any job starts (sim.config.validate_config).
+import shlex
+import sys
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+configfile: "config/config.yaml"
+
+# The stage packages live next to this file: importable here, and in every job (whatever
+# environment runs it) through PYTHONPATH set in the jobs' shell prefix.
+sys.path.insert(0, workflow.basedir)
+shell.prefix(
+    "set -euo pipefail; "
+    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+)
+
+from sim.config import ConfigError, validate_config  # noqa: E402
+
+try:
+    config = validate_config(config)
+except ConfigError as error:
+    raise WorkflowError(f"invalid configuration: {error}") from None
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/phantoms.smk"
+
+
+rule all:
+    input:
+        all_phantom_outputs(),
+    default_target: True

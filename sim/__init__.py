@@ -1,0 +1,1 @@
+"""Simulation stage: scanner geometry, phantoms, engines and list-mode I/O."""

@@ -1,0 +1,93 @@
+"""Command line of the simulation stage: ``python -m sim <command> ...``.
+
+Commands
+--------
+phantom          draw, voxelise and write one phantom (what the ``phantom`` rule runs)
+scanner          print the scanner geometry derived from a config
+validate-config  validate config files and print the resolved config (defaults filled in)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import logging
+import sys
+
+import yaml
+
+from sim.config import ConfigError, load_config, phantom_spec
+from sim.scanner import Scanner
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configfile", action="append", default=[],
+                        help="config YAML; repeat to overlay (default: config/config.yaml)")
+
+
+def _cmd_phantom(args: argparse.Namespace) -> None:
+    from sim.phantom_stage import build_phantom  # heavy imports only when needed
+
+    if args.spec:
+        spec = json.loads(args.spec)
+    else:
+        if not (args.dataset and args.phantom):
+            raise ConfigError("give --spec, or --dataset and --phantom (with --configfile)")
+        spec = phantom_spec(load_config(*args.configfile), args.dataset, args.phantom)
+    build_phantom(spec, args.out, overwrite=args.overwrite)
+
+
+def _cmd_scanner(args: argparse.Namespace) -> None:
+    scanner = Scanner.from_config(load_config(*args.configfile)["scanner"])
+    summary = {
+        **scanner.to_dict(),
+        "n_crystals": scanner.n_crystals,
+        "crystals_per_module": scanner.crystals_per_module,
+        "inner_radius_mm": round(float(scanner.inner_radius_mm), 4),
+        "axial_length_mm": float(scanner.axial_length_mm),
+        "first_module_angle_deg": round(math.degrees(scanner.first_module_angle_rad), 6),
+    }
+    print(yaml.safe_dump(summary, sort_keys=False), end="")
+
+
+def _cmd_validate(args: argparse.Namespace) -> None:
+    print(yaml.safe_dump(load_config(*args.configfile), sort_keys=False), end="")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("phantom", help="build one phantom")
+    p.add_argument("--spec", help="phantom spec as JSON (what the Snakemake rule passes)")
+    _config_args(p)
+    p.add_argument("--dataset", help="dataset name (with --configfile)")
+    p.add_argument("--phantom", help="phantom name, e.g. tube_0003 (with --configfile)")
+    p.add_argument("--out", required=True, help="output .h5 path")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("scanner", help="print the scanner geometry")
+    _config_args(p)
+    p.set_defaults(func=_cmd_scanner)
+
+    p = sub.add_parser("validate-config", help="validate and print the resolved config")
+    _config_args(p)
+    p.set_defaults(func=_cmd_validate)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

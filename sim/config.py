@@ -1,0 +1,305 @@
+"""Pipeline configuration: load, fill defaults, validate, and cut per-job sections.
+
+``config/schema.yaml`` is the single source of keys, descriptions and defaults. Validation has
+two layers, both run when the Snakefile loads (and by every CLI that reads a config file):
+
+1. JSON schema (types, ranges, enums, unknown keys), with defaults filled in;
+2. consistency between keys (a wall thicker than the radius, a tube that does not fit its
+   voxel grid or the scanner bore, an acquisition name that is not defined, ...).
+
+Any problem raises :class:`ConfigError` with one message that names the key path.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from sim.scanner import Scanner
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config" / "config.yaml"
+
+#: Phantom names are ``{family}_{index:04d}``.
+PHANTOM_NAME = re.compile(r"^(?P<family>[a-z]+)_(?P<index>\d{4,})$")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is wrong."""
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    """The JSON schema as a dict."""
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _ordered_range(validator, enabled, instance, schema) -> Iterator[jsonschema.ValidationError]:
+    if enabled and isinstance(instance, list) and len(instance) == 2:
+        lo, hi = instance
+        if isinstance(lo, int | float) and isinstance(hi, int | float) and lo > hi:
+            yield jsonschema.ValidationError(f"range [{lo}, {hi}] has min > max")
+
+
+def _properties_with_defaults(validate_properties):
+    def properties(validator, props, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if key not in instance and "default" in sub:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, props, instance, schema)
+
+    return properties
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    {
+        "properties": _properties_with_defaults(
+            jsonschema.Draft202012Validator.VALIDATORS["properties"]
+        ),
+        "orderedRange": _ordered_range,
+    },
+)
+
+
+def _key_path(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+_JSON_TYPES = {"object": "a mapping", "array": "a list", "integer": "an integer",
+               "number": "a number", "string": "a string", "boolean": "true or false"}
+
+
+def _explain(error: jsonschema.ValidationError) -> str:
+    key = _key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        hint = f"; allowed: {', '.join(allowed)}" if allowed else ""
+        dotted = [k for k in extra if "." in str(k)]
+        if dotted:
+            hint += "; nested keys cannot be set with --config, use an overlay with --configfile"
+        return f"config key {key}: unknown key(s) {', '.join(map(repr, extra))}{hint}"
+    if error.validator == "type":
+        wanted = error.validator_value
+        wanted_text = " or ".join(_JSON_TYPES.get(w, w) for w in (
+            wanted if isinstance(wanted, list) else [wanted]))
+        got = error.instance
+        if isinstance(got, str):
+            return (
+                f"config key {key}: expected {wanted_text}, got the string {got!r}; "
+                "values given with --config arrive as strings when nested: put nested settings "
+                "in a YAML overlay passed with --configfile"
+            )
+        return f"config key {key}: expected {wanted_text}, got {got!r}"
+    if error.validator == "enum":
+        return (
+            f"config key {key}: {error.instance!r} is not one of "
+            f"{', '.join(map(str, error.validator_value))}"
+        )
+    return f"config key {key}: {error.message}"
+
+
+def _check(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"config key {key}: {message}")
+
+
+def _check_dataset(name: str, ds: dict, config: dict, scanner: Scanner) -> None:
+    base = f"datasets.{name}"
+    for acq in ds["acquisitions"]:
+        _check(
+            acq in config["acquisitions"],
+            f"{base}.acquisitions",
+            f"unknown acquisition {acq!r}; defined presets: {', '.join(config['acquisitions'])}",
+        )
+    nz, ny, nx = ds["grid"]["shape"]
+    dz, dy, dx = ds["grid"]["voxel_size_mm"]
+    half_xy_mm = min(ny * dy, nx * dx) / 2.0
+    length_z_mm = nz * dz
+    bore_mm = scanner.inner_radius_mm
+    family = ds["family"]
+    if family == "tube":
+        tube = ds["tube"]
+        t = f"{base}.tube"
+        r_min, r_max = tube["outer_radius_mm"]
+        w_min, w_max = tube["wall_thickness_mm"]
+        e_max = tube["eccentricity_mm"][1] if tube["anisotropic_probability"] > 0 else 0.0
+        _check(w_max < r_min, f"{t}.wall_thickness_mm",
+               f"wall up to {w_max} mm is not thinner than the smallest outer radius {r_min} mm")
+        _check(e_max < w_min, f"{t}.eccentricity_mm",
+               f"bore offset up to {e_max} mm would cut through the thinnest wall ({w_min} mm)")
+        _check(2 * tube["end_cap_mm"] < tube["length_mm"][0], f"{t}.end_cap_mm",
+               f"two end caps of {tube['end_cap_mm']} mm leave no bore in a tube of "
+               f"{tube['length_mm'][0]} mm")
+        _check(r_max <= half_xy_mm, f"{t}.outer_radius_mm",
+               f"outer radius up to {r_max} mm does not fit the grid ({half_xy_mm} mm half-width)")
+        _check(tube["length_mm"][1] <= length_z_mm, f"{t}.length_mm",
+               f"tube length up to {tube['length_mm'][1]} mm does not fit the grid "
+               f"({length_z_mm} mm along z)")
+        _check(r_max < bore_mm, f"{t}.outer_radius_mm",
+               f"outer radius up to {r_max} mm does not fit the scanner bore ({bore_mm:.1f} mm)")
+        defects = ds["defects"]
+        d = f"{base}.defects"
+        if defects["count"][1] > 0:
+            _check(sum(defects["types"].values()) > 0, f"{d}.types",
+                   "all defect weights are 0 but defects.count allows defects")
+        bore_min_mm = r_min - w_max - e_max
+        inner_length_min_mm = tube["length_mm"][0] - 2 * tube["end_cap_mm"]
+        for kind in ("inclusion", "bubble"):
+            dmax = defects[kind]["diameter_mm"][1]
+            _check(dmax < bore_min_mm, f"{d}.{kind}.diameter_mm",
+                   f"diameter up to {dmax} mm does not fit the narrowest bore radius "
+                   f"({bore_min_mm} mm)")
+            _check(dmax < inner_length_min_mm, f"{d}.{kind}.diameter_mm",
+                   f"diameter up to {dmax} mm does not fit the bore length "
+                   f"({inner_length_min_mm} mm)")
+        for kind, key in (("crack", "length_mm"), ("hole", "diameter_mm"), ("pit", "diameter_mm")):
+            size = defects[kind][key][1]
+            _check(size < inner_length_min_mm, f"{d}.{kind}.{key}",
+                   f"{size} mm does not fit the bore length ({inner_length_min_mm} mm)")
+        _check(defects["pit"]["diameter_mm"][1] < 2 * bore_min_mm, f"{d}.pit.diameter_mm",
+               "pit larger than the bore")
+    elif family in ("point", "line"):
+        src = ds[family]
+        x, y, z = src["position_mm"]
+        radius = src["diameter_mm"] / 2.0
+        half_len = src.get("length_mm", src["diameter_mm"]) / 2.0
+        _check(max(abs(x), abs(y)) + radius <= half_xy_mm and abs(z) + half_len <= length_z_mm / 2,
+               f"{base}.{family}.position_mm", "source does not fit inside the voxel grid")
+        _check((x * x + y * y) ** 0.5 + radius < bore_mm, f"{base}.{family}.position_mm",
+               f"source lies outside the scanner bore ({bore_mm:.1f} mm)")
+    elif family == "nema":
+        nema = ds["nema"]
+        radius = nema["diameter_mm"] / 2.0
+        _check(radius <= half_xy_mm, f"{base}.nema.diameter_mm",
+               f"cylinder radius {radius} mm does not fit the grid ({half_xy_mm} mm half-width)")
+        _check(nema["length_mm"] <= length_z_mm, f"{base}.nema.length_mm",
+               f"cylinder length does not fit the grid ({length_z_mm} mm)")
+        _check(radius < bore_mm, f"{base}.nema.diameter_mm",
+               f"cylinder does not fit the scanner bore ({bore_mm:.1f} mm)")
+        _check(nema["line_offset_mm"] + nema["line_diameter_mm"] / 2 < radius,
+               f"{base}.nema.line_offset_mm", "line source lies outside the cylinder")
+
+
+def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[str, Any]:
+    """Validate a config and return a copy with every default filled in.
+
+    Raises
+    ------
+    ConfigError
+        On the first problem found, with the key path and what is wrong.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
+    resolved = copy.deepcopy(config)
+    validator = _Validator(load_schema() if schema is None else schema)
+    errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.path)))
+    if errors:
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(_explain(errors[0]) + more)
+
+    try:
+        scanner = Scanner.from_config(resolved["scanner"])
+    except ValueError as exc:
+        raise ConfigError(f"config key scanner: {exc}") from None
+    for name in resolved["run_datasets"]:
+        _check(name in resolved["datasets"], "run_datasets",
+               f"unknown dataset {name!r}; defined: {', '.join(resolved['datasets'])}")
+    for name, ds in resolved["datasets"].items():
+        _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
+               "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
+        _check_dataset(name, ds, resolved, scanner)
+    return resolved
+
+
+def load_config(*paths: Path | str, overrides: dict | None = None) -> dict[str, Any]:
+    """Load YAML files (later ones deep-merged over earlier), apply overrides, validate.
+
+    With no path, the repository's ``config/config.yaml`` is used.
+    """
+    merged: dict[str, Any] = {}
+    for path in paths or (DEFAULT_CONFIG_PATH,):
+        try:
+            with open(path) as fh:
+                data = yaml.safe_load(fh) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping")
+        deep_merge(merged, data)
+    deep_merge(merged, overrides or {})
+    return validate_config(merged)
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """Merge ``update`` into ``base`` recursively (like Snakemake's config merging)."""
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+# ---------------------------------------------------------------------- per-job sections
+def selected_datasets(config: dict) -> list[str]:
+    """Datasets the default target builds (``run_datasets``, or all)."""
+    return list(config["run_datasets"]) or list(config["datasets"])
+
+
+def phantom_names(config: dict, dataset: str) -> list[str]:
+    """Names of the phantoms of a dataset: ``{family}_{index:04d}``."""
+    ds = config["datasets"][dataset]
+    return [f"{ds['family']}_{i:04d}" for i in range(ds["n_phantoms"])]
+
+
+def phantom_index(config: dict, dataset: str, phantom: str) -> int:
+    """Index of a phantom in its dataset, with a clear error for a name that is not there."""
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")
+    if phantom not in phantom_names(config, dataset):
+        raise ConfigError(
+            f"phantom {phantom!r} is not part of dataset {dataset!r} "
+            f"(expected {phantom_names(config, dataset)[0]} ... "
+            f"{phantom_names(config, dataset)[-1]})"
+        )
+    match = PHANTOM_NAME.match(phantom)
+    assert match is not None  # guaranteed by phantom_names
+    return int(match["index"])
+
+
+def phantom_spec(config: dict, dataset: str, phantom: str) -> dict[str, Any]:
+    """Everything a phantom job depends on: its dataset section (minus acquisitions), its
+    index and name, and the scanner bore. Hashing this gives ``config_sha256``."""
+    index = phantom_index(config, dataset, phantom)
+    section = {k: v for k, v in config["datasets"][dataset].items() if k != "acquisitions"}
+    return {
+        "dataset": dataset,
+        "phantom": phantom,
+        "index": index,
+        **copy.deepcopy(section),
+        "scanner_inner_radius_mm": Scanner.from_config(config["scanner"]).inner_radius_mm,
+    }
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace, the form that is hashed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def config_sha256(section: Any) -> str:
+    """SHA-256 of the canonical JSON of a resolved config section."""
+    return hashlib.sha256(canonical_json(section).encode()).hexdigest()

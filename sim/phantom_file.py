@@ -1,0 +1,142 @@
+"""Phantom files: the HDF5 contract of DESIGN.md, plus the MetaImage copies GATE reads.
+
+``phantoms/{phantom}.h5``:
+
+* datasets (z, y, x): ``material`` (uint8 global material id, see ``materials`` attr),
+  ``activity`` (float32 relative activity per voxel, sums to 1), ``mu511`` (float32, 1/mm),
+  ``labels`` (uint8 defect number, 0 = none);
+* attributes: ``voxel_size_mm`` and ``origin_mm`` (z, y, x; origin = centre of voxel 0),
+  ``materials`` (JSON: id -> name, density, composition, mu511, GATE and Geant4 names),
+  ``defects`` (JSON list; ``label`` is the value in ``labels``), ``phantom`` (JSON model
+  description), ``material_volume_mm3`` (JSON), and the provenance attributes of
+  :func:`sim.fileio.provenance_attrs`.
+
+``phantoms/{phantom}_materials.mhd/.raw`` (uint8 ids), ``{phantom}_activity.mhd/.raw``
+(float32) and ``{phantom}_materials.txt`` (GATE range table ``id id Name``) for GATE.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from sim.fileio import atomic_output
+from sim.materials import MATERIALS
+from sim.metaimage import write_mhd
+from sim.phantoms import PhantomModel
+from sim.voxelise import MATERIAL_IDS, VoxelisedPhantom
+
+IMAGE_DATASETS = {"material": np.uint8, "activity": np.float32, "mu511": np.float32,
+                  "labels": np.uint8}
+
+
+@dataclass
+class PhantomData:
+    """A phantom read back from its HDF5 file; arrays are (z, y, x)."""
+
+    material: np.ndarray
+    activity: np.ndarray
+    mu511_per_mm: np.ndarray
+    labels: np.ndarray
+    voxel_size_mm: np.ndarray
+    origin_mm: np.ndarray
+    materials: dict[int, dict[str, Any]]
+    defects: list[dict[str, Any]]
+    description: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+def material_table(material_ids: np.ndarray) -> dict[int, dict[str, Any]]:
+    """Description of every material id present in an image."""
+    names = list(MATERIALS)
+    return {int(i): MATERIALS[names[int(i)]].describe() for i in np.unique(material_ids)}
+
+
+def gate_range_table(materials: dict[int, dict[str, Any]]) -> str:
+    """GATE 9 material range file: count, then ``first last GateName`` per id."""
+    lines = [str(len(materials))]
+    lines += [f"{i} {i} {m['gate_name']}" for i, m in sorted(materials.items())]
+    return "\n".join(lines) + "\n"
+
+
+def write_phantom(
+    h5_path: str | Path,
+    vox: VoxelisedPhantom,
+    model: PhantomModel,
+    attrs: dict[str, Any],
+    overwrite: bool = False,
+) -> list[Path]:
+    """Write the HDF5 file and the GATE MetaImage copies; returns the paths written."""
+    h5_path = Path(h5_path)
+    stem = h5_path.with_suffix("")
+    grid = model.grid
+    materials = material_table(vox.material)
+    written = []
+    for suffix, array in (("_materials", vox.material), ("_activity", vox.activity)):
+        written += write_mhd(f"{stem}{suffix}.mhd", array, grid.voxel_size_mm, grid.origin_mm,
+                             overwrite)
+    with atomic_output(f"{stem}_materials.txt", overwrite) as tmp:
+        tmp.write_text(gate_range_table(materials))
+    written.append(Path(f"{stem}_materials.txt"))
+
+    with atomic_output(h5_path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        for name, array in (("material", vox.material), ("activity", vox.activity),
+                            ("mu511", vox.mu511_per_mm), ("labels", vox.labels)):
+            f.create_dataset(name, data=array.astype(IMAGE_DATASETS[name]),
+                             compression="gzip", compression_opts=4, shuffle=True)
+        f["mu511"].attrs["units"] = "1/mm"
+        f["activity"].attrs["units"] = "fraction of the phantom's activity"
+        f.attrs["axes"] = "zyx"
+        f.attrs["voxel_size_mm"] = np.asarray(grid.voxel_size_mm, dtype=np.float64)
+        f.attrs["origin_mm"] = grid.origin_mm
+        f.attrs["materials"] = json.dumps(materials, sort_keys=True)
+        f.attrs["material_ids"] = json.dumps(MATERIAL_IDS)
+        f.attrs["defects"] = json.dumps(model.defects, sort_keys=True)
+        f.attrs["phantom"] = json.dumps(model.description, sort_keys=True)
+        f.attrs["material_volume_mm3"] = json.dumps(vox.material_volume_mm3, sort_keys=True)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    written.append(h5_path)
+    return written
+
+
+def read_phantom(path: str | Path) -> PhantomData:
+    """Read and check a phantom file; errors name the file and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"phantom file {path} does not exist")
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
+    with f:
+        missing = [n for n in IMAGE_DATASETS if n not in f]
+        if missing:
+            raise ValueError(f"{path}: missing dataset(s) {', '.join(missing)}")
+        arrays = {n: f[n][...] for n in IMAGE_DATASETS}
+        shape = arrays["material"].shape
+        for name, array in arrays.items():
+            if array.ndim != 3 or array.shape != shape:
+                raise ValueError(f"{path}: dataset {name} has shape {array.shape}, expected {shape}")
+        for key in ("voxel_size_mm", "origin_mm", "materials", "defects", "phantom"):
+            if key not in f.attrs:
+                raise ValueError(f"{path}: missing attribute {key}")
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    materials = {int(k): v for k, v in json.loads(attrs["materials"]).items()}
+    return PhantomData(
+        material=arrays["material"],
+        activity=arrays["activity"],
+        mu511_per_mm=arrays["mu511"],
+        labels=arrays["labels"],
+        voxel_size_mm=np.asarray(attrs["voxel_size_mm"], dtype=float),
+        origin_mm=np.asarray(attrs["origin_mm"], dtype=float),
+        materials=materials,
+        defects=json.loads(attrs["defects"]),
+        description=json.loads(attrs["phantom"]),
+        attrs=attrs,
+    )
