@@ -122,7 +122,9 @@ def read_phantom(path: str | Path) -> PhantomData:
         shape = arrays["material"].shape
         for name, array in arrays.items():
             if array.ndim != 3 or array.shape != shape:
-                raise ValueError(f"{path}: dataset {name} has shape {array.shape}, expected {shape}")
+                raise ValueError(
+                    f"{path}: dataset {name} has shape {array.shape}, expected {shape}"
+                )
         for key in ("voxel_size_mm", "origin_mm", "materials", "defects", "phantom"):
             if key not in f.attrs:
                 raise ValueError(f"{path}: missing attribute {key}")

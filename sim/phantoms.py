@@ -63,7 +63,8 @@ def _uniform(rng: np.random.Generator, bounds) -> float:
 
 
 def _grid(spec: dict) -> Grid:
-    return Grid(tuple(spec["grid"]["shape"]), tuple(float(v) for v in spec["grid"]["voxel_size_mm"]))
+    shape = tuple(int(n) for n in spec["grid"]["shape"])
+    return Grid(shape, tuple(float(v) for v in spec["grid"]["voxel_size_mm"]))
 
 
 def _background(grid: Grid) -> Layer:
@@ -148,7 +149,8 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
         shape: Shape = Box(tuple(centre), (tuple(normal), tuple(along), tuple(thin)),
                            (0.5 * (r_out - r_in), 0.5 * length, 0.5 * width))
         desc = {"length_mm": length, "width_mm": width, "depth_fraction": depth_fraction,
-                "depth_mm": min(depth_fraction, 1.0) * local_wall, "tilt_deg": float(np.rad2deg(tilt))}
+                "depth_mm": min(depth_fraction, 1.0) * local_wall,
+                "tilt_deg": float(np.rad2deg(tilt))}
         bound_r = 0.5 * np.hypot(length, r_out - r_in)
         material, replaces = fill, (metal,)
     elif kind == "hole":

@@ -10,11 +10,12 @@ Conventions (``DESIGN.md``):
 
 Layout. ``modules_per_ring`` flat modules form a regular polygon around the axis. A module's
 front face holds ``crystals_per_module`` crystal cells of width ``crystal_pitch_mm`` side by
-side, and neighbouring front faces are ``module_gap_mm`` apart at their corners, so the polygon
-side is ``s = crystals_per_module * crystal_pitch_mm + module_gap_mm`` and the inner radius
-(the apothem, distance from the axis to a module's front face) is::
+side (face width ``W``), and the front-face corners of neighbouring modules are
+``module_gap_mm`` (``g``) apart. Each corner then stops ``g / (2 cos(pi / M))`` short of the
+polygon vertex, so the polygon side is ``s = W + g / cos(pi / M)`` and the inner radius (the
+apothem, distance from the axis to a module's front face) is::
 
-    inner_radius_mm = s / (2 tan(pi / modules_per_ring))
+    inner_radius_mm = s / (2 tan(pi / M))
 
 For the default 23 modules of 8 crystals at 4 mm this is 116.4 mm. The whole ring is rotated
 so that crystal 0 sits on +x (GATE's ring repeater does the same with ``setFirstAngle``).
@@ -127,8 +128,9 @@ class Scanner:
     @property
     def inner_radius_mm(self) -> float:
         """Distance from the axis to the front face of every module (polygon apothem), mm."""
-        side_mm = self.module_width_mm + self.module_gap_mm
-        return side_mm / (2.0 * np.tan(np.pi / self.modules_per_ring))
+        half_angle = np.pi / self.modules_per_ring
+        side_mm = self.module_width_mm + self.module_gap_mm / np.cos(half_angle)
+        return side_mm / (2.0 * np.tan(half_angle))
 
     @property
     def axial_length_mm(self) -> float:
@@ -244,7 +246,8 @@ class Scanner:
         frames = self.crystal_frames(ids)
         radial_mm = self.inner_radius_mm + np.asarray(depth_mm, dtype=float)
         tangential_mm = self._tangential_offsets_mm()[within]
-        pos = radial_mm[..., None] * frames[..., 0, :] + tangential_mm[..., None] * frames[..., 1, :]
+        pos = (radial_mm[..., None] * frames[..., 0, :]
+               + tangential_mm[..., None] * frames[..., 1, :])
         pos[..., 2] = self.ring_z_mm[ring]
         return pos
 

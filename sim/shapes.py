@@ -103,7 +103,7 @@ class Cylinder(Shape):
 
 @dataclass(frozen=True)
 class Box(Shape):
-    """Oriented box: rows of ``axes`` are its orthonormal local axes, ``half_sizes_mm`` along them."""
+    """Oriented box: rows of ``axes`` are orthonormal local axes, ``half_sizes_mm`` along them."""
 
     centre_mm: tuple[float, float, float]
     axes: tuple[tuple[float, float, float], ...]

@@ -1,0 +1,2 @@
+"""Generative-model stage: datasets, VAE, features, attention memory, G, D, losses, baselines,
+training and metrics."""

@@ -1,0 +1,1 @@
+"""Reconstruction stage: LOR geometry, projectors, MLEM/OSEM, image I/O."""

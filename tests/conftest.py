@@ -1,0 +1,29 @@
+"""Shared fixtures: the validated default config and small phantom specs."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from sim.config import load_config, phantom_spec, validate_config
+
+
+@pytest.fixture(scope="session")
+def default_config() -> dict:
+    return load_config()
+
+
+@pytest.fixture
+def make_spec(default_config):
+    """Build a phantom spec from a dataset section overriding the default `tubes` set."""
+
+    def _make(dataset: dict | None = None, phantom: str | None = None, name: str = "t") -> dict:
+        cfg = copy.deepcopy(default_config)
+        base = {k: v for k, v in cfg["datasets"]["tubes"].items()}
+        cfg["datasets"] = {name: {**base, **(dataset or {})}}
+        cfg = validate_config(cfg)
+        family = cfg["datasets"][name]["family"]
+        return phantom_spec(cfg, name, phantom or f"{family}_0000")
+
+    return _make
