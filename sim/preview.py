@@ -50,11 +50,15 @@ def write_preview(
         panels = [
             (cut(mu511_per_mm) * 10.0, "magma", f"{name}: mu511 (1/cm)", None),
             (cut(activity), "inferno", f"{name}: activity", None),
-            (project(labels), "tab20", "defect labels (max projection)", (0, n_labels)),
+            (np.ma.masked_equal(project(labels), 0), "tab10", "defects (max projection)",
+             (0.5, n_labels + 0.5)),
         ]
         for col, (img, cmap, label, lim) in enumerate(panels):
             ax = axes[row, col]
             vmin, vmax = lim if lim else (None, None)
+            if col == 2:  # labels drawn over the projected attenuation, in grey
+                ax.imshow(project(mu511_per_mm), origin="lower", extent=extent, cmap="gray_r",
+                          interpolation="nearest", aspect="equal")
             im = ax.imshow(img, origin="lower", extent=extent, cmap=cmap, vmin=vmin, vmax=vmax,
                            interpolation="nearest", aspect="equal")
             ax.set_title(label, fontsize=9)
