@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from tqdm import tqdm
 
 from sim.materials import MATERIALS, get_material
 from sim.shapes import Shape
@@ -210,7 +211,8 @@ def voxelise(
             .reshape(-1, 3).astype(float))
     size_xyz = np.asarray(grid.voxel_size_mm, dtype=float)[::-1]
     per_chunk = max(1, _POINTS_PER_CHUNK // n_sub)
-    for start in range(0, bidx.size, per_chunk):
+    chunks = range(0, bidx.size, per_chunk)
+    for start in tqdm(chunks, desc="partial volume", unit="chunk", disable=None, leave=False):
         vox = bidx[start : start + per_chunk]
         k = vox.size
         jitter = rng.random((k, n_sub, 3))
