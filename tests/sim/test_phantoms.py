@@ -85,9 +85,12 @@ def test_bubble_and_inclusion_volumes(make_spec):
         assert defect["type"] == kind and defect["material"] == material
         sphere = 4 / 3 * np.pi * 3.0**3
         assert vox.label_volume_mm3[1] == pytest.approx(sphere, rel=0.01)
-        assert vox.material_volume_mm3[material] - (
-            0 if material != "air" else vox.material_volume_mm3["air"] - sphere
-        ) == pytest.approx(sphere, rel=0.01)
+        # The sphere displaces exactly its volume of solution from the bore (r 35 mm, 50 mm).
+        bore = np.pi * 35.0**2 * 50.0
+        assert vox.material_volume_mm3["water"] == pytest.approx(bore - sphere, rel=1e-3)
+        assert vox.solution_volume_mm3 == pytest.approx(bore - sphere, rel=1e-3)
+        if material == "steel":
+            assert vox.material_volume_mm3["steel"] == pytest.approx(sphere, rel=0.01)
         # No activity where the sphere is (voxels whose centre is deep inside it).
         centre = np.array(defect["shape"]["centre_mm"])
         z, y, x = np.meshgrid(*(model.grid.axis_centres_mm(i) for i in range(3)), indexing="ij")
