@@ -276,9 +276,10 @@ class Scanner:
         module = np.mod(
             np.rint((np.arctan2(y, x) - self.first_module_angle_rad) / step), self.modules_per_ring
         ).astype(np.int64)
-        phi = self.module_angles_rad[module]
-        depth = x * np.cos(phi) + y * np.sin(phi) - self.inner_radius_mm
-        tangential = -x * np.sin(phi) + y * np.cos(phi)
+        cos_phi = np.cos(self.module_angles_rad)[module]
+        sin_phi = np.sin(self.module_angles_rad)[module]
+        depth = x * cos_phi + y * sin_phi - self.inner_radius_mm
+        tangential = y * cos_phi - x * sin_phi
         n = self.crystals_per_module
         within = np.floor(tangential / self.crystal_pitch_mm + n / 2.0).astype(np.int64)
         centre_t = (within - (n - 1) / 2.0) * self.crystal_pitch_mm
