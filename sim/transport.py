@@ -136,10 +136,11 @@ class PhantomMedium:
         the dense box, row 1 over the voxels inside it.
     dense_lo_mm, dense_hi_mm : numpy.ndarray
         Corners (x, y, z) of the dense box: the bounding box of the voxels that attenuate more
-        than every pure material but the densest, when that box is small (a steel inclusion). Woodcock tracking
-        then uses the high majorant only inside it, so one small dense defect does not
-        multiply the steps of every photon; the box walls are crossed like zone boundaries
-        (exact, by the memorylessness of the exponential). Empty (lo > hi) when there is none.
+        than every pure material but the densest, when that box is small (a steel inclusion).
+        Woodcock tracking then uses the high majorant only inside it, so one small dense
+        defect does not multiply the steps of every photon; the box walls are crossed like
+        zone boundaries (exact, by the memorylessness of the exponential). Empty (lo > hi)
+        when there is none.
     """
 
     lo_mm: np.ndarray
@@ -423,7 +424,8 @@ class Transport:
         if np.hypot(corners[:, 0], corners[:, 1]).max() >= ring.inner_radius_mm:
             raise ValueError(
                 f"phantom grid (corners up to {np.hypot(*corners.T).max():.1f} mm from the axis) "
-                f"does not fit inside the ring's bore (front faces at {ring.inner_radius_mm:.1f} mm)"
+                "does not fit inside the ring's bore (front faces at "
+                f"{ring.inner_radius_mm:.1f} mm)"
             )
         if energy_cut_kev < tables.grid.e_min_kev:
             raise ValueError(f"energy_cut_kev {energy_cut_kev} is below the cross-section "
