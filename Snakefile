@@ -27,9 +27,11 @@ except ConfigError as error:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/phantoms.smk"
+include: "workflow/rules/simulate.smk"
 
 
 rule all:
     input:
         all_phantom_outputs(),
+        all_listmode_outputs(),
     default_target: True

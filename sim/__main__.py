@@ -3,6 +3,7 @@
 Commands
 --------
 phantom          draw, voxelise and write one phantom (what the ``phantom`` rule runs)
+simulate         simulate one acquisition of a phantom into a list-mode file (``simulate`` rule)
 scanner          print the scanner geometry derived from a config
 validate-config  validate config files and print the resolved config (defaults filled in)
 """
@@ -17,7 +18,7 @@ import sys
 
 import yaml
 
-from sim.config import ConfigError, load_config, phantom_spec
+from sim.config import ConfigError, load_config, phantom_spec, simulate_spec
 from sim.scanner import Scanner
 
 
@@ -36,6 +37,21 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
             raise ConfigError("give --spec, or --dataset and --phantom (with --configfile)")
         spec = phantom_spec(load_config(*args.configfile), args.dataset, args.phantom)
     build_phantom(spec, args.out, overwrite=args.overwrite)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> None:
+    from sim.simulate_stage import run_simulation
+
+    if args.spec:
+        spec = json.loads(args.spec)
+    else:
+        if not (args.dataset and args.phantom and args.acquisition):
+            raise ConfigError("give --spec, or --dataset, --phantom and --acquisition "
+                              "(with --configfile)")
+        spec = simulate_spec(load_config(*args.configfile), args.dataset, args.phantom,
+                             args.acquisition)
+    run_simulation(spec, args.phantom_file, args.out, workers=args.threads,
+                   overwrite=args.overwrite)
 
 
 def _cmd_scanner(args: argparse.Namespace) -> None:
@@ -69,6 +85,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .h5 path")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("simulate", help="simulate one acquisition of one phantom")
+    p.add_argument("--spec", help="simulation spec as JSON (what the Snakemake rule passes)")
+    _config_args(p)
+    p.add_argument("--dataset", help="dataset name (with --configfile)")
+    p.add_argument("--phantom", help="phantom name, e.g. tube_0003 (with --configfile)")
+    p.add_argument("--acquisition", help="acquisition preset, e.g. fast (with --configfile)")
+    p.add_argument("--phantom-file", required=True, help="phantom .h5 from the phantom stage")
+    p.add_argument("--out", required=True, help="output list-mode .h5 path")
+    p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("scanner", help="print the scanner geometry")
     _config_args(p)

@@ -13,6 +13,7 @@ Any problem raises :class:`ConfigError` with one message that names the key path
 from __future__ import annotations
 
 import copy
+import zlib
 import hashlib
 import json
 import re
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import numpy as np
 import yaml
 
 from sim.scanner import Scanner
@@ -216,6 +218,10 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     for name in resolved["run_datasets"]:
         _check(name in resolved["datasets"], "run_datasets",
                f"unknown dataset {name!r}; defined: {', '.join(resolved['datasets'])}")
+    for name in resolved["acquisitions"]:
+        _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None,
+               f"acquisitions.{name}",
+               "acquisition names may hold letters, digits, '_' and '-' only (they become files)")
     for name, ds in resolved["datasets"].items():
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
                "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
@@ -292,6 +298,30 @@ def phantom_spec(config: dict, dataset: str, phantom: str) -> dict[str, Any]:
         "index": index,
         **copy.deepcopy(section),
         "scanner_inner_radius_mm": Scanner.from_config(config["scanner"]).inner_radius_mm,
+    }
+
+
+def simulation_seed(dataset_seed: int, phantom_index: int, acquisition: str) -> int:
+    """Seed of one simulation job: independent streams per phantom and acquisition."""
+    entropy = [int(dataset_seed), int(phantom_index), zlib.crc32(acquisition.encode())]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0])
+
+
+def simulate_spec(config: dict, dataset: str, phantom: str, acquisition: str) -> dict[str, Any]:
+    """Everything a simulation job depends on: engine, scanner, the acquisition preset, the
+    engine options and the job's seed. A change to any of them re-runs the job."""
+    if acquisition not in config["datasets"][dataset]["acquisitions"]:
+        raise ConfigError(f"config key datasets.{dataset}.acquisitions: {acquisition!r} is not "
+                          f"one of {config['datasets'][dataset]['acquisitions']}")
+    index = phantom_index(config, dataset, phantom)
+    return {
+        "engine": config["engine"],
+        "dataset": dataset,
+        "phantom": phantom,
+        "acquisition": {"name": acquisition, **copy.deepcopy(config["acquisitions"][acquisition])},
+        "scanner": copy.deepcopy(config["scanner"]),
+        "simulation": copy.deepcopy(config["simulation"]),
+        "seed": simulation_seed(config["datasets"][dataset]["seed"], index, acquisition),
     }
 
 

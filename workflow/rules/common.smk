@@ -1,12 +1,13 @@
 # Helpers shared by the rules: names of the jobs derived from the validated config.
 import json
 
-from sim.config import phantom_names, phantom_spec, selected_datasets
+from sim.config import phantom_names, phantom_spec, selected_datasets, simulate_spec
 
 
 wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     phantom=r"[a-z]+_[0-9][0-9][0-9][0-9]+",
+    acquisition=r"[A-Za-z0-9][A-Za-z0-9_-]*",
 
 
 def all_phantom_outputs():
@@ -21,3 +22,19 @@ def all_phantom_outputs():
 def phantom_spec_json(wildcards):
     """The config section a phantom depends on, as JSON; a change re-runs only that phantom."""
     return json.dumps(phantom_spec(config, wildcards.dataset, wildcards.phantom), sort_keys=True)
+
+
+def all_listmode_outputs():
+    """List-mode files of every phantom and acquisition of every selected dataset."""
+    return [
+        f"results/{dataset}/listmode/{phantom}/{acquisition}.h5"
+        for dataset in selected_datasets(config)
+        for phantom in phantom_names(config, dataset)
+        for acquisition in config["datasets"][dataset]["acquisitions"]
+    ]
+
+
+def simulate_spec_json(wildcards):
+    """What a simulation depends on, as JSON; a change re-runs only the affected jobs."""
+    spec = simulate_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition)
+    return json.dumps(spec, sort_keys=True)
