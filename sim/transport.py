@@ -463,6 +463,13 @@ class Transport:
             if not moved:
                 return Hits.concatenate(hits)
 
+    def transport_phantom(self, photons: Photons, rng: np.random.Generator) -> None:
+        """Move the photons of the phantom zone until each leaves the box (zone ``bore``) or
+        stops (zone ``done``); the other photons are left alone."""
+        idx = np.flatnonzero(photons.zone == ZONE_PHANTOM)
+        values = photons.take(idx)
+        photons.put(idx, values, self._phantom_walk(values, rng, []))
+
     # ------------------------------------------------------------------ zones
     def _bore_flight(self, v: dict, rng: np.random.Generator, hits: list) -> np.ndarray:
         p, d = v["pos_mm"], v["direction"]
