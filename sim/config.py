@@ -13,10 +13,10 @@ Any problem raises :class:`ConfigError` with one message that names the key path
 from __future__ import annotations
 
 import copy
-import zlib
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any

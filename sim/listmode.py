@@ -106,7 +106,10 @@ def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: d
             for name, array in columns.items():
                 dtype = COLUMNS[name][0]
                 data = np.ascontiguousarray(array, dtype=dtype)
-                chunks = (min(max(data.shape[0], 1), 65536),) + data.shape[1:]
+                if data.shape[0] == 0:  # HDF5 chunks cannot be empty
+                    g.create_dataset(name, data=data)
+                    continue
+                chunks = (min(data.shape[0], 65536),) + data.shape[1:]
                 g.create_dataset(name, data=data, chunks=chunks, compression="gzip",
                                  compression_opts=4, shuffle=True)
             g.attrs["count"] = int(columns["crystal1"].shape[0])

@@ -31,6 +31,12 @@ def _random_singles(n: int, rate_per_ns: float, seed: int) -> dict:
     }
 
 
+def _good(c1: int, c2: int, min_sector_difference: int) -> bool:
+    s1, s2 = (c1 % CPR) // CPM, (c2 % CPR) // CPM
+    diff = min(abs(s1 - s2), MODULES - abs(s1 - s2))
+    return c1 != c2 and diff >= min_sector_difference
+
+
 def _reference(singles: dict, settings: SorterSettings, offset_ns: float) -> set:
     """Pairs (opener, partner) by brute force: every single opens a window."""
     t, c, e = singles["time_ns"], singles["crystal"], singles["energy_kev"]
@@ -41,11 +47,7 @@ def _reference(singles: dict, settings: SorterSettings, offset_ns: float) -> set
         else:
             partners = [j for j in range(t.size)
                         if offset_ns <= t[j] - t[i] <= offset_ns + settings.window_ns]
-        def good(j):
-            s1, s2 = (c[i] % CPR) // CPM, (c[j] % CPR) // CPM
-            diff = min(abs(s1 - s2), MODULES - abs(s1 - s2))
-            return c[i] != c[j] and diff >= settings.min_sector_difference
-        goods = [j for j in partners if good(j)]
+        goods = [j for j in partners if _good(c[i], c[j], settings.min_sector_difference)]
         if settings.policy == "TakeAllGoods":
             chosen = goods
         elif settings.policy == "RemoveMultiples":

@@ -148,3 +148,9 @@ def test_simulate_stage_writes_reproducible_listmode(tmp_path, make_spec, defaul
                 np.testing.assert_array_equal(fa[group][name][...], fb[group][name][...])
     assert len(lc) != len(la) or not np.array_equal(lc.coincidences["time1_ns"],
                                                     la.coincidences["time1_ns"])
+
+
+def test_a_frame_without_decays_gives_empty_tables():
+    result = _engine(10_000).run(1e-3, 0.1, 6586.2, seed=1, progress=False)
+    assert result.primaries == 0 and result.counts["prompts"] == 0
+    assert result.prompts["pos1_mm"].shape == (0, 3)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from sim.listmode import read_listmode
+
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
@@ -45,12 +47,15 @@ def test_dry_run_lists_every_phantom_of_the_qa_overlay():
     for target in ("qa_point/phantoms/point_0000.h5", "qa_line/phantoms/line_0000.h5",
                    "qa_nema/phantoms/nema_0000.h5"):
         assert f"results/{target}" in text
+    for target in ("qa_point/listmode/point_0000/fast.h5", "qa_nema/listmode/nema_0000/fast.h5"):
+        assert f"results/{target}" in text
+    assert "rule simulate" in text
     assert "results/tubes/" not in text  # run_datasets restricts the run
 
 
 @pytest.mark.slow
-def test_phantom_rule_runs(tmp_path):
-    """Run the real rule on a copy of the workflow with a tiny QA dataset."""
+def test_phantom_and_simulate_rules_run(tmp_path):
+    """Run the real rules on a copy of the workflow with a tiny QA dataset."""
     for item in ("Snakefile", "workflow", "config", "profiles", "sim", "recon", "models"):
         src = REPO / item
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / item)
@@ -67,4 +72,8 @@ def test_phantom_rule_runs(tmp_path):
         assert (folder / f"{name}.h5").is_file() and (folder / f"{name}.png").is_file()
         assert (folder / f"{name}_materials.mhd").is_file()
         assert (tmp_path / f"logs/phantom/tiny/{name}.log").is_file()
+        listmode = read_listmode(tmp_path / f"results/tiny/listmode/{name}/paper.h5")
+        assert listmode.attrs["engine"] == "fast" and listmode.attrs["acquisition"] == "paper"
+        assert 0 < listmode.attrs["primaries"] < 200  # 600 Bq for 0.1 s: about 60 decays
+        assert (tmp_path / f"logs/simulate/tiny/{name}/paper.log").is_file()
     assert not list((tmp_path / "results").rglob("*.tmp"))
