@@ -46,6 +46,31 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
             tmp.unlink()
 
 
+def open_hdf5(path: str | Path, what: str):
+    """Open an HDF5 file for reading; a missing or unreadable file gives one clear error.
+
+    Parameters
+    ----------
+    path : path-like
+    what : str
+        What the file should be, for the message (``"phantom file"``).
+    """
+    import h5py  # the config-only code paths do not need it
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def decoded_attrs(node) -> dict[str, Any]:
+    """Attributes of an HDF5 file or group, byte strings decoded."""
+    return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in node.attrs.items()}
+
+
 def package_versions() -> dict[str, str]:
     """Installed versions of the packages that shape the outputs."""
     versions = {}

@@ -21,7 +21,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sim.fileio import atomic_output
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5
 from sim.scanner import Scanner
 
 #: Column -> (dtype, columns per row; 0 for 1-D); the first eight are required.
@@ -121,14 +121,8 @@ def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: d
 def read_listmode(path: str | Path) -> ListMode:
     """Read and check a list-mode file; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"list-mode file {path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+    with open_hdf5(path, "list-mode file") as f:
+        attrs = decoded_attrs(f)
         missing = [a for a in REQUIRED_ATTRS if a not in attrs]
         if missing:
             raise ValueError(f"{path}: missing attribute(s) {', '.join(missing)}")

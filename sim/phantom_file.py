@@ -25,7 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sim.fileio import atomic_output
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5
 from sim.materials import MATERIALS
 from sim.metaimage import write_mhd
 from sim.phantoms import PhantomModel
@@ -108,13 +108,7 @@ def write_phantom(
 def read_phantom(path: str | Path) -> PhantomData:
     """Read and check a phantom file; errors name the file and the field."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"phantom file {path} does not exist")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_hdf5(path, "phantom file") as f:
         missing = [n for n in IMAGE_DATASETS if n not in f]
         if missing:
             raise ValueError(f"{path}: missing dataset(s) {', '.join(missing)}")
@@ -128,7 +122,7 @@ def read_phantom(path: str | Path) -> PhantomData:
         for key in ("voxel_size_mm", "origin_mm", "materials", "defects", "phantom"):
             if key not in f.attrs:
                 raise ValueError(f"{path}: missing attribute {key}")
-        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+        attrs = decoded_attrs(f)
     materials = {int(k): v for k, v in json.loads(attrs["materials"]).items()}
     return PhantomData(
         material=arrays["material"],
