@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -94,26 +95,22 @@ def useless_below_kev(digitizer: DigitizerSettings) -> float:
 
 @dataclass
 class SimulationResult:
-    """Output of a run: prompt and delayed coincidences and counters.
+    """Output of a run: prompt and delayed coincidences (unless a sink took them) and counts.
 
+    ``counts`` has primaries, singles, prompts, trues, scattered, randoms and delayed.
     ``timings_s`` splits the work into source, phantom (and bore) transport, detector
     transport, digitizer and sorting (summed over workers, so it can exceed wall time).
     """
 
-    prompts: dict
-    delayed: dict
-    primaries: int
-    singles: int
+    prompts: dict | None
+    delayed: dict | None
+    counts: dict
     timings_s: dict = field(default_factory=dict)
 
     @property
-    def counts(self) -> dict:
-        """Prompts by truth kind, delayed count, singles and primaries."""
-        kind = self.prompts["kind"]
-        return {"primaries": self.primaries, "singles": self.singles,
-                "prompts": int(kind.size), "trues": int(np.sum(kind == 0)),
-                "scattered": int(np.sum(kind == 1)), "randoms": int(np.sum(kind == 2)),
-                "delayed": int(self.delayed["kind"].size)}
+    def primaries(self) -> int:
+        """Decays simulated."""
+        return self.counts["primaries"]
 
 
 class FastEngine:
@@ -176,8 +173,13 @@ class FastEngine:
         return singles, n, timings
 
     def run(self, activity_bq: float, duration_s: float, half_life_s: float, seed: int,
-            workers: int = 1, progress: bool | None = None) -> SimulationResult:
-        """Simulate a frame; ``workers`` > 1 runs chunks in that many processes."""
+            workers: int = 1, progress: bool | None = None,
+            sink: Callable[[dict, dict], None] | None = None) -> SimulationResult:
+        """Simulate a frame; ``workers`` > 1 runs chunks in that many processes.
+
+        With ``sink``, each chunk's (prompts, delayed) go to ``sink`` as soon as they are
+        sorted (memory stays bounded) and the result holds the counts only.
+        """
         frame = Frame.for_chunks(activity_bq, duration_s, half_life_s,
                                  self.settings.chunk_decays)
         edges_ns = frame.slice_edges_s * 1e9
@@ -188,7 +190,9 @@ class FastEngine:
         prompts, delayed = [], []
         timings = {"source": 0.0, "phantom": 0.0, "detector": 0.0, "digitizer": 0.0,
                    "sorting": 0.0}
-        primaries = n_singles = 0
+        counts = dict.fromkeys(("primaries", "singles", "prompts", "trues", "scattered",
+                                "randoms", "delayed"), 0)
+        primaries = 0
         log.info("%.4g expected decays in %d chunk(s), %d worker(s)", frame.expected_decays,
                  frame.n_slices, workers)
         chunks = self._chunk_results(frame, seed, workers)
@@ -200,14 +204,24 @@ class FastEngine:
             singles["event"] = singles["event"] + primaries
             singles["photon"] = singles["photon"] + 2 * primaries
             primaries += n
-            n_singles += singles["time_ns"].size
             t0 = time.perf_counter()
             horizon = edges_ns[k + 1] - margin_ns if k + 1 < frame.n_slices else np.inf
             p, d = sorter.add(singles, horizon)
             timings["sorting"] += time.perf_counter() - t0
-            prompts.append(p)
-            delayed.append(d)
-        return SimulationResult(_concat(prompts), _concat(delayed), primaries, n_singles, timings)
+            kinds = np.bincount(p["kind"], minlength=3)
+            for key, value in (("primaries", n), ("singles", singles["time_ns"].size),
+                               ("prompts", p["kind"].size), ("trues", kinds[0]),
+                               ("scattered", kinds[1]), ("randoms", kinds[2]),
+                               ("delayed", d["kind"].size)):
+                counts[key] += int(value)
+            if sink is None:
+                prompts.append(p)
+                delayed.append(d)
+            else:
+                sink(p, d)
+        if sink is not None:
+            return SimulationResult(None, None, counts, timings)
+        return SimulationResult(_concat(prompts), _concat(delayed), counts, timings)
 
     def _chunk_results(self, frame: Frame, seed: int, workers: int):
         if workers <= 1 or frame.n_slices == 1:

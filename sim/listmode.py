@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,30 +92,85 @@ def _check_columns(columns: dict, where: str) -> int:
     return int(n or 0)
 
 
+class ListModeWriter:
+    """Write a list-mode file incrementally, atomically (a context manager).
+
+    Columns are appended chunk by chunk to resizable, compressed datasets, so a long
+    acquisition never holds all its coincidences in memory. The file appears under its name
+    only when the block exits without error and with the required attributes set.
+
+    Examples
+    --------
+    >>> with ListModeWriter(path) as out:                       # doctest: +SKIP
+    ...     for prompts, delayed in chunks:
+    ...         out.append(prompts, delayed)
+    ...     out.attrs.update(engine="fast", ...)
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.attrs: dict[str, Any] = {}
+        self._counts = dict.fromkeys(GROUPS, 0)
+
+    def __enter__(self) -> ListModeWriter:
+        self._atomic = atomic_output(self.path, self.overwrite)
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        for group in GROUPS:
+            g = self._file.create_group(group)
+            for name, (dtype, width) in COLUMNS.items():
+                tail = (width,) if width else ()
+                g.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                                 chunks=(65536, *tail), compression="gzip",
+                                 compression_opts=4, shuffle=True)
+        return self
+
+    def append(self, coincidences: dict, delayed: dict) -> None:
+        """Append one chunk of prompts and delayed coincidences (columns of :data:`COLUMNS`)."""
+        for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
+            n = _check_columns(columns, f"{self.path} group {group}")
+            missing = [c for c in COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"{self.path} group {group}: missing column(s) "
+                                 f"{', '.join(missing)}")
+            start = self._counts[group]
+            for name, array in columns.items():
+                dataset = self._file[group][name]
+                dataset.resize(start + n, axis=0)
+                dataset[start:] = np.asarray(array, dtype=COLUMNS[name][0])
+            self._counts[group] = start + n
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                missing = [a for a in REQUIRED_ATTRS if a not in self.attrs]
+                if missing:
+                    raise ValueError(f"{self.path}: missing attribute(s) {', '.join(missing)}")
+                for group in GROUPS:
+                    self._file[group].attrs["count"] = self._counts[group]
+                for key, value in self.attrs.items():
+                    self._file.attrs[key] = value
+        except BaseException:
+            self._file.close()
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
 def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: dict,
                    overwrite: bool = False) -> Path:
-    """Write a list-mode file atomically (see the module docstring for the layout)."""
+    """Write a whole list-mode file at once (see :class:`ListModeWriter`)."""
     path = Path(path)
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-    if missing:
+    if missing:  # before creating anything
         raise ValueError(f"{path}: missing attribute(s) {', '.join(missing)}")
     for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
         _check_columns(columns, f"{path} group {group}")
-    with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
-            g = f.create_group(group)
-            for name, array in columns.items():
-                dtype = COLUMNS[name][0]
-                data = np.ascontiguousarray(array, dtype=dtype)
-                if data.shape[0] == 0:  # HDF5 chunks cannot be empty
-                    g.create_dataset(name, data=data)
-                    continue
-                chunks = (min(data.shape[0], 65536),) + data.shape[1:]
-                g.create_dataset(name, data=data, chunks=chunks, compression="gzip",
-                                 compression_opts=4, shuffle=True)
-            g.attrs["count"] = int(columns["crystal1"].shape[0])
-        for key, value in attrs.items():
-            f.attrs[key] = value
+    with ListModeWriter(path, overwrite) as out:
+        out.append(coincidences, delayed)
+        out.attrs.update(attrs)
     return path
 
 

@@ -12,7 +12,7 @@ from sim.coincidences import SorterSettings
 from sim.digitizer import DigitizerSettings
 from sim.engine_fast import ENGINE_VERSION, EngineSettings, FastEngine
 from sim.fileio import provenance_attrs
-from sim.listmode import write_listmode
+from sim.listmode import ListModeWriter
 from sim.phantom_file import read_phantom
 from sim.scanner import Scanner
 
@@ -50,23 +50,31 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
 
     start = time.perf_counter()
     fast = FastEngine(phantom, scanner, digitizer, sorter, settings)
-    result = fast.run(acquisition["activity_bq"], acquisition["duration_s"],
-                      acquisition["half_life_s"], spec["seed"], workers=workers)
-    elapsed = time.perf_counter() - start
-    counts = result.counts
-    log.info("%s/%s %s: %s in %.1f s (%.3g decays/s)", spec["dataset"], spec["phantom"],
-             acquisition["name"], counts, elapsed, result.primaries / max(elapsed, 1e-9))
+    # Coincidences stream into the (temporary) output file chunk by chunk.
+    with ListModeWriter(out_h5, overwrite) as out:
+        result = fast.run(acquisition["activity_bq"], acquisition["duration_s"],
+                          acquisition["half_life_s"], spec["seed"], workers=workers,
+                          sink=out.append)
+        elapsed = time.perf_counter() - start
+        counts = result.counts
+        log.info("%s/%s %s: %s in %.1f s (%.3g decays/s)", spec["dataset"], spec["phantom"],
+                 acquisition["name"], counts, elapsed, result.primaries / max(elapsed, 1e-9))
+        out.attrs.update(_attrs(spec, workers, result, acquisition, scanner, phantom_h5))
+    log.info("wrote %s", out_h5)
+    return counts
+
+
+def _attrs(spec, workers, result, acquisition, scanner, phantom_h5) -> dict:
     attrs = provenance_attrs(spec, params={"workers": workers}, seed=spec["seed"])
+    counts = result.counts
     attrs.update(
         engine="fast", engine_version=ENGINE_VERSION, primaries=result.primaries,
         activity_bq=float(acquisition["activity_bq"]),
         duration_s=float(acquisition["duration_s"]),
         half_life_s=float(acquisition["half_life_s"]), acquisition=acquisition["name"],
         scanner=json.dumps(scanner.to_dict(), sort_keys=True), phantom_file=str(phantom_h5),
-        counts=json.dumps(counts, sort_keys=True), singles=result.singles,
+        counts=json.dumps(counts, sort_keys=True), singles=counts["singles"],
         timings_s=json.dumps({k: round(v, 3) for k, v in result.timings_s.items()}),
         dataset=spec["dataset"], phantom_name=spec["phantom"],
     )
-    write_listmode(out_h5, result.prompts, result.delayed, attrs, overwrite)
-    log.info("wrote %s", out_h5)
-    return counts
+    return attrs

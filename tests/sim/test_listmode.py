@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from sim.listmode import COLUMNS, read_listmode, write_listmode
+from sim.listmode import COLUMNS, ListModeWriter, read_listmode, write_listmode
 from sim.scanner import Scanner
 
 
@@ -62,3 +62,23 @@ def test_bad_files_name_the_field(tmp_path):
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(ValueError, match="junk.h5: not a readable HDF5 file"):
         read_listmode(tmp_path / "junk.h5")
+
+
+def test_interrupted_or_incomplete_writes_leave_no_file(tmp_path):
+    rng = np.random.default_rng(2)
+    chunk = _columns(20, rng)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        with ListModeWriter(tmp_path / "c.h5") as out:
+            out.append(chunk, chunk)
+            raise RuntimeError("interrupted")
+    with pytest.raises(ValueError, match="missing attribute"):
+        with ListModeWriter(tmp_path / "d.h5") as out:
+            out.append(chunk, chunk)
+    assert list(tmp_path.iterdir()) == []
+    with ListModeWriter(tmp_path / "e.h5") as out:  # appended chunks concatenate
+        out.append(chunk, chunk)
+        out.append(_columns(5, rng), _columns(0, rng))
+        out.attrs.update(_attrs())
+    data = read_listmode(tmp_path / "e.h5")
+    assert len(data) == 25 and data.delayed["crystal1"].size == 20
+    np.testing.assert_array_equal(data.coincidences["pos1_mm"][:20], chunk["pos1_mm"])
