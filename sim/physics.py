@@ -1,8 +1,8 @@
 """Photon interaction physics for the embedded engine: cross-section tables and Compton sampling.
 
 Cross sections come from xraylib (Rayleigh, Compton, photoelectric; the same data the phantom
-``mu511`` maps use), tabulated once per material on a logarithmic energy grid and interpolated
-log-log, which is how Geant4's standard EM models use their tables too.
+``mu511`` maps use), tabulated once per material on a fine logarithmic energy grid
+(:class:`EnergyGrid`, so that locating an energy is arithmetic) and interpolated linearly.
 
 Compton scattering follows the free-electron Klein-Nishina cross section, sampled with the
 Butcher-Messel composition-rejection method (the method of Geant4's ``G4KleinNishinaCompton``),
@@ -54,34 +54,6 @@ class CrossSectionTable:
             for m in materials
         ])
         return cls(tuple(materials), energy, mu)
-
-    def mu(self, material_index: np.ndarray, energy_kev: np.ndarray) -> np.ndarray:
-        """Per-process coefficients for each photon, 1/mm, shape (n, 3).
-
-        Parameters
-        ----------
-        material_index : array of int, shape (n,)
-            Row of ``materials`` for each photon.
-        energy_kev : array of float, shape (n,)
-            Photon energies, within the table's range.
-        """
-        log_e = np.log(self.energy_kev)
-        x = np.log(np.asarray(energy_kev, dtype=float))
-        if np.any(x < log_e[0] - 1e-12) or np.any(x > log_e[-1] + 1e-12):
-            raise ValueError(
-                f"energy outside the cross-section table [{self.energy_kev[0]}, "
-                f"{self.energy_kev[-1]}] keV"
-            )
-        i = np.clip(np.searchsorted(log_e, x) - 1, 0, log_e.size - 2)
-        w = (x - log_e[i]) / (log_e[i + 1] - log_e[i])
-        table = np.log(np.maximum(self.mu_per_mm[np.asarray(material_index)], 1e-300))
-        lo = np.take_along_axis(table, i[:, None, None].repeat(3, axis=1), axis=2)[..., 0]
-        hi = np.take_along_axis(table, (i + 1)[:, None, None].repeat(3, axis=1), axis=2)[..., 0]
-        return np.exp(lo + w[:, None] * (hi - lo))
-
-    def mu_total(self, material_index: np.ndarray, energy_kev: np.ndarray) -> np.ndarray:
-        """Total linear attenuation for each photon, 1/mm, shape (n,)."""
-        return self.mu(material_index, energy_kev).sum(axis=1)
 
 
 def sample_klein_nishina(
@@ -152,13 +124,14 @@ class EnergyGrid:
         return i, np.clip(x - i, 0.0, 1.0)
 
 
-def interpolate_rows(table: np.ndarray, row: np.ndarray | int, i: np.ndarray, w: np.ndarray):
+def interpolate_rows(table: np.ndarray, row: np.ndarray | int, i: np.ndarray,
+                     w: np.ndarray) -> np.ndarray:
     """Linear interpolation on an :class:`EnergyGrid`, vectorised over photons.
 
     Parameters
     ----------
     table : numpy.ndarray
-        Shape (n_rows, ..., n_energies).
+        Shape (n_rows, n_energies).
     row : array of int, shape (m,), or int
         Table row of each photon.
     i, w : numpy.ndarray
@@ -167,14 +140,10 @@ def interpolate_rows(table: np.ndarray, row: np.ndarray | int, i: np.ndarray, w:
     Returns
     -------
     numpy.ndarray
-        Shape (m, ...) (the middle axes of ``table`` kept).
+        Shape (m,).
     """
-    lo = table[row, ..., i] if np.ndim(row) else table[row][..., i]
-    hi = table[row, ..., i + 1] if np.ndim(row) else table[row][..., i + 1]
-    if lo.ndim > 1 and lo.shape[0] != i.size:  # advanced indexing moved the photon axis last
-        lo, hi = np.moveaxis(lo, -1, 0), np.moveaxis(hi, -1, 0)
-    w = w.reshape((-1,) + (1,) * (lo.ndim - 1))
-    return lo + w * (hi - lo)
+    lo = table[row, i]
+    return lo + w * (table[row, i + 1] - lo)
 
 
 @dataclass(frozen=True)

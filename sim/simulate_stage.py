@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Engines this stage can run; the GATE engines are selected in the config too.
 ENGINES = ("fast", "opengate", "gate9")
+#: Keys of a simulation spec (:func:`sim.config.simulate_spec`).
+SPEC_KEYS = ("engine", "dataset", "phantom", "acquisition", "scanner", "simulation", "seed")
 
 
 def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
@@ -33,6 +35,10 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
         raise ValueError(f"output {out_h5} must end in .h5")
     if out_h5.exists() and not overwrite:
         raise FileExistsError(f"{out_h5} exists; pass --overwrite to replace it")
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"simulation spec is missing key(s) {', '.join(missing)} "
+                         "(build it with sim.config.simulate_spec)")
     engine = spec["engine"]
     if engine not in ENGINES:
         raise ValueError(f"spec key engine: {engine!r} is not one of {ENGINES}")
