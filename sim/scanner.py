@@ -201,6 +201,53 @@ class Scanner:
             return np.arange(self.n_crystals)
         return np.asarray(crystal_id)
 
+    # ------------------------------------------------------------------ GATE hierarchy
+    def gate_ids(self, crystal_id: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """GATE ``cylindricalPET`` ids (rsector, module, crystal) of global crystal ids.
+
+        The GATE system (macros of ``gate_macros/``, the opengate builder) repeats one
+        rsector per angular module with a ring repeater (copy 0 on +x at
+        :attr:`first_module_angle_rad`, counter-clockwise), stacks ``axial_modules`` modules
+        along z in each rsector (copy 0 at the lowest z) and fills each module with a
+        ``1 x crystals_per_module x crystals_per_module_axial`` cubic array, whose copy number
+        is ``j + ny * k`` (GATE's ``GateArrayRepeater``: x fastest, then y, then z) with ``j``
+        along the tangent and ``k`` along z.
+
+        Returns
+        -------
+        rsector, module, crystal : numpy.ndarray
+            int32 arrays of the input's shape.
+        """
+        ring, index = self.ring_and_index(crystal_id)
+        rsector, j = np.divmod(index, self.crystals_per_module)
+        module, k = np.divmod(ring, self.crystals_per_module_axial)
+        crystal = j + self.crystals_per_module * k
+        return rsector.astype(np.int32), module.astype(np.int32), crystal.astype(np.int32)
+
+    def crystal_id_from_gate(
+        self, rsector: np.ndarray, module: np.ndarray, crystal: np.ndarray
+    ) -> np.ndarray:
+        """Global crystal ids from GATE (rsector, module, crystal) ids; inverse of :meth:`gate_ids`.
+
+        Raises
+        ------
+        ValueError
+            If an id is outside this scanner's range (data from another geometry).
+        """
+        rsector, module, crystal = (np.asarray(a, dtype=np.int64) for a in (rsector, module,
+                                                                            crystal))
+        limits = {"rsector": (rsector, self.modules_per_ring),
+                  "module": (module, self.axial_modules),
+                  "crystal": (crystal, self.crystals_per_module * self.crystals_per_module_axial)}
+        for name, (ids, n) in limits.items():
+            if ids.size and (ids.min() < 0 or ids.max() >= n):
+                raise ValueError(f"{name} id out of range [0, {n}) for this scanner "
+                                 f"(found {ids.min()}..{ids.max()})")
+        j, k = crystal % self.crystals_per_module, crystal // self.crystals_per_module
+        ring = module * self.crystals_per_module_axial + k
+        index = rsector * self.crystals_per_module + j
+        return self.crystal_id(ring, index)
+
     # ------------------------------------------------------------------ positions
     def crystal_frames(self, crystal_id: np.ndarray | None = None) -> np.ndarray:
         """Orthonormal frame of each crystal: rows are the outward normal, tangent and axis.
