@@ -111,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     try:
         args.func(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        # User-facing failures (bad input, missing Geant4 data or Gate): one message.
+        logging.getLogger("sim").debug("details", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

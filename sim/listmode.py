@@ -22,7 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 from sim.scanner import Scanner
 
 #: Column -> (dtype, columns per row; 0 for 1-D); the first eight are required.
@@ -199,3 +199,23 @@ def read_listmode(path: str | Path) -> ListMode:
                 raise ValueError(f"{path} group {group}: column {name} has crystal ids outside "
                                  f"[0, {scanner.n_crystals}) of the file's scanner")
     return ListMode(groups["coincidences"], groups["delayed"], attrs, scanner)
+
+
+def acquisition_attrs(spec: dict[str, Any], phantom_h5: str | Path,
+                      params: dict[str, Any]) -> dict[str, Any]:
+    """Attributes every engine writes for one simulated acquisition (besides its own).
+
+    Provenance (:func:`sim.fileio.provenance_attrs` of the spec), the acquisition's activity,
+    duration and half-life, the scanner JSON, and where the phantom came from.
+    """
+    acquisition = spec["acquisition"]
+    scanner = Scanner.from_config(spec["scanner"])
+    attrs = provenance_attrs(spec, params=params, seed=spec["seed"])
+    attrs.update(
+        activity_bq=float(acquisition["activity_bq"]),
+        duration_s=float(acquisition["duration_s"]),
+        half_life_s=float(acquisition["half_life_s"]), acquisition=acquisition["name"],
+        scanner=json.dumps(scanner.to_dict(), sort_keys=True), phantom_file=str(phantom_h5),
+        dataset=spec["dataset"], phantom_name=spec["phantom"],
+    )
+    return attrs

@@ -11,8 +11,7 @@ from typing import Any
 from sim.coincidences import SorterSettings
 from sim.digitizer import DigitizerSettings
 from sim.engine_fast import ENGINE_VERSION, EngineSettings, FastEngine
-from sim.fileio import provenance_attrs
-from sim.listmode import ListModeWriter
+from sim.listmode import ListModeWriter, acquisition_attrs
 from sim.phantom_file import read_phantom
 from sim.scanner import Scanner
 
@@ -42,10 +41,14 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
     engine = spec["engine"]
     if engine not in ENGINES:
         raise ValueError(f"spec key engine: {engine!r} is not one of {ENGINES}")
-    if engine != "fast":
-        raise ValueError(
-            f"engine {engine!r} is not available in this version of the pipeline; "
-            "use engine: fast (the GATE engines are planned, see the README)")
+    if engine == "opengate":
+        from sim.engine_opengate import run_opengate
+
+        return run_opengate(spec, phantom_h5, out_h5, threads=workers, overwrite=overwrite)
+    if engine == "gate9":
+        from sim.engine_gate9 import run_gate9
+
+        return run_gate9(spec, phantom_h5, out_h5, threads=workers, overwrite=overwrite)
     scanner_cfg = spec["scanner"]
     scanner = Scanner.from_config(scanner_cfg)
     digitizer = DigitizerSettings.from_config(scanner_cfg)
@@ -71,16 +74,11 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
 
 
 def _attrs(spec, workers, result, acquisition, scanner, phantom_h5) -> dict:
-    attrs = provenance_attrs(spec, params={"workers": workers}, seed=spec["seed"])
+    attrs = acquisition_attrs(spec, phantom_h5, params={"workers": workers})
     counts = result.counts
     attrs.update(
         engine="fast", engine_version=ENGINE_VERSION, primaries=result.primaries,
-        activity_bq=float(acquisition["activity_bq"]),
-        duration_s=float(acquisition["duration_s"]),
-        half_life_s=float(acquisition["half_life_s"]), acquisition=acquisition["name"],
-        scanner=json.dumps(scanner.to_dict(), sort_keys=True), phantom_file=str(phantom_h5),
         counts=json.dumps(counts, sort_keys=True), singles=counts["singles"],
         timings_s=json.dumps({k: round(v, 3) for k, v in result.timings_s.items()}),
-        dataset=spec["dataset"], phantom_name=spec["phantom"],
     )
     return attrs

@@ -148,8 +148,8 @@ def test_simulate_stage_writes_reproducible_listmode(tmp_path, make_spec, defaul
                 np.testing.assert_array_equal(fa[group][name][...], fb[group][name][...])
     with pytest.raises(ValueError, match="missing key.s. seed"):
         run_simulation({k: v for k, v in spec.items() if k != "seed"}, phantom, tmp_path / "d.h5")
-    with pytest.raises(ValueError, match="engine 'gate9' is not available"):
-        run_simulation({**spec, "engine": "gate9"}, phantom, tmp_path / "d.h5")
+    with pytest.raises(ValueError, match="engine: 'geant3' is not one of"):
+        run_simulation({**spec, "engine": "geant3"}, phantom, tmp_path / "d.h5")
     assert not (tmp_path / "d.h5").exists()
     assert len(lc) != len(la) or not np.array_equal(lc.coincidences["time1_ns"],
                                                     la.coincidences["time1_ns"])
