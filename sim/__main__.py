@@ -4,6 +4,9 @@ Commands
 --------
 phantom          draw, voxelise and write one phantom (what the ``phantom`` rule runs)
 simulate         simulate one acquisition of a phantom into a list-mode file (``simulate`` rule)
+import-root      convert a GATE 9 or opengate coincidence ROOT file into a list-mode file
+export-petsird   write a list-mode file as PETSIRD (the PET raw-data standard)
+crosscheck       compare two list-mode files of one phantom simulated by two engines
 scanner          print the scanner geometry derived from a config
 validate-config  validate config files and print the resolved config (defaults filled in)
 """
@@ -54,6 +57,47 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
                    overwrite=args.overwrite)
 
 
+def _cmd_import_root(args: argparse.Namespace) -> None:
+    from sim.root_import import detect_schema, gate9_primaries, import_root
+
+    config = load_config(*args.configfile)
+    scanner = Scanner.from_config(config["scanner"])
+    schema = detect_schema(args.root).name if args.schema == "auto" else args.schema
+    primaries = args.primaries
+    if primaries is None and schema == "gate9":
+        primaries = gate9_primaries(args.root)
+    if primaries is None:
+        raise ValueError(f"{args.root}: the number of decays simulated is not in the file; "
+                         "give --primaries")
+    attrs = {"engine": schema, "engine_version": args.engine_version, "primaries": primaries,
+             "activity_bq": args.activity_bq, "duration_s": args.duration_s}
+    min_sector = (config["scanner"]["min_sector_difference"] if schema == "opengate"
+                  else None)
+    counts = import_root(args.root, args.out, scanner, attrs, schema=schema,
+                         prompts_tree=args.prompts_tree, delayed_tree=args.delayed_tree,
+                         min_sector_difference=min_sector, overwrite=args.overwrite)
+    print(f"{args.out}: {counts['coincidences']} prompts, {counts['delayed']} delayed "
+          f"({schema} schema, {primaries} decays)")
+
+
+def _cmd_export_petsird(args: argparse.Namespace) -> None:
+    from sim.petsird_export import export_petsird
+
+    scanner_cfg = load_config(*args.configfile)["scanner"] if args.configfile else None
+    summary = export_petsird(args.listmode, args.out, overwrite=args.overwrite,
+                             tof_bin_ps=args.tof_bin_ps, energy_bin_kev=args.energy_bin_kev,
+                             time_block_ms=args.time_block_ms, scanner_cfg=scanner_cfg)
+    print(f"{args.out}: {summary['prompts']} prompts, {summary['delayed']} delayed in "
+          f"{summary['time_blocks']} time blocks")
+
+
+def _cmd_crosscheck(args: argparse.Namespace) -> None:
+    from sim.crosscheck import write_crosscheck
+
+    rows = write_crosscheck(args.a, args.b, args.out_dir, overwrite=args.overwrite)
+    print(f"{args.out_dir}: {len(rows)} metrics compared (crosscheck.md, .csv, .png)")
+
+
 def _cmd_scanner(args: argparse.Namespace) -> None:
     scanner = Scanner.from_config(load_config(*args.configfile)["scanner"])
     summary = {
@@ -97,6 +141,42 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("import-root", help="convert a GATE ROOT coincidence file")
+    p.add_argument("--root", required=True, help="GATE 9 or opengate ROOT file")
+    p.add_argument("--out", required=True, help="output list-mode .h5 path")
+    _config_args(p)
+    p.add_argument("--schema", choices=["auto", "gate9", "opengate"], default="auto",
+                   help="tree layout (default: detected from the tree names)")
+    p.add_argument("--activity-bq", type=float, required=True, help="simulated activity, Bq")
+    p.add_argument("--duration-s", type=float, required=True, help="acquisition length, s")
+    p.add_argument("--primaries", type=int,
+                   help="decays simulated (GATE 9: read from total_nb_primaries by default)")
+    p.add_argument("--engine-version", default="unknown", help="GATE version, for the record")
+    p.add_argument("--prompts-tree", help="prompts tree (default Coincidences / coincidences)")
+    p.add_argument("--delayed-tree", help="delayed tree (default delay / delayed)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_import_root)
+
+    p = sub.add_parser("export-petsird", help="write a list-mode file as PETSIRD")
+    p.add_argument("--listmode", required=True, help="list-mode .h5 file")
+    p.add_argument("--out", required=True, help="output PETSIRD (binary) path")
+    p.add_argument("--configfile", action="append", default=[],
+                   help="config giving the digitizer settings (default: the file's own)")
+    p.add_argument("--tof-bin-ps", type=float, default=25.0,
+                   help="TOF bin width in time difference, ps (default 25)")
+    p.add_argument("--energy-bin-kev", type=float, default=10.0,
+                   help="energy bin width, keV (default 10)")
+    p.add_argument("--time-block-ms", type=int, default=1, help="time block length, ms")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_export_petsird)
+
+    p = sub.add_parser("crosscheck", help="compare two engines' list-mode files")
+    p.add_argument("--a", required=True, help="reference list-mode file (e.g. opengate)")
+    p.add_argument("--b", required=True, help="list-mode file to compare (e.g. fast)")
+    p.add_argument("--out-dir", required=True, help="directory for crosscheck.csv/.md/.png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_crosscheck)
 
     p = sub.add_parser("scanner", help="print the scanner geometry")
     _config_args(p)

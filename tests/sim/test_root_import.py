@@ -190,3 +190,21 @@ def test_damaged_root_file_gives_one_error(tmp_path, damage):
     with pytest.raises(ValueError, match=r"g\.root"):
         import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS)
     assert not (tmp_path / "lm.h5").exists()
+
+
+def test_cli_import_root_reads_gate9_and_asks_for_primaries(tmp_path, capsys):
+    from sim.__main__ import main
+
+    prompts = _events(50, 9)
+    path = tmp_path / "elsewhere.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = _gate9_branches(prompts)
+    args = ["import-root", "--root", str(path), "--out", str(tmp_path / "lm.h5"),
+            "--activity-bq", "1e5", "--duration-s", "2"]
+    assert main(args) == 2  # no total_nb_primaries histogram and no --primaries
+    assert "give --primaries" in capsys.readouterr().err
+    assert main([*args, "--primaries", "200000"]) == 0
+    data = read_listmode(tmp_path / "lm.h5")
+    assert data.attrs["primaries"] == 200_000 and data.attrs["duration_s"] == 2.0
+    _check(data.coincidences, prompts)
+    assert len(data.delayed["crystal1"]) == 0  # no delay tree: empty group, with a warning
