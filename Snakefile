@@ -28,6 +28,7 @@ except ConfigError as error:
 include: "workflow/rules/common.smk"
 include: "workflow/rules/phantoms.smk"
 include: "workflow/rules/simulate.smk"
+include: "workflow/rules/crosscheck.smk"
 
 
 rule all:

@@ -64,6 +64,8 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         "run_datasets: [tiny]\n"
         "datasets:\n  tiny:\n    family: point\n    n_phantoms: 2\n    acquisitions: [paper]\n"
         "    grid: {shape: [8, 16, 16], voxel_size_mm: [1.0, 1.0, 1.0]}\n"
+        "crosscheck: {dataset: tiny, phantom: point_0001, acquisition: paper,"
+        " engines: [fast, fast]}\n"
     )
     run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
@@ -77,3 +79,11 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         assert 0 < listmode.attrs["primaries"] < 200  # 600 Bq for 0.1 s: about 60 decays
         assert (tmp_path / f"logs/simulate/tiny/{name}/paper.log").is_file()
     assert not list((tmp_path / "results").rglob("*.tmp"))
+
+    # The cross-check runs on request only, through the engine named in the path.
+    run = _snakemake("engine_crosscheck", "--cores", "1", "--configfile", str(overlay),
+                     cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    table = (tmp_path / "results/tiny/crosscheck/point_0001/paper/fast_vs_fast/crosscheck.md")
+    assert "| prompts per 1000 decays |" in table.read_text()
+    assert (table.parent / "crosscheck.png").is_file()

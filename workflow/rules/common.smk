@@ -8,6 +8,9 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     phantom=r"[a-z]+_[0-9][0-9][0-9][0-9]+",
     acquisition=r"[A-Za-z0-9][A-Za-z0-9_-]*",
+    engine=r"fast|opengate|gate9",
+    engine_a=r"fast|opengate|gate9",
+    engine_b=r"fast|opengate|gate9",
 
 
 def all_phantom_outputs():
@@ -38,3 +41,20 @@ def simulate_spec_json(wildcards):
     """What a simulation depends on, as JSON; a change re-runs only the affected jobs."""
     spec = simulate_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition)
     return json.dumps(spec, sort_keys=True)
+
+
+def simulate_spec_json_for_engine(wildcards):
+    """The simulate spec with the engine of the ``engine`` wildcard (cross-check runs)."""
+    spec = simulate_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition)
+    spec["engine"] = wildcards.engine
+    return json.dumps(spec, sort_keys=True)
+
+
+def crosscheck_target():
+    """The comparison the ``crosscheck`` config section asks for."""
+    cc = config["crosscheck"]
+    if cc["dataset"] not in config["datasets"]:
+        raise WorkflowError(f"crosscheck.dataset: {cc['dataset']!r} is not a dataset of the config")
+    a, b = cc["engines"]
+    return (f"results/{cc['dataset']}/crosscheck/{cc['phantom']}/{cc['acquisition']}/"
+            f"{a}_vs_{b}/crosscheck.md")
