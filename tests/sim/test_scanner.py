@@ -126,3 +126,18 @@ def test_axial_module_gap():
 def test_inconsistent_geometry(kwargs, text):
     with pytest.raises(ValueError, match=text):
         Scanner(**kwargs)
+
+
+def test_gate_ids_follow_the_cylindrical_pet_hierarchy():
+    """rsector = transaxial index // 8, module = ring // 8, crystal = j + 8 k (GATE's cubic
+    array order: y fastest, then z), written out here; and the inverse."""
+    scanner = Scanner()
+    ids = np.arange(scanner.n_crystals)
+    ring, index = ids // 184, ids % 184
+    rsector, module, crystal = scanner.gate_ids(ids)
+    np.testing.assert_array_equal(rsector, index // 8)
+    np.testing.assert_array_equal(module, ring // 8)
+    np.testing.assert_array_equal(crystal, index % 8 + 8 * (ring % 8))
+    np.testing.assert_array_equal(scanner.crystal_id_from_gate(rsector, module, crystal), ids)
+    with pytest.raises(ValueError, match="module id out of range"):
+        scanner.crystal_id_from_gate([0], [8], [0])
