@@ -109,7 +109,8 @@ MATERIALS: dict[str, Material] = {
             "air",
             0.001205,
             mass_fractions={"C": 0.000124, "N": 0.755268, "O": 0.231781, "Ar": 0.012827},
-            gate_name="Air",
+            # GateMaterials.db has had no Air since GATE 9.1; GATE takes NIST names too.
+            gate_name="G4_AIR",
             geant4_name="G4_AIR",
         ),
         Material("water", 1.0, "H2O", gate_name="Water", geant4_name="G4_WATER"),
@@ -125,7 +126,8 @@ MATERIALS: dict[str, Material] = {
             "polyethylene", 0.96, "C2H4", gate_name="Polyethylene", geant4_name="G4_POLYETHYLENE"
         ),
         Material("pmma", 1.19, "C5H8O2", gate_name="PMMA", geant4_name="G4_PLEXIGLASS"),
-        Material("lyso", 7.1, "Lu1.8Y0.2SiO5", gate_name="LYSO"),
+        # GateMaterials.db's "LYSO" is 7.36 g/cm3; "LYSO-Ce-Hilger" is this one (7.10, + Ce).
+        Material("lyso", 7.1, "Lu1.8Y0.2SiO5", gate_name="LYSO-Ce-Hilger"),
         Material("bgo", 7.13, "Bi4Ge3O12", gate_name="BGO", geant4_name="G4_BGO"),
         Material("lead", 11.35, "Pb", gate_name="Lead", geant4_name="G4_Pb"),
     )

@@ -322,7 +322,8 @@ def bulk_material(name: str, material_id: int = 0) -> petsird.BulkMaterial:
     for z, fraction in sorted(material.composition.items()):
         atoms.append(petsird.Atom(mass_number=round(xraylib.AtomicWeight(z)), atomic_number=z))
         fractions.append(float(fraction))
-    return petsird.BulkMaterial(id=material_id, name=material.gate_name or material.name,
+    # PETSIRD names detector materials by their usual abbreviation (LYSO, BGO, ...).
+    return petsird.BulkMaterial(id=material_id, name=material.name.upper(),
                                 density=material.density_g_cm3, atoms=atoms,
                                 mass_fractions=fractions)
 

@@ -67,7 +67,7 @@ def test_gate_copies(built):
     np.testing.assert_array_equal(activity, ph.activity)
     table = (stem.parent / f"{stem.name}_materials.txt").read_text().split("\n")
     assert int(table[0]) == len(ph.materials)
-    assert "0 0 Air" in table and "2 2 Aluminium" in table
+    assert "0 0 G4_AIR" in table and "2 2 Aluminium" in table
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
