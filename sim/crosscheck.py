@@ -141,7 +141,7 @@ def _plot(a: EngineSummary, b: EngineSummary, path: Path) -> None:
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -161,6 +161,5 @@ def write_crosscheck(a_h5: str | Path, b_h5: str | Path, out_dir: str | Path,
         with atomic_output(out_dir / name, overwrite) as tmp:
             tmp.write_text(text)
     with atomic_output(out_dir / "crosscheck.png", overwrite) as tmp:
-        _plot(a, b, tmp.with_suffix(".png"))
-        tmp.with_suffix(".png").replace(tmp)
+        _plot(a, b, tmp)
     return rows

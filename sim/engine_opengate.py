@@ -47,7 +47,7 @@ from sim.geant4_data import prepare_geant4_environment
 from sim.listmode import acquisition_attrs
 from sim.materials import MATERIALS
 from sim.metaimage import read_mhd
-from sim.phantom_file import read_phantom
+from sim.phantom_file import gate_files, read_phantom
 from sim.root_import import OPENGATE_COMPTON, OPENGATE_RAYLEIGH, import_root
 from sim.scanner import Scanner
 
@@ -128,17 +128,6 @@ def min_transaxial_distance_mm(scanner: Scanner, min_sector_difference: int) -> 
     return float(dist[d >= min_sector_difference].min() - 1e-3)
 
 
-def phantom_image_paths(phantom_h5: str | Path) -> dict[str, Path]:
-    """The MetaImage copies the phantom stage writes next to the HDF5 file."""
-    stem = Path(phantom_h5).with_suffix("")
-    paths = {"materials": Path(f"{stem}_materials.mhd"), "activity": Path(f"{stem}_activity.mhd")}
-    for what, path in paths.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: {what} image of phantom {phantom_h5} not found "
-                                    "(written by the phantom stage)")
-    return paths
-
-
 @dataclass
 class OpengateSetup:
     """A built simulation and where its outputs go."""
@@ -149,14 +138,15 @@ class OpengateSetup:
     actors: dict[str, Any] = field(default_factory=dict)
 
 
-def _define_materials(sim: Any, units: Any, keys: list[str]) -> None:
+def _define_materials(sim: Any, g_cm3: float, keys: list[str]) -> None:
+    """Define project materials in opengate (``g_cm3``: opengate's unit of g/cm3)."""
     database = sim.volume_manager.material_database
     for key in keys:
         material = MATERIALS[key]
         symbols = [xraylib.AtomicNumberToSymbol(z) for z in material.composition]
         weights = list(material.composition.values())
         database.add_material_weights(material_name(key), symbols, weights,
-                                      material.density_g_cm3 * units.g_cm3)
+                                      material.density_g_cm3 * g_cm3)
 
 
 def build_simulation(gate: Any, spec: dict[str, Any], phantom_h5: str | Path,
@@ -177,13 +167,12 @@ def build_simulation(gate: Any, spec: dict[str, Any], phantom_h5: str | Path,
         Geant4 worker threads.
     """
     u = gate.g4_units
-    units = _Units(u)
     scanner = Scanner.from_config(spec["scanner"])
     digi = spec["scanner"]
     simulation = spec["simulation"]
     acquisition = spec["acquisition"]
     phantom = read_phantom(phantom_h5)
-    images = phantom_image_paths(phantom_h5)
+    images = gate_files(phantom_h5)
     work_dir = Path(work_dir)
     root_path = work_dir / ROOT_NAME
 
@@ -197,7 +186,7 @@ def build_simulation(gate: Any, spec: dict[str, Any], phantom_h5: str | Path,
 
     used = sorted({m["name"] for m in phantom.materials.values()}
                   | {"air", digi["crystal_material"]})
-    _define_materials(sim, units, used)
+    _define_materials(sim, u.g / u.cm3, used)
 
     # ---------------------------------------------------------------- geometry
     ring_radius_mm = scanner.inner_radius_mm + scanner.crystal_depth_mm
@@ -311,13 +300,6 @@ def build_simulation(gate: Any, spec: dict[str, Any], phantom_h5: str | Path,
         actors[name] = sorter
     actors["stats"] = stats
     return OpengateSetup(sim=sim, root_path=root_path, stats=stats, actors=actors)
-
-
-class _Units:
-    """The few compound units the builder needs, from opengate's Geant4 unit table."""
-
-    def __init__(self, u: Any) -> None:
-        self.g_cm3 = u.g / u.cm3
 
 
 def _primaries(setup: OpengateSetup, spec: dict[str, Any]) -> int:

@@ -34,6 +34,7 @@ import numpy as np
 
 from sim.materials import get_material
 from sim.metaimage import read_mhd
+from sim.phantom_file import gate_files
 from sim.scanner import Scanner
 
 log = logging.getLogger(__name__)
@@ -100,33 +101,6 @@ def _material_database_arg(material_database: str | Path) -> str:
     return _macro_path(Path(material_database), "material database")
 
 
-def phantom_gate_files(phantom_h5: str | Path) -> dict[str, Path]:
-    """The phantom stage's GATE copies beside ``phantom_h5`` (see :mod:`sim.phantom_file`).
-
-    Returns
-    -------
-    dict
-        ``materials`` (uint8 id image, .mhd), ``range_table`` (.txt) and ``activity``
-        (float32 relative activity, .mhd).
-
-    Raises
-    ------
-    FileNotFoundError
-        Naming the first file that is missing.
-    """
-    stem = Path(phantom_h5).with_suffix("")
-    files = {
-        "materials": Path(f"{stem}_materials.mhd"),
-        "range_table": Path(f"{stem}_materials.txt"),
-        "activity": Path(f"{stem}_activity.mhd"),
-    }
-    for path in files.values():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: GATE copy of phantom {Path(phantom_h5).name} not "
-                                    "found (the phantom stage writes it beside the .h5 file)")
-    return files
-
-
 def _check_range_table(path: Path, material_ids: np.ndarray) -> None:
     """Check the GATE range table's form and that it covers every id of the material image."""
     lines = [ln.split() for ln in path.read_text().splitlines() if ln.strip()]
@@ -183,7 +157,7 @@ def macro_values(
     spec : dict
         Simulate spec of the job (:func:`sim.config.simulate_spec`).
     phantom_h5 : path
-        The phantom file; its GATE copies (:func:`phantom_gate_files`) must sit beside it.
+        The phantom file; its GATE copies (:func:`sim.phantom_file.gate_files`) must sit beside it.
     out_dir : path
         Folder of the rendered macros and of the ROOT output.
     root_basename : str
@@ -212,7 +186,7 @@ def macro_values(
         raise ValueError(f"root_basename {root_basename!r}: use letters, digits, '_', '.', '-'")
     scanner_cfg = _field(spec, "scanner")
     scanner = Scanner.from_config(scanner_cfg)
-    files = phantom_gate_files(phantom_h5)
+    files = gate_files(phantom_h5)
 
     # Phantom: the image volume is centred on its placement; GATE ignores the MetaImage Offset.
     materials, mat_voxel_zyx, mat_origin_zyx = read_mhd(files["materials"])

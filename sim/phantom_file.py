@@ -64,6 +64,33 @@ def gate_range_table(materials: dict[int, dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def gate_files(phantom_h5: str | Path) -> dict[str, Path]:
+    """The GATE copies :func:`write_phantom` puts beside a phantom file.
+
+    Returns
+    -------
+    dict
+        ``materials`` (uint8 id image, .mhd), ``range_table`` (.txt) and ``activity``
+        (float32 relative activity, .mhd).
+
+    Raises
+    ------
+    FileNotFoundError
+        Naming the first file that is missing.
+    """
+    stem = Path(phantom_h5).with_suffix("")
+    files = {
+        "materials": Path(f"{stem}_materials.mhd"),
+        "range_table": Path(f"{stem}_materials.txt"),
+        "activity": Path(f"{stem}_activity.mhd"),
+    }
+    for path in files.values():
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: GATE copy of phantom {Path(phantom_h5).name} not "
+                                    "found (the phantom stage writes it beside the .h5 file)")
+    return files
+
+
 def write_phantom(
     h5_path: str | Path,
     vox: VoxelisedPhantom,

@@ -26,6 +26,7 @@ the event's source position (NaN for randoms); scatter counts are clipped to 255
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -140,10 +141,7 @@ def _check_branches(tree: Any, path: Path, name: str, schema: RootSchema) -> Non
                          f"{schema.name} coincidence schema")
 
 
-def detect_schema(path: str | Path) -> RootSchema:
-    """The schema whose prompts tree and branches the file has."""
-    path = Path(path)
-    root = open_root(path)
+def _schema_of(root: Any, path: Path) -> RootSchema:
     keys = _keys(root, str(path))
     for schema in SCHEMAS.values():
         if schema.prompts_tree in keys:
@@ -153,6 +151,12 @@ def detect_schema(path: str | Path) -> RootSchema:
     held = ", ".join(sorted(keys)) or "nothing"
     raise ValueError(f"{path}: neither a GATE 9 'Coincidences' tree nor an opengate "
                      f"'coincidences' tree (the file holds: {held})")
+
+
+def detect_schema(path: str | Path) -> RootSchema:
+    """The schema whose prompts tree and branches the file has."""
+    path = Path(path)
+    return _schema_of(open_root(path), path)
 
 
 def sector_difference(scanner: Scanner, crystal1: np.ndarray, crystal2: np.ndarray) -> np.ndarray:
@@ -202,24 +206,16 @@ def convert_arrays(arrays: dict[str, np.ndarray], schema: RootSchema, scanner: S
     return columns
 
 
-def iter_tree(path: str | Path, tree_name: str, schema: RootSchema, scanner: Scanner,
-              min_sector_difference: int | None = None,
-              step_size: str = "50 MB") -> Iterator[dict[str, np.ndarray]]:
-    """List-mode column chunks of one coincidence tree.
+def _chunks(tree: Any, where: str, schema: RootSchema, scanner: Scanner,
+            min_sector_difference: int | None, step_size: str = "50 MB"
+            ) -> Iterator[dict[str, np.ndarray]]:
+    """List-mode column chunks of one (checked) coincidence tree.
 
-    Parameters
-    ----------
-    min_sector_difference : int, optional
-        Drop pairs fewer than this many modules apart (see the module docstring).
+    Pairs fewer than ``min_sector_difference`` modules apart are dropped (see the module
+    docstring).
     """
-    path = Path(path)
-    root = open_root(path)
-    tree = _tree(root, path, tree_name)
-    _check_branches(tree, path, tree_name, schema)
-    where = f"{path} tree {tree_name!r}"
     try:
-        chunks = tree.iterate(schema.branches(), step_size=step_size, library="np")
-        for arrays in chunks:
+        for arrays in tree.iterate(schema.branches(), step_size=step_size, library="np"):
             columns = convert_arrays(arrays, schema, scanner, where)
             if min_sector_difference:
                 keep = sector_difference(scanner, columns["crystal1"],
@@ -281,35 +277,31 @@ def import_root(root_path: str | Path, out_h5: str | Path, scanner: Scanner,
     dict
         Rows written per group.
     """
-    import json
-
     root_path = Path(root_path)
-    chosen = detect_schema(root_path) if schema == "auto" else SCHEMAS.get(schema)
+    root = open_root(root_path)
+    chosen = _schema_of(root, root_path) if schema == "auto" else SCHEMAS.get(schema)
     if chosen is None:
         raise ValueError(f"unknown ROOT schema {schema!r}; choose auto, "
                          f"{', '.join(SCHEMAS)}")
-    prompts_tree = prompts_tree or chosen.prompts_tree
-    delayed_tree = delayed_tree or chosen.delayed_tree
-    root = open_root(root_path)
-    _check_branches(_tree(root, root_path, prompts_tree), root_path, prompts_tree, chosen)
-    has_delayed = delayed_tree in _keys(root, str(root_path))
-    if has_delayed:
-        _check_branches(_tree(root, root_path, delayed_tree), root_path, delayed_tree, chosen)
-    else:
-        log.warning("%s: no delayed tree %r; the delayed group stays empty", root_path,
-                    delayed_tree)
+    trees = {}
+    for group, name in (("coincidences", prompts_tree or chosen.prompts_tree),
+                        ("delayed", delayed_tree or chosen.delayed_tree)):
+        if group == "delayed" and name not in _keys(root, str(root_path)):
+            log.warning("%s: no delayed tree %r; the delayed group stays empty", root_path,
+                        name)
+            continue
+        trees[group] = (_tree(root, root_path, name), f"{root_path} tree {name!r}")
+        _check_branches(trees[group][0], root_path, name, chosen)
     counts = {"coincidences": 0, "delayed": 0}
     empty = _empty_columns()
     with ListModeWriter(out_h5, overwrite=overwrite) as out:
-        for columns in iter_tree(root_path, prompts_tree, chosen, scanner,
-                                 min_sector_difference):
-            out.append(columns, empty)
-            counts["coincidences"] += len(columns["crystal1"])
-        if has_delayed:
-            for columns in iter_tree(root_path, delayed_tree, chosen, scanner,
-                                     min_sector_difference):
-                out.append(empty, columns)
-                counts["delayed"] += len(columns["crystal1"])
+        for group, (tree, where) in trees.items():
+            for columns in _chunks(tree, where, chosen, scanner, min_sector_difference):
+                if group == "coincidences":
+                    out.append(columns, empty)
+                else:
+                    out.append(empty, columns)
+                counts[group] += len(columns["crystal1"])
         out.attrs.update(attrs)
         out.attrs["scanner"] = json.dumps(scanner.to_dict(), sort_keys=True)
         out.attrs["source_root_file"] = str(root_path)
