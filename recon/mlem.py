@@ -1,0 +1,193 @@
+"""MLEM and OSEM for rebinned sinogram stacks and for list-mode events.
+
+Model. Expected counts ``ybar = w * (A x) + r``: ``A`` the geometric system matrix
+(intersection lengths, mm), ``w`` per-bin multiplicative factors (attenuation
+``exp(-A mu)``, SSRB plane multiplicity, 0 for invalid bins), ``r`` an additive background
+(randoms; may be zero). The EM update over a subset ``S`` of the data is
+``x <- x / (A_S^T w_S) * A_S^T (w_S y_S / ybar_S)``; one subset is MLEM. Voxels outside the
+field-of-view mask, and voxels no LOR of the subset sees, are held at zero (masked, never
+clamped to a floor).
+
+The Poisson log-likelihood ``sum(y log ybar - ybar)`` (the constant ``-log y!`` dropped) is
+recorded for the image after every full iteration. In list mode it is
+``sum_events log ybar_e - sum_j s_j x_j`` with ``s`` the sensitivity image, the same number
+for the same events.
+
+OSEM subsets: interleaved views for sinograms (view ``v`` goes to subset ``v mod n``), every
+``n``-th event for list mode, with the sensitivity of a subset taken as ``s / n``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse
+import torch
+from tqdm import tqdm
+
+from recon.projector import Projector, TOFKernel
+from recon.system_matrix import to_torch_csr
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EMResult:
+    """Image and diagnostics of an EM reconstruction.
+
+    Attributes
+    ----------
+    image : torch.Tensor
+        Sinogram mode: (pixels, planes); list mode: (z, y, x).
+    loglik : list of float
+        Poisson log-likelihood after each iteration.
+    """
+
+    image: torch.Tensor
+    loglik: list[float] = field(default_factory=list)
+
+
+def _loglik(y: torch.Tensor, ybar: torch.Tensor) -> float:
+    seen = ybar > 0
+    return float((y[seen] * torch.log(ybar[seen])).sum() - ybar.sum())
+
+
+def _progress(n: int, what: str):
+    return tqdm(range(n), desc=what, unit="it", disable=None, leave=False)
+
+
+def view_subsets(shape: tuple[int, int], n_subsets: int) -> list[np.ndarray]:
+    """Flat bin indices (views x radial) of each subset of interleaved views."""
+    views, radial = shape
+    if not 1 <= n_subsets <= views:
+        raise ValueError(f"subsets must be between 1 and the number of views ({views}), "
+                         f"got {n_subsets}")
+    bins = np.arange(views * radial).reshape(views, radial)
+    return [bins[q::n_subsets].ravel() for q in range(n_subsets)]
+
+
+def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights: torch.Tensor,
+                  mask: torch.Tensor, iterations: int, subsets: list[np.ndarray],
+                  background: torch.Tensor | None = None,
+                  callback: Callable[[int, torch.Tensor], None] | None = None) -> EMResult:
+    """OSEM (MLEM with one subset) on a stack of sinograms sharing one system matrix.
+
+    Parameters
+    ----------
+    counts, weights : torch.Tensor
+        Measured counts and multiplicative factors ``w``, (bins, planes).
+    matrix : scipy.sparse.csr_matrix
+        (bins, pixels) system matrix, mm.
+    mask : torch.Tensor
+        bool (pixels,) or (pixels, planes): voxels allowed to be non-zero.
+    iterations : int
+    subsets : list of numpy.ndarray
+        Bin indices of each subset (:func:`view_subsets`).
+    background : torch.Tensor, optional
+        Additive expected counts ``r``, (bins, planes).
+    callback : callable, optional
+        Called as ``callback(iteration, image)`` after each iteration.
+
+    Returns
+    -------
+    EMResult
+        ``image`` (pixels, planes), starting from a uniform image inside the mask.
+    """
+    device, dtype = counts.device, counts.dtype
+    if background is None:
+        background = torch.zeros_like(counts)
+    n_planes = counts.shape[1]
+    mask = mask.reshape(matrix.shape[1], -1).expand(-1, n_planes)
+    blocks = []
+    for rows in subsets:
+        sub = matrix[rows]
+        a = to_torch_csr(sub, device, dtype)
+        at = to_torch_csr(sub.T.tocsr(), device, dtype)
+        idx = torch.as_tensor(rows, device=device)
+        w = weights[idx]
+        sens = at @ w
+        blocks.append((a, at, idx, w, sens, mask & (sens > 0)))
+    full_a = blocks[0][0] if len(subsets) == 1 else to_torch_csr(matrix, device, dtype)
+    x = torch.where(mask, 1.0, 0.0).to(dtype)
+
+    def expected(image):
+        return weights * (full_a @ image) + background
+
+    result = EMResult(x)
+    ybar = None
+    for it in _progress(iterations, "EM"):
+        for a, at, idx, w, sens, seen in blocks:
+            if len(blocks) == 1:
+                ybar = expected(x)
+                if it > 0:
+                    result.loglik.append(_loglik(counts, ybar))
+                yb = ybar
+            else:
+                yb = w * (a @ x) + background[idx]
+            ratio = torch.where(yb > 0, counts[idx] / torch.where(yb > 0, yb, 1.0), 0.0)
+            x = torch.where(seen, x * (at @ (w * ratio)) / torch.where(seen, sens, 1.0), 0.0)
+        if len(blocks) > 1:
+            result.loglik.append(_loglik(counts, expected(x)))
+        if callback is not None:
+            callback(it, x)
+    if len(blocks) == 1:
+        result.loglik.append(_loglik(counts, expected(x)))
+    result.image = x
+    return result
+
+
+def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
+                  sensitivity: torch.Tensor, mask: torch.Tensor, iterations: int,
+                  n_subsets: int = 1, tof_mm: torch.Tensor | None = None,
+                  kernel: TOFKernel | None = None) -> EMResult:
+    """List-mode OSEM (MLEM with one subset), optional TOF.
+
+    Parameters
+    ----------
+    projector : Projector
+    p1, p2 : torch.Tensor
+        Event LOR end points (x, y, z), mm, (n, 3).
+    sensitivity : torch.Tensor
+        ``A^T w`` over every LOR the scanner can record, (z, y, x).
+    mask : torch.Tensor
+        bool (z, y, x).
+    tof_mm, kernel :
+        TOF positions (n,) and kernel; both or neither.
+
+    Returns
+    -------
+    EMResult
+        ``image`` (z, y, x).
+    """
+    n = p1.shape[0]
+    seen = mask & (sensitivity > 0)
+    x = torch.where(seen, 1.0, 0.0).to(dtype=projector.dtype, device=projector.device)
+    if n == 0:
+        return EMResult(torch.zeros_like(x), [0.0] * iterations)
+    groups = [torch.arange(q, n, n_subsets, device=p1.device) for q in range(n_subsets)]
+    safe_sens = torch.where(seen, sensitivity, 1.0)
+    result = EMResult(x)
+
+    def loglik(ybar, image):
+        return float(torch.log(ybar[ybar > 0]).sum() - (sensitivity * image).sum())
+
+    def forward(image, idx):
+        tof = None if tof_mm is None else tof_mm[idx]
+        return projector.forward(image, p1[idx], p2[idx], tof, kernel)
+
+    for it in _progress(iterations, "list-mode EM"):
+        for idx in groups:
+            ybar = forward(x, idx)
+            if n_subsets == 1 and it > 0:
+                result.loglik.append(loglik(ybar, x))
+            ratio = torch.where(ybar > 0, 1.0 / torch.where(ybar > 0, ybar, 1.0), 0.0)
+            tof = None if tof_mm is None else tof_mm[idx]
+            back = projector.back(ratio, p1[idx], p2[idx], tof, kernel)
+            x = torch.where(seen, x * back * (n_subsets / safe_sens), 0.0)
+        if n_subsets > 1 or it == iterations - 1:
+            result.loglik.append(loglik(forward(x, slice(None)), x))
+    result.image = x
+    return result
