@@ -29,10 +29,12 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/phantoms.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/crosscheck.smk"
+include: "workflow/rules/reconstruct.smk"
 
 
 rule all:
     input:
         all_phantom_outputs(),
         all_listmode_outputs(),
+        all_recon_outputs(),
     default_target: True

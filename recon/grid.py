@@ -7,7 +7,7 @@ the phantom it came from share one physical frame.
 The reconstruction grid of a phantom keeps the phantom's transaxial extent at the configured
 transaxial voxel size, and its axial planes are the planes of single-slice rebinning: spaced
 half a ring pitch, centred on the rings and half-way between neighbouring rings, kept where
-they fall inside the phantom's axial extent.
+their voxels lie inside the phantom's axial extent.
 """
 
 from __future__ import annotations
@@ -77,30 +77,31 @@ class ImageGrid:
                 "origin_mm": np.asarray(self.origin_mm)}
 
 
-def recon_grid(phantom_shape: tuple[int, int, int], phantom_voxel_mm: tuple[float, ...],
-               phantom_origin_mm: tuple[float, ...], scanner: Scanner,
-               voxel_size_xy_mm: float) -> ImageGrid:
-    """Reconstruction grid of a phantom (module docstring): the phantom's transaxial box at
-    ``voxel_size_xy_mm`` and the rebinning planes inside its axial extent.
+def recon_grid(phantom: ImageGrid, scanner: Scanner, voxel_size_xy_mm: float,
+               fov_xy_mm: float | None = None) -> ImageGrid:
+    """Reconstruction grid of a phantom (module docstring): the phantom's transaxial box, or
+    a square box ``fov_xy_mm`` wide centred on the axis, at ``voxel_size_xy_mm``, and the
+    rebinning planes inside the phantom's axial extent.
 
     Raises
     ------
     ValueError
         When no rebinning plane falls inside the phantom's axial extent.
     """
-    shape = np.asarray(phantom_shape)
-    voxel = np.asarray(phantom_voxel_mm, float)
-    origin = np.asarray(phantom_origin_mm, float)
-    lower, upper = origin - voxel / 2, origin - voxel / 2 + shape * voxel
+    lower, upper = phantom.lower_mm, phantom.upper_mm
+    if fov_xy_mm is not None:
+        lower = np.array([lower[0], -fov_xy_mm / 2, -fov_xy_mm / 2])
+        upper = np.array([upper[0], fov_xy_mm / 2, fov_xy_mm / 2])
     n_xy = np.maximum(1, np.rint((upper[1:] - lower[1:]) / voxel_size_xy_mm)).astype(int)
     centre_xy = (lower[1:] + upper[1:]) / 2
     origin_xy = centre_xy - (n_xy - 1) / 2 * voxel_size_xy_mm
     planes = rebinning_planes_mm(scanner)
-    inside = planes[(planes >= lower[0]) & (planes <= upper[0])]
+    dz = scanner.axial_pitch_mm / 2.0
+    # Whole plane voxels inside the phantom's axial extent.
+    inside = planes[(planes - dz / 2 >= lower[0] - 1e-9) & (planes + dz / 2 <= upper[0] + 1e-9)]
     if inside.size == 0:
         raise ValueError(f"no rebinning plane of the scanner lies in the phantom's axial extent "
                          f"[{lower[0]}, {upper[0]}] mm")
-    dz = scanner.axial_pitch_mm / 2.0
     return ImageGrid((inside.size, *n_xy), (dz, voxel_size_xy_mm, voxel_size_xy_mm),
                      (inside[0], *origin_xy))
 

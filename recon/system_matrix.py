@@ -116,10 +116,12 @@ def to_torch_csr(matrix: scipy.sparse.csr_matrix, device: torch.device | str = "
                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """A scipy CSR matrix as a torch sparse CSR tensor."""
     matrix = matrix.tocsr()
+    # 32-bit indices halve the index traffic of the (memory-bound) sparse products.
+    index = torch.int32 if matrix.nnz < 2**31 - 1 else torch.int64
     with warnings.catch_warnings():  # "sparse CSR support is in beta": it is what we need
         warnings.simplefilter("ignore", UserWarning)
         return torch.sparse_csr_tensor(
-            torch.as_tensor(matrix.indptr, dtype=torch.int64),
-            torch.as_tensor(matrix.indices, dtype=torch.int64),
+            torch.as_tensor(matrix.indptr, dtype=index),
+            torch.as_tensor(matrix.indices, dtype=index),
             torch.as_tensor(matrix.data), size=matrix.shape, dtype=dtype,
             check_invariants=False).to(device)

@@ -222,6 +222,12 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None,
                f"acquisitions.{name}",
                "acquisition names may hold letters, digits, '_' and '-' only (they become files)")
+    recon = resolved["recon"]
+    _check(not recon["tof"] or recon["mode"] == "3d", "recon.tof",
+           "time of flight needs recon.mode: 3d (2D rebinning drops the TOF information)")
+    views = scanner.crystals_per_ring // 2
+    _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
+           f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")
     for name, ds in resolved["datasets"].items():
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
                "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
@@ -322,6 +328,20 @@ def simulate_spec(config: dict, dataset: str, phantom: str, acquisition: str) ->
         "scanner": copy.deepcopy(config["scanner"]),
         "simulation": copy.deepcopy(config["simulation"]),
         "seed": simulation_seed(config["datasets"][dataset]["seed"], index, acquisition),
+    }
+
+
+def recon_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything a reconstruction of a dataset depends on: the ``recon`` section, the
+    scanner, the dataset's voxel grid (the phantoms' frame) and the device switch."""
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")
+    return {
+        "dataset": dataset,
+        "recon": copy.deepcopy(config["recon"]),
+        "scanner": copy.deepcopy(config["scanner"]),
+        "grid": copy.deepcopy(config["datasets"][dataset]["grid"]),
+        "device": config["device"],
     }
 
 

@@ -1,7 +1,14 @@
 # Helpers shared by the rules: names of the jobs derived from the validated config.
 import json
+import shlex
 
-from sim.config import phantom_names, phantom_spec, selected_datasets, simulate_spec
+from sim.config import (
+    phantom_names,
+    phantom_spec,
+    recon_spec,
+    selected_datasets,
+    simulate_spec,
+)
 
 
 wildcard_constraints:
@@ -58,3 +65,41 @@ def crosscheck_target():
     a, b = cc["engines"]
     return (f"results/{cc['dataset']}/crosscheck/{cc['phantom']}/{cc['acquisition']}/"
             f"{a}_vs_{b}/crosscheck.md")
+
+
+def recon_spec_json(wildcards):
+    """What a reconstruction depends on, as JSON; a change re-runs the affected jobs."""
+    return json.dumps(recon_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def reconstruct_inputs(wildcards):
+    """List-mode and phantom files, and the cached geometry file of the configured mode."""
+    base = f"results/{wildcards.dataset}"
+    inputs = {
+        "listmode": f"{base}/listmode/{wildcards.phantom}/{wildcards.acquisition}.h5",
+        "phantom": f"{base}/phantoms/{wildcards.phantom}.h5",
+    }
+    recon = config["recon"]
+    if recon["mode"] == "2d":
+        inputs["geometry"] = f"{base}/recon/system_matrix_2d.h5"
+    elif recon["attenuation_correction"]:
+        inputs["geometry"] = f"{base}/recon/{wildcards.phantom}/_sensitivity_3d.h5"
+    else:
+        inputs["geometry"] = f"{base}/recon/sensitivity_3d.h5"
+    return inputs
+
+
+def reconstruct_geometry_arg(wildcards, input):
+    """The command-line option that passes the cached geometry file."""
+    option = "--system-matrix" if config["recon"]["mode"] == "2d" else "--sensitivity"
+    return f"{option} {shlex.quote(input.geometry)}"
+
+
+def all_recon_outputs():
+    """Reconstructed images of every list-mode file of every selected dataset."""
+    return [
+        f"results/{dataset}/recon/{phantom}/{acquisition}.h5"
+        for dataset in selected_datasets(config)
+        for phantom in phantom_names(config, dataset)
+        for acquisition in config["datasets"][dataset]["acquisitions"]
+    ]

@@ -1,0 +1,120 @@
+"""Reconstructed image files: HDF5 (the DESIGN.md contract), a NIfTI copy and a PNG.
+
+``recon/{phantom}/{acquisition}.h5``: dataset ``image`` (z, y, x float32), dataset
+``loglik`` (one value per iteration), attributes ``voxel_size_mm`` and ``origin_mm``
+(z, y, x; origin = centre of voxel 0, the phantom file's convention), ``algorithm``,
+``iterations``, ``subsets``, ``units`` and provenance. The NIfTI copy
+(``.nii.gz``, nibabel) stores the array as (x, y, z) with an affine from voxel indices to
+scanner millimetres (the scanner frame taken as NIfTI's world frame), so standard viewers
+show it at its physical place. All files are written atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from recon.grid import ImageGrid  # noqa: E402
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5  # noqa: E402
+
+
+@dataclass
+class ReconImage:
+    """A reconstructed image read back; ``image`` is (z, y, x)."""
+
+    image: np.ndarray
+    grid: ImageGrid
+    loglik: np.ndarray
+    attrs: dict[str, Any]
+
+
+def nifti_affine(grid: ImageGrid) -> np.ndarray:
+    """4 x 4 affine from (i, j, k) = (x, y, z) voxel indices to scanner (x, y, z) mm."""
+    affine = np.eye(4)
+    affine[:3, :3] = np.diag(grid.voxel_size_mm[::-1])
+    affine[:3, 3] = grid.origin_mm[::-1]
+    return affine
+
+
+def write_nifti(path: str | Path, image: np.ndarray, grid: ImageGrid,
+                overwrite: bool = False) -> Path:
+    """Write a (z, y, x) image as NIfTI-1 (x, y, z), mm units."""
+    img = nib.Nifti1Image(np.ascontiguousarray(image.transpose(2, 1, 0), dtype=np.float32),
+                          nifti_affine(grid))
+    img.header.set_xyzt_units("mm")
+    img.header.set_qform(img.affine, code=1)  # scanner-based coordinates
+    img.header.set_sform(img.affine, code=1)
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp:
+        tmp.write_bytes(gzip.compress(img.to_bytes(), compresslevel=6))
+    return path
+
+
+def write_preview(path: str | Path, image: np.ndarray, grid: ImageGrid, title: str,
+                  overwrite: bool = False) -> Path:
+    """PNG of the central transaxial, coronal and sagittal slices (mm axes)."""
+    lo, hi = grid.lower_mm, grid.upper_mm
+    nz, ny, nx = image.shape
+    views = [(image[nz // 2], [lo[2], hi[2], lo[1], hi[1]], "x (mm)", "y (mm)", "transaxial"),
+             (image[:, ny // 2], [lo[2], hi[2], lo[0], hi[0]], "x (mm)", "z (mm)", "coronal"),
+             (image[:, :, nx // 2], [lo[1], hi[1], lo[0], hi[0]], "y (mm)", "z (mm)",
+              "sagittal")]
+    vmax = float(image.max()) or 1.0
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    for ax, (data, extent, xl, yl, name) in zip(axes, views, strict=True):
+        shown = ax.imshow(data, origin="lower", extent=extent, cmap="gray_r", vmin=0,
+                          vmax=vmax, aspect="equal")
+        ax.set(xlabel=xl, ylabel=yl, title=name)
+    fig.colorbar(shown, ax=axes, shrink=0.8)
+    fig.suptitle(title)
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return path
+
+
+def write_recon(path: str | Path, image: np.ndarray, grid: ImageGrid, loglik: list[float],
+                attrs: dict[str, Any], overwrite: bool = False) -> Path:
+    """Write the HDF5 image file (module docstring)."""
+    if image.shape != grid.shape:
+        raise ValueError(f"image shape {image.shape} does not match the grid {grid.shape}")
+    path = Path(path)
+    with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image.astype(np.float32), compression="gzip",
+                         compression_opts=4, shuffle=True)
+        f.create_dataset("loglik", data=np.asarray(loglik, dtype=np.float64))
+        f.attrs["axes"] = "zyx"
+        for key, value in grid.to_attrs().items():
+            f.attrs[key] = value
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    return path
+
+
+def read_recon(path: str | Path) -> ReconImage:
+    """Read a reconstructed image file; errors name the file and the field."""
+    path = Path(path)
+    with open_hdf5(path, "reconstruction file") as f:
+        if "image" not in f:
+            raise ValueError(f"{path}: missing dataset image")
+        image = f["image"][...]
+        if image.ndim != 3:
+            raise ValueError(f"{path}: dataset image has shape {image.shape}, expected (z, y, x)")
+        attrs = decoded_attrs(f)
+        for key in ("voxel_size_mm", "origin_mm"):
+            if key not in attrs:
+                raise ValueError(f"{path}: missing attribute {key}")
+        loglik = f["loglik"][...] if "loglik" in f else np.zeros(0)
+    grid = ImageGrid(image.shape, tuple(attrs["voxel_size_mm"]), tuple(attrs["origin_mm"]))
+    return ReconImage(image, grid, loglik, attrs)

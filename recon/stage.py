@@ -1,0 +1,314 @@
+"""The reconstruct stage: one list-mode file -> one image file (+ NIfTI and PNG), and the
+per-geometry files it reuses (2D system matrix, 3D sensitivity images).
+
+A reconstruction spec (:func:`sim.config.recon_spec`) holds the ``recon`` config section,
+the scanner, the dataset's phantom grid and the device. Every input is checked before any
+projection: the list-mode file must come from the configured scanner geometry, the phantom
+from the configured grid, the attenuation map must cover the image, the image must fit in
+the ring, and cached geometry files must match what they are used for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import scipy.ndimage
+import torch
+
+from recon.attenuation import check_coverage, phantom_grid, plane_attenuation
+from recon.device import resolve_device
+from recon.geometry import scanner_doi_mm
+from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
+from recon.image_io import write_nifti, write_preview, write_recon
+from recon.projector import FWHM_PER_SIGMA, TOFKernel
+from recon.recon2d import EMSettings, plane_weights, reconstruct_2d, sinogram_stack
+from recon.recon3d import reconstruct_3d, select_events
+from recon.sensitivity import attenuated_sensitivity, geometric_sensitivity
+from recon.sinogram import SinogramGeometry
+from recon.system_matrix import (
+    SystemMatrix2D,
+    build_system_matrix,
+    read_system_matrix,
+    write_system_matrix,
+)
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from sim.listmode import read_listmode
+from sim.phantom_file import PhantomData, read_phantom
+from sim.scanner import GEOMETRY_KEYS, Scanner
+from sim.voxelise import Grid
+
+log = logging.getLogger(__name__)
+
+#: Keys of a reconstruction spec.
+SPEC_KEYS = ("dataset", "recon", "scanner", "grid", "device")
+
+
+def check_spec(spec: dict[str, Any]) -> None:
+    """Refuse a spec that is not a :func:`sim.config.recon_spec` (missing keys)."""
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise ValueError(f"reconstruction spec is missing key(s) {', '.join(missing)} "
+                         "(build it with sim.config.recon_spec)")
+
+
+def geometry_of(spec: dict[str, Any]) -> SinogramGeometry:
+    """Sinogram geometry: scanner, LOR depth and the sorter's sector rule."""
+    scanner = Scanner.from_config(spec["scanner"])
+    doi = spec["recon"]["doi_mm"]
+    return SinogramGeometry(scanner, scanner_doi_mm(scanner) if doi is None else float(doi),
+                            int(spec["scanner"].get("min_sector_difference", 2)))
+
+
+def phantom_grid_of(spec: dict[str, Any]) -> ImageGrid:
+    """The dataset's phantom grid (centred on the scanner, as the phantom stage draws it)."""
+    g = Grid(tuple(spec["grid"]["shape"]), tuple(spec["grid"]["voxel_size_mm"]))
+    return ImageGrid(g.shape, g.voxel_size_mm, tuple(g.origin_mm))
+
+
+def image_grid_of(spec: dict[str, Any]) -> ImageGrid:
+    """The reconstruction grid (:func:`recon.grid.recon_grid`), checked to fit the ring."""
+    scanner = Scanner.from_config(spec["scanner"])
+    r = spec["recon"]
+    grid = recon_grid(phantom_grid_of(spec), scanner, r["voxel_size_xy_mm"], r["fov_xy_mm"])
+    check_grid_in_ring(grid, scanner, "image grid (recon.fov_xy_mm / the phantom grid)")
+    return grid
+
+
+def max_ring_difference(spec: dict[str, Any]) -> int:
+    """``recon.max_ring_difference`` limited to the scanner's rings."""
+    rings = int(spec["scanner"]["rings"]) if "rings" in spec["scanner"] else Scanner().rings
+    return min(int(spec["recon"]["max_ring_difference"]), rings - 1)
+
+
+def tof_kernel(spec: dict[str, Any]) -> TOFKernel | None:
+    """The TOF kernel of the spec, or None without TOF."""
+    r = spec["recon"]
+    if not r["tof"]:
+        return None
+    fwhm_ps = r["tof_fwhm_ps"]
+    if fwhm_ps is None:
+        fwhm_ps = math.sqrt(2.0) * float(spec["scanner"].get("time_resolution_ps", 300.0))
+    return TOFKernel.from_fwhm_ps(float(fwhm_ps), float(r["tof_bin_mm"]))
+
+
+def _check_outputs(paths: list[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+
+
+def _check_scanner(listmode_path: Path, file_scanner: Scanner, scanner: Scanner) -> None:
+    ours, theirs = scanner.to_dict(), file_scanner.to_dict()
+    for key in GEOMETRY_KEYS:
+        a, b = ours[key], theirs[key]
+        same = a == b if isinstance(a, str) else bool(np.isclose(float(a), float(b)))
+        if not same:
+            raise ValueError(f"{listmode_path}: recorded with another scanner geometry: {key} is "
+                             f"{b!r} in the file, {a!r} in the config")
+
+
+def _read_mu(phantom_h5: Path, spec: dict[str, Any], grid: ImageGrid
+             ) -> tuple[PhantomData, ImageGrid]:
+    phantom = read_phantom(phantom_h5)
+    mu_grid = phantom_grid(phantom.mu511_per_mm.shape, phantom.voxel_size_mm, phantom.origin_mm)
+    check_coverage(mu_grid, grid, phantom_h5)
+    return phantom, mu_grid
+
+
+# ---------------------------------------------------------------------- cached geometry files
+def build_system_matrix_file(spec: dict[str, Any], out: str | Path,
+                             overwrite: bool = False) -> Path:
+    """Compute and write the 2D system matrix of a spec's scanner and image grid."""
+    check_spec(spec)
+    out = Path(out)
+    _check_outputs([out], overwrite)
+    start = time.perf_counter()
+    system = build_system_matrix(geometry_of(spec), image_grid_of(spec))
+    write_system_matrix(out, system, overwrite)
+    log.info("system matrix %s: %d non-zeros in %.1f s", system.matrix.shape,
+             system.matrix.nnz, time.perf_counter() - start)
+    return out
+
+
+def sensitivity_key(spec: dict[str, Any], phantom: PhantomData | None) -> dict[str, Any]:
+    """What a 3D sensitivity image depends on (JSON-able)."""
+    geometry = geometry_of(spec)
+    grid = image_grid_of(spec)
+    return {"scanner": geometry.scanner.to_dict(), "doi_mm": round(geometry.doi_mm, 9),
+            "min_sector_difference": geometry.min_sector_difference,
+            "max_ring_difference": max_ring_difference(spec),
+            "grid": {"shape": list(grid.shape), "voxel_size_mm": list(grid.voxel_size_mm),
+                     "origin_mm": list(grid.origin_mm)},
+            "attenuation": None if phantom is None else phantom.attrs.get("config_sha256",
+                                                                           "unknown")}
+
+
+def build_sensitivity_file(spec: dict[str, Any], out: str | Path,
+                           phantom_h5: str | Path | None = None,
+                           overwrite: bool = False) -> Path:
+    """Compute and write a 3D sensitivity image: attenuated through the phantom's mu map
+    when ``phantom_h5`` is given, else geometric (shift-invariant, per scanner and grid)."""
+    check_spec(spec)
+    out = Path(out)
+    _check_outputs([out], overwrite)
+    geometry, grid = geometry_of(spec), image_grid_of(spec)
+    device = resolve_device(spec["device"])
+    chunk = int(spec["recon"]["chunk_lors"])
+    phantom = None
+    start = time.perf_counter()
+    if phantom_h5 is not None:
+        phantom, mu_grid = _read_mu(Path(phantom_h5), spec, grid)
+        image = attenuated_sensitivity(
+            geometry, grid, max_ring_difference(spec), mu_grid,
+            torch.as_tensor(phantom.mu511_per_mm, dtype=torch.float32, device=device),
+            device, chunk)
+    else:
+        image = geometric_sensitivity(geometry, grid, max_ring_difference(spec), device, chunk)
+    with atomic_output(out, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("sensitivity", data=image.cpu().numpy(), compression="gzip",
+                         compression_opts=4, shuffle=True)
+        f.attrs["key"] = json.dumps(sensitivity_key(spec, phantom), sort_keys=True)
+        f.attrs["units"] = "mm (sum of LOR intersection lengths, attenuation-weighted)"
+        for key, value in grid.to_attrs().items():
+            f.attrs[key] = value
+    log.info("sensitivity %s in %.1f s", grid.shape, time.perf_counter() - start)
+    return out
+
+
+def read_sensitivity(path: str | Path, expected_key: dict[str, Any]) -> torch.Tensor:
+    """Read a sensitivity image and check it was made for this geometry (and phantom)."""
+    path = Path(path)
+    with open_hdf5(path, "sensitivity file") as f:
+        attrs = decoded_attrs(f)
+        if "sensitivity" not in f or "key" not in attrs:
+            raise ValueError(f"{path}: not a sensitivity file (missing sensitivity or key)")
+        key = json.loads(attrs["key"])
+        for field, value in expected_key.items():
+            if key.get(field) != value:
+                raise ValueError(f"{path}: made for another set-up: {field} is "
+                                 f"{key.get(field)!r}, expected {value!r}; rebuild it")
+        return torch.as_tensor(f["sensitivity"][...])
+
+
+# ---------------------------------------------------------------------- reconstruction
+def output_paths(out_h5: str | Path) -> dict[str, Path]:
+    """The files of one reconstruction: ``h5``, ``nifti`` (.nii.gz) and ``png``."""
+    out_h5 = Path(out_h5)
+    if out_h5.suffix != ".h5":
+        raise ValueError(f"output {out_h5} must end in .h5")
+    return {"h5": out_h5, "nifti": out_h5.with_suffix(".nii.gz"),
+            "png": out_h5.with_suffix(".png")}
+
+
+def postfilter(image: np.ndarray, grid: ImageGrid, fwhm_mm: float) -> np.ndarray:
+    """Isotropic Gaussian of ``fwhm_mm`` (no filter for 0), voxels outside the image are 0."""
+    if fwhm_mm <= 0:
+        return image
+    sigma = [fwhm_mm / FWHM_PER_SIGMA / v for v in grid.voxel_size_mm]
+    return scipy.ndimage.gaussian_filter(image, sigma, mode="constant").astype(np.float32)
+
+
+def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str | Path | None,
+                out_h5: str | Path, system_h5: str | Path | None = None,
+                sensitivity_h5: str | Path | None = None, overwrite: bool = False
+                ) -> dict[str, Any]:
+    """Reconstruct one list-mode file (module docstring); returns a summary dict.
+
+    ``system_h5`` (2D) and ``sensitivity_h5`` (3D) are the cached geometry files; each is
+    computed here when not given. ``phantom_h5`` is needed for attenuation correction.
+    """
+    check_spec(spec)
+    paths = output_paths(out_h5)
+    _check_outputs(list(paths.values()), overwrite)
+    r = spec["recon"]
+    listmode_h5 = Path(listmode_h5)
+    geometry = geometry_of(spec)
+    grid = image_grid_of(spec)
+    data = read_listmode(listmode_h5)
+    _check_scanner(listmode_h5, data.scanner, geometry.scanner)
+    phantom = mu_grid = None
+    if r["attenuation_correction"]:
+        if phantom_h5 is None:
+            raise ValueError("recon.attenuation_correction needs the phantom file (mu511)")
+        phantom, mu_grid = _read_mu(Path(phantom_h5), spec, grid)
+    device = resolve_device(spec["device"])
+    d_max = max_ring_difference(spec)
+    kernel = tof_kernel(spec)
+    system: SystemMatrix2D | None = None
+    sensitivity = None
+    if r["mode"] == "2d" and system_h5 is not None:
+        system = read_system_matrix(system_h5, geometry, grid)
+    if r["mode"] == "3d" and sensitivity_h5 is not None:
+        sensitivity = read_sensitivity(sensitivity_h5, sensitivity_key(spec, phantom))
+
+    start = time.perf_counter()
+    columns = data.coincidences
+    n_prompts = len(data)
+    if r["mode"] == "2d":
+        counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
+        n_used = int(counts.sum())
+    else:
+        events = select_events(columns, geometry, d_max)
+        n_used = len(events.p1)
+    if n_used == 0:
+        warnings.warn(f"{listmode_h5}: no usable coincidences ({n_prompts} prompts); "
+                      "writing a zero image", stacklevel=2)
+        log.warning("%s: no usable coincidences; zero image", listmode_h5)
+        image = np.zeros(grid.shape, np.float32)
+        loglik = [0.0] * int(r["iterations"])
+    elif r["mode"] == "2d":
+        if system is None:
+            system = build_system_matrix(geometry, grid, device)
+        attenuation = None
+        if phantom is not None:
+            attenuation = plane_attenuation(geometry, phantom.mu511_per_mm, mu_grid,
+                                            grid.centres_mm(0), device)
+        weights = plane_weights(geometry, grid, d_max, attenuation)
+        result = reconstruct_2d(counts, weights, system, geometry, grid,
+                                EMSettings(int(r["iterations"]), int(r["subsets"])), device)
+        image, loglik = result.image.cpu().numpy(), result.loglik
+    else:
+        if sensitivity is None:
+            chunk = int(r["chunk_lors"])
+            if phantom is not None:
+                sensitivity = attenuated_sensitivity(
+                    geometry, grid, d_max, mu_grid,
+                    torch.as_tensor(phantom.mu511_per_mm, device=device), device, chunk)
+            else:
+                sensitivity = geometric_sensitivity(geometry, grid, d_max, device, chunk)
+        result = reconstruct_3d(events, sensitivity, geometry, grid, int(r["iterations"]),
+                                int(r["subsets"]), kernel, device, int(r["chunk_lors"]))
+        image, loglik = result.image.cpu().numpy(), result.loglik
+    seconds = time.perf_counter() - start
+    image = postfilter(image.astype(np.float32), grid, float(r["postfilter_fwhm_mm"]))
+
+    algorithm = "MLEM" if int(r["subsets"]) == 1 else "OSEM"
+    mode = "2D SSRB" if r["mode"] == "2d" else ("3D list-mode TOF" if kernel else "3D list-mode")
+    params = {"mode": r["mode"], "max_ring_difference_used": d_max, "doi_mm": geometry.doi_mm,
+              "tof_sigma_mm": None if kernel is None else kernel.sigma_mm}
+    attrs = provenance_attrs(spec, params=params)
+    attrs.update(
+        algorithm=f"{algorithm} ({mode})", iterations=int(r["iterations"]),
+        subsets=int(r["subsets"]), attenuation_corrected=bool(phantom is not None),
+        tof=bool(kernel is not None), postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
+        units="activity per voxel volume, proportional to Bq/mL (relative scale)",
+        prompts=n_prompts, coincidences_used=n_used, seconds=seconds,
+        listmode_file=str(listmode_h5), phantom_file=str(phantom_h5 or ""),
+        scanner=json.dumps(geometry.scanner.to_dict(), sort_keys=True),
+    )
+    write_recon(paths["h5"], image, grid, loglik, attrs, overwrite)
+    write_nifti(paths["nifti"], image, grid, overwrite)
+    title = f"{listmode_h5.parent.name}/{listmode_h5.stem}: {algorithm} {mode}, {n_used} counts"
+    write_preview(paths["png"], image, grid, title, overwrite)
+    log.info("%s: %s, %d of %d prompts, %d x %d iterations in %.1f s", paths["h5"], mode, n_used,
+             n_prompts, r["iterations"], r["subsets"], seconds)
+    return {"coincidences_used": n_used, "prompts": n_prompts, "seconds": seconds,
+            "loglik": loglik}
