@@ -18,8 +18,9 @@ Two ways to compute it:
 * :func:`attenuated_sensitivity` goes through every ring pair, because attenuation breaks the
   shift invariance: each LOR's ``exp(-int mu)`` is projected through the phantom's mu map and
   back-projected with the LOR. No approximation; its cost is one forward projection on the mu
-  grid and one back projection per LOR crossing the image (about 2e7 LORs for the default
-  tube grid, a few minutes on 2 CPU cores), once per phantom.
+  grid and one back projection per LOR crossing the image: 78 s on 2 CPU cores for the
+  default tube grid with ``max_ring_difference`` 16 (the geometric one: 1.5 s), once per
+  phantom.
 """
 
 from __future__ import annotations

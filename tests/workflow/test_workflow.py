@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from recon.image_io import read_recon
 from sim.listmode import read_listmode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,23 @@ def test_dry_run_lists_every_phantom_of_the_qa_overlay():
     for target in ("qa_point/listmode/point_0000/fast.h5", "qa_nema/listmode/nema_0000/fast.h5"):
         assert f"results/{target}" in text
     assert "rule simulate" in text
+    assert "results/qa_point/recon/point_0000/fast.h5" in text
+    assert "rule system_matrix_2d" in text
     assert "results/tubes/" not in text  # run_datasets restricts the run
+
+
+def test_3d_mode_adds_the_sensitivity_jobs(tmp_path):
+    """mode 3d swaps the 2D system matrix for sensitivity images: per phantom with
+    attenuation correction, once per dataset without."""
+    for correct, expected in ((True, "results/tubes/recon/tube_0000/_sensitivity_3d.h5"),
+                              (False, "results/tubes/recon/sensitivity_3d.h5")):
+        overlay = tmp_path / f"3d_{correct}.yaml"
+        overlay.write_text(f"recon: {{mode: 3d, tof: true, attenuation_correction: "
+                           f"{str(correct).lower()}}}\n")
+        run = _snakemake("--dry-run", "--configfile", "config/config.yaml", str(overlay))
+        assert run.returncode == 0, run.output[-2000:]
+        assert expected in run.output
+        assert "system_matrix_2d" not in run.output
 
 
 @pytest.mark.slow
@@ -78,6 +95,13 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         assert listmode.attrs["engine"] == "fast" and listmode.attrs["acquisition"] == "paper"
         assert 0 < listmode.attrs["primaries"] < 200  # 600 Bq for 0.1 s: about 60 decays
         assert (tmp_path / f"logs/simulate/tiny/{name}/paper.log").is_file()
+        # The reconstruction of every list-mode file, with its NIfTI copy and preview.
+        rec = read_recon(tmp_path / f"results/tiny/recon/{name}/paper.h5")
+        assert rec.image.shape == rec.grid.shape and rec.attrs["algorithm"] == "OSEM (2D SSRB)"
+        assert rec.attrs["prompts"] == len(listmode)
+        for suffix in (".nii.gz", ".png"):
+            assert (tmp_path / f"results/tiny/recon/{name}/paper{suffix}").is_file()
+    assert (tmp_path / "results/tiny/recon/system_matrix_2d.h5").is_file()
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
     # The cross-check runs on request only, through the engine named in the path.
