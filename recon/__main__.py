@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
+from sim.cli import run_command
 from sim.config import ConfigError, load_config, recon_spec
 
 
@@ -92,16 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     p.set_defaults(func=_cmd_device)
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        args.func(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        logging.getLogger("recon").debug("details", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(parser, argv, "recon")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -85,6 +86,18 @@ def write_system_matrix(path: str | Path, system: SystemMatrix2D,
     return path
 
 
+def check_key(path: Path, attrs: dict, expected: dict[str, Any], what: str) -> None:
+    """Check the JSON ``key`` attribute of a cached geometry file against what it is used
+    for; the first field that differs is named in the error (with the file)."""
+    if "key" not in attrs:
+        raise ValueError(f"{path}: not a {what} file (no key attribute)")
+    key = json.loads(attrs["key"])
+    for field, value in expected.items():
+        if key.get(field) != value:
+            raise ValueError(f"{path}: made for another geometry: {field} is "
+                             f"{key.get(field)!r}, expected {value!r}; rebuild it")
+
+
 def read_system_matrix(path: str | Path, geometry: SinogramGeometry,
                        grid: ImageGrid) -> SystemMatrix2D:
     """Read a cached matrix and check it was built for this scanner and grid.
@@ -98,13 +111,10 @@ def read_system_matrix(path: str | Path, geometry: SinogramGeometry,
     expected = matrix_key(geometry, grid)
     with open_hdf5(path, "system matrix file") as f:
         attrs = decoded_attrs(f)
-        if "key" not in attrs or any(n not in f for n in ("data", "indices", "indptr")):
-            raise ValueError(f"{path}: not a system matrix file (missing key or CSR arrays)")
+        if any(n not in f for n in ("data", "indices", "indptr")):
+            raise ValueError(f"{path}: not a system matrix file (missing CSR arrays)")
+        check_key(path, attrs, expected, "system matrix")
         key = json.loads(attrs["key"])
-        for field, value in expected.items():
-            if key.get(field) != value:
-                raise ValueError(f"{path}: built for another geometry: {field} is "
-                                 f"{key.get(field)!r}, expected {value!r}; rebuild it")
         matrix = scipy.sparse.csr_matrix((f["data"][...], f["indices"][...], f["indptr"][...]),
                                          shape=tuple(attrs["shape"]))
     plane = ImageGrid((1, *grid.shape[1:]), (1.0, *grid.voxel_size_mm[1:]),

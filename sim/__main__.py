@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import sys
 
 import yaml
 
+from sim.cli import run_command
 from sim.config import ConfigError, load_config, phantom_spec, simulate_spec
 from sim.scanner import Scanner
 
@@ -186,17 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(p)
     p.set_defaults(func=_cmd_validate)
 
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    try:
-        args.func(args)
-    except (ConfigError, FileExistsError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        # User-facing failures (bad input, missing Geant4 data or Gate): one message.
-        logging.getLogger("sim").debug("details", exc_info=True)
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(parser, argv, "sim")
 
 
 if __name__ == "__main__":

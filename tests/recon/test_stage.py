@@ -136,7 +136,7 @@ def test_bad_inputs_give_one_clear_error_and_no_output(setup, tmp_path):
     coarse = copy.deepcopy(spec)
     coarse["recon"]["voxel_size_xy_mm"] = 4.0
     stale = build_system_matrix_file(coarse, tmp_path / "coarse.h5")
-    with pytest.raises(ValueError, match="coarse.h5: built for another geometry: shape_yx"):
+    with pytest.raises(ValueError, match="coarse.h5: made for another geometry: shape_yx"):
         reconstruct(spec, listmode_h5, phantom_h5, out, system_h5=stale)
     # Not a list-mode file.
     with pytest.raises(ValueError, match="not a readable HDF5 file"):

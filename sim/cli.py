@@ -1,0 +1,31 @@
+"""What every stage's command line shares: logging set-up and one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sim.config import ConfigError
+
+#: Failures that are the user's to fix (bad input, missing data or executables): reported
+#: as one ``error:`` line with exit code 2 instead of a traceback.
+USER_ERRORS = (ConfigError, FileExistsError, FileNotFoundError, ValueError, RuntimeError)
+
+
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package: str) -> int:
+    """Parse ``argv``, set up logging (``-v`` for debug) and run ``args.func(args)``.
+
+    Returns the exit code: 0, or 2 after printing a user error on one line (the traceback
+    goes to the ``package`` logger at debug level).
+    """
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    try:
+        args.func(args)
+    except USER_ERRORS as exc:
+        logging.getLogger(package).debug("details", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
