@@ -1,9 +1,12 @@
 """Reconstructed image files: HDF5 (the DESIGN.md contract), a NIfTI copy and a PNG.
 
 ``recon/{phantom}/{acquisition}.h5``: dataset ``image`` (z, y, x float32), dataset
-``loglik`` (one value per iteration), attributes ``voxel_size_mm`` and ``origin_mm``
+``loglik`` (one value per iteration), dataset ``plane_counts`` (coincidences per plane:
+rebinned counts in 2D, events by the z of their LOR midpoint in 3D), attributes
+``voxel_size_mm`` and ``origin_mm``
 (z, y, x; origin = centre of voxel 0, the phantom file's convention), ``algorithm``,
-``iterations``, ``subsets``, ``units`` and provenance. The NIfTI copy
+``iterations``, ``subsets``, ``units``, the acquisition's ``activity_bq`` and ``duration_s``,
+and provenance. The NIfTI copy
 (``.nii.gz``, nibabel) stores the array as (x, y, z) with an affine from voxel indices to
 scanner millimetres (the scanner frame taken as NIfTI's world frame), so standard viewers
 show it at its physical place. All files are written atomically.
@@ -35,6 +38,7 @@ class ReconImage:
     image: np.ndarray
     grid: ImageGrid
     loglik: np.ndarray
+    plane_counts: np.ndarray
     attrs: dict[str, Any]
 
 
@@ -85,8 +89,10 @@ def write_preview(path: str | Path, image: np.ndarray, grid: ImageGrid, title: s
 
 
 def write_recon(path: str | Path, image: np.ndarray, grid: ImageGrid, loglik: list[float],
-                attrs: dict[str, Any], overwrite: bool = False) -> Path:
-    """Write the HDF5 image file (module docstring)."""
+                attrs: dict[str, Any], plane_counts: np.ndarray | None = None,
+                overwrite: bool = False) -> Path:
+    """Write the HDF5 image file (module docstring); ``plane_counts`` (nz,) are the
+    coincidences that went into each plane."""
     if image.shape != grid.shape:
         raise ValueError(f"image shape {image.shape} does not match the grid {grid.shape}")
     path = Path(path)
@@ -94,6 +100,8 @@ def write_recon(path: str | Path, image: np.ndarray, grid: ImageGrid, loglik: li
         f.create_dataset("image", data=image.astype(np.float32), compression="gzip",
                          compression_opts=4, shuffle=True)
         f.create_dataset("loglik", data=np.asarray(loglik, dtype=np.float64))
+        counts = np.zeros(grid.shape[0]) if plane_counts is None else plane_counts
+        f.create_dataset("plane_counts", data=np.asarray(counts, dtype=np.float64))
         f.attrs["axes"] = "zyx"
         for key, value in grid.to_attrs().items():
             f.attrs[key] = value
@@ -116,5 +124,7 @@ def read_recon(path: str | Path) -> ReconImage:
             if key not in attrs:
                 raise ValueError(f"{path}: missing attribute {key}")
         loglik = f["loglik"][...] if "loglik" in f else np.zeros(0)
+        plane_counts = (f["plane_counts"][...] if "plane_counts" in f
+                        else np.full(image.shape[0], np.nan))
     grid = ImageGrid(image.shape, tuple(attrs["voxel_size_mm"]), tuple(attrs["origin_mm"]))
-    return ReconImage(image, grid, loglik, attrs)
+    return ReconImage(image, grid, loglik, plane_counts, attrs)

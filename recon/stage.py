@@ -251,9 +251,14 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     if r["mode"] == "2d":
         counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
         n_used = int(counts.sum())
+        plane_counts = counts.sum(axis=0)
     else:
         events = select_events(columns, geometry, d_max)
         n_used = len(events.p1)
+        mid_z = (events.p1[:, 2] + events.p2[:, 2]) / 2
+        plane = np.floor((mid_z - grid.lower_mm[0]) / grid.voxel_size_mm[0]).astype(int)
+        plane_counts = np.bincount(plane[(plane >= 0) & (plane < grid.shape[0])],
+                                   minlength=grid.shape[0]).astype(float)
     if n_used == 0:
         warnings.warn(f"{listmode_h5}: no usable coincidences ({n_prompts} prompts); "
                       "writing a zero image", stacklevel=2)
@@ -297,10 +302,12 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         tof=bool(kernel is not None), postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
         units="activity per voxel volume, proportional to Bq/mL (relative scale)",
         prompts=n_prompts, coincidences_used=n_used, seconds=seconds,
+        activity_bq=float(data.attrs["activity_bq"]), duration_s=float(data.attrs["duration_s"]),
+        acquisition=str(data.attrs.get("acquisition", listmode_h5.stem)),
         listmode_file=str(listmode_h5), phantom_file=str(phantom_h5 or ""),
         scanner=json.dumps(geometry.scanner.to_dict(), sort_keys=True),
     )
-    write_recon(paths["h5"], image, grid, loglik, attrs, overwrite)
+    write_recon(paths["h5"], image, grid, loglik, attrs, plane_counts, overwrite)
     write_nifti(paths["nifti"], image, grid, overwrite)
     title = f"{listmode_h5.parent.name}/{listmode_h5.stem}: {algorithm} {mode}, {n_used} counts"
     write_preview(paths["png"], image, grid, title, overwrite)

@@ -78,6 +78,7 @@ def test_2d_reconstruction_files(setup, tmp_path):
     np.testing.assert_allclose(peak_xyz(rec.image, rec.grid.origin_mm, rec.grid.voxel_size_mm),
                                SOURCE_MM, atol=2.0)
     assert len(rec.loglik) == 3 and rec.attrs["algorithm"] == "OSEM (2D SSRB)"
+    assert rec.plane_counts.sum() == summary["coincidences_used"]
     assert rec.attrs["attenuation_corrected"] and "config_sha256" in rec.attrs
     assert summary["coincidences_used"] > 3000
     # NIfTI: the affine takes the brightest voxel to the source's scanner coordinates.
