@@ -30,6 +30,7 @@ include: "workflow/rules/phantoms.smk"
 include: "workflow/rules/simulate.smk"
 include: "workflow/rules/crosscheck.smk"
 include: "workflow/rules/reconstruct.smk"
+include: "workflow/rules/datasets.smk"
 
 
 rule all:
@@ -37,4 +38,5 @@ rule all:
         all_phantom_outputs(),
         all_listmode_outputs(),
         all_recon_outputs(),
+        all_dataset_outputs(),
     default_target: True

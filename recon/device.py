@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -33,20 +30,3 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda:{torch.cuda.current_device()} {torch.cuda.get_device_name()}"
     return f"cpu ({torch.get_num_threads()} torch threads)"
-
-
-def device_cli(prog: str, description: str, argv: list[str] | None = None) -> int:
-    """Command line with the ``device`` command, shared by ``python -m recon`` and ``-m models``
-    until each grows commands of its own. Returns the exit code (2 on a user error)."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("device", help="resolve the device switch")
-    p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
-    args = parser.parse_args(argv)
-    try:
-        print(describe_device(resolve_device(args.device)))
-    except (RuntimeError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0

@@ -228,6 +228,19 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     views = scanner.crystals_per_ring // 2
     _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
            f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")
+    images = resolved["positron_images"]
+    for key in ("positron_images", "ct_images"):
+        _check(resolved[key]["split_fractions"][0] > 0, f"{key}.split_fractions",
+               "the train fraction must be positive")
+    for name in selected_datasets(resolved):
+        acquisitions = resolved["datasets"][name]["acquisitions"]
+        _check(images["low_count"] in acquisitions or images["reference"] in acquisitions,
+               f"datasets.{name}.acquisitions",
+               f"holds neither positron_images.low_count ({images['low_count']!r}) nor "
+               f"positron_images.reference ({images['reference']!r}): no images to cut")
+    ct = resolved["ct_images"]
+    _check(ct["source"] == "synthetic" or ct["path"], "ct_images.path",
+           f"source {ct['source']!r} needs the path of the CT data")
     for name, ds in resolved["datasets"].items():
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
                "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
@@ -343,6 +356,25 @@ def recon_spec(config: dict, dataset: str) -> dict[str, Any]:
         "grid": copy.deepcopy(config["datasets"][dataset]["grid"]),
         "device": config["device"],
     }
+
+
+def positron_dataset_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the positron image set of a dataset depends on: the ``positron_images``
+    section, the phantom names and the acquisitions it pairs (those the dataset has)."""
+    phantom_index(config, dataset, phantom_names(config, dataset)[0])  # checks the name
+    images = copy.deepcopy(config["positron_images"])
+    have = config["datasets"][dataset]["acquisitions"]
+    return {
+        "dataset": dataset,
+        "positron_images": images,
+        "phantoms": phantom_names(config, dataset),
+        "acquisitions": [a for a in (images["low_count"], images["reference"]) if a in have],
+    }
+
+
+def ct_dataset_spec(config: dict) -> dict[str, Any]:
+    """Everything the CT image set depends on: the ``ct_images`` section."""
+    return {"ct_images": copy.deepcopy(config["ct_images"])}
 
 
 def canonical_json(obj: Any) -> str:

@@ -3,8 +3,10 @@ import json
 import shlex
 
 from sim.config import (
+    ct_dataset_spec,
     phantom_names,
     phantom_spec,
+    positron_dataset_spec,
     recon_spec,
     selected_datasets,
     simulate_spec,
@@ -102,4 +104,32 @@ def all_recon_outputs():
         for dataset in selected_datasets(config)
         for phantom in phantom_names(config, dataset)
         for acquisition in config["datasets"][dataset]["acquisitions"]
+    ]
+
+
+def positron_dataset_spec_json(wildcards):
+    """What the positron image set of a dataset depends on, as JSON."""
+    return json.dumps(positron_dataset_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def positron_dataset_inputs(wildcards):
+    """Phantom files and the reconstructions the positron image set is cut from."""
+    spec = positron_dataset_spec(config, wildcards.dataset)
+    base = f"results/{wildcards.dataset}"
+    return [f"{base}/phantoms/{p}.h5" for p in spec["phantoms"]] + [
+        f"{base}/recon/{p}/{a}.h5" for p in spec["phantoms"] for a in spec["acquisitions"]
+    ]
+
+
+def ct_dataset_spec_json(wildcards):
+    """What the CT image set depends on, as JSON."""
+    return json.dumps(ct_dataset_spec(config), sort_keys=True)
+
+
+def all_dataset_outputs():
+    """The positron and CT image sets of every selected dataset."""
+    return [
+        f"results/{dataset}/datasets/{name}.h5"
+        for dataset in selected_datasets(config)
+        for name in ("positron", "ct")
     ]

@@ -1,0 +1,139 @@
+"""Torch datasets over ``positron.h5`` and ``ct.h5`` for the GAN stage.
+
+* :class:`PositronPairs`: (low-count, reference) image pairs of one split, (1, H, W) each;
+* :class:`PositronImages`: single positron images of one split (optionally one acquisition);
+* :class:`CTImages`: CT slices of one split.
+
+Images are read once into memory (a 64 px set of thousands of slices is a few MB; pass
+``in_memory=False`` for large 256 px sets, which reads each item from the chunked file).
+Augmentation (``augment=True``) applies one of the 8 flips and quarter turns of the square,
+the same to both images of a pair, drawn from a generator seeded by ``(seed, epoch, index)``:
+reproducible, and different every epoch after :meth:`set_epoch`. :func:`make_loader`
+shuffles with a seeded generator, so the batch order is the same for the same seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from sim.fileio import open_hdf5
+
+
+def _strings(column) -> np.ndarray:
+    return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in column[...]])
+
+
+def dihedral(image: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th (0..7) flip/rotation of the last two axes: k % 4 quarter turns, then a
+    left-right flip when k >= 4."""
+    out = torch.rot90(image, k % 4, dims=(-2, -1))
+    return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+class _H5Images(Dataset):
+    """Rows of the ``images`` dataset of a file, in memory or read per item."""
+
+    def __init__(self, path: str | Path, rows: np.ndarray, augment: bool, seed: int,
+                 in_memory: bool) -> None:
+        self.path = Path(path)
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.augment = augment
+        self.seed = int(seed)
+        self.epoch = 0
+        self._memory = None
+        self._file = None
+        if in_memory:
+            with open_hdf5(self.path, "image set") as f:
+                self._memory = torch.from_numpy(f["images"][...])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the augmentation draws (call once per epoch)."""
+        self.epoch = int(epoch)
+
+    def _image(self, row: int) -> torch.Tensor:
+        if self._memory is not None:
+            return self._memory[row][None]
+        if self._file is None:  # one handle per process (DataLoader workers)
+            self._file = h5py.File(self.path, "r")
+        return torch.from_numpy(self._file["images"][row])[None]
+
+    def _transform(self, index: int) -> int:
+        if not self.augment:
+            return 0
+        g = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0xFFFFFFFF)
+        return int(torch.randint(0, 8, (1,), generator=g))
+
+
+class PositronPairs(_H5Images):
+    """(low-count, reference) pairs of one split of ``positron.h5``."""
+
+    def __init__(self, path: str | Path, split: str = "train", augment: bool = False,
+                 seed: int = 0, in_memory: bool = True) -> None:
+        with open_hdf5(Path(path), "positron image set") as f:
+            for name in ("images", "pairs", "split"):
+                if name not in f:
+                    raise ValueError(f"{path}: missing dataset {name} (not a positron.h5)")
+            pairs = f["pairs"][...]
+            splits = _strings(f["split"])
+        keep = pairs[(splits[pairs[:, 0]] == split) & (splits[pairs[:, 1]] == split)] if len(
+            pairs) else pairs
+        super().__init__(path, np.arange(len(keep)), augment, seed, in_memory)
+        self.pairs = keep
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        low, ref = self.pairs[index]
+        k = self._transform(index)
+        return dihedral(self._image(int(low)), k), dihedral(self._image(int(ref)), k)
+
+
+class _SplitImages(_H5Images):
+    def __init__(self, path, what, split, augment, seed, in_memory, extra=None) -> None:
+        with open_hdf5(Path(path), what) as f:
+            for name in ("images", "split"):
+                if name not in f:
+                    raise ValueError(f"{path}: missing dataset {name} (not a {what})")
+            keep = _strings(f["split"]) == split
+            if extra is not None:
+                keep &= extra(f)
+        super().__init__(path, np.flatnonzero(keep), augment, seed, in_memory)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return dihedral(self._image(int(self.rows[index])), self._transform(index))
+
+
+class PositronImages(_SplitImages):
+    """Single images of one split of ``positron.h5`` (of one acquisition when given)."""
+
+    def __init__(self, path: str | Path, split: str = "train", acquisition: str | None = None,
+                 augment: bool = False, seed: int = 0, in_memory: bool = True) -> None:
+        def only(f):
+            return (_strings(f["acquisition"]) == acquisition) if acquisition else True
+
+        super().__init__(path, "positron image set", split, augment, seed, in_memory, only)
+
+
+class CTImages(_SplitImages):
+    """CT slices of one split of ``ct.h5``."""
+
+    def __init__(self, path: str | Path, split: str = "train", augment: bool = False,
+                 seed: int = 0, in_memory: bool = True) -> None:
+        super().__init__(path, "CT image set", split, augment, seed, in_memory)
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling is seeded (same seed, same order of batches)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, drop_last=False)

@@ -1,0 +1,269 @@
+"""The positron image set: 2D slices of the reconstructions as one HDF5 file for training.
+
+``datasets/positron.h5``:
+
+* ``images`` (N, H, W) float32 in [-1, 1], chunked one image per chunk, gzip;
+* ``masks`` (N, H, W) uint8: defect labels of the phantom on the image's grid (nearest);
+* ``pairs`` (M, 2) int64: rows of the low-count and the reference image of one slice;
+* per-image columns (length N): ``phantom``, ``acquisition``, ``split`` (train/val/test),
+  ``slice_index`` (plane or column of the reconstruction), ``position_mm`` (its z, or x for
+  axial slices), ``defect_types`` (comma-separated types present in the slice, "" for none),
+  ``defect_count``, ``counts`` (coincidences in the plane; NaN for axial slices), ``scale``;
+* attributes: ``normalisation`` (JSON), ``size_px``, ``orientation``, and provenance.
+
+Units and normalisation. A reconstruction holds counts per unit sensitivity, which grows
+with the acquisition time; divided by ``duration_s`` it becomes activity on a relative scale
+common to all acquisitions (``a``, proportional to Bq/mL). Each image is resampled to
+``size_px`` (linear interpolation, anti-aliased when shrinking), then stored as
+``x = 2 a / scale - 1`` with ``scale`` its own maximum (``normalisation: image``) or the
+largest value of the set (``dataset``), so :func:`to_activity` gives back ``a`` to float
+precision.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from skimage.transform import resize  # noqa: E402
+
+from models.splits import assign_splits  # noqa: E402
+from recon.image_io import ReconImage, read_recon  # noqa: E402
+from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
+from sim.phantom_file import PhantomData, read_phantom  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+#: Per-image columns and their HDF5 types.
+COLUMNS = {"phantom": h5py.string_dtype(), "acquisition": h5py.string_dtype(),
+           "split": h5py.string_dtype(), "slice_index": np.int32, "position_mm": np.float32,
+           "defect_types": h5py.string_dtype(), "defect_count": np.int32,
+           "counts": np.float32, "scale": np.float32}
+
+
+def to_activity(images: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Map stored images back to activity: ``(x + 1) / 2 * scale`` (scale per image)."""
+    return (np.asarray(images, np.float64) + 1.0) / 2.0 * np.asarray(scale)[:, None, None]
+
+
+def resample(image: np.ndarray, size_px: int, order: int = 1) -> np.ndarray:
+    """Resize a 2D image to ``size_px`` square (anti-aliased when shrinking, values kept)."""
+    shrink = min(image.shape) > size_px
+    out = resize(image, (size_px, size_px), order=order, mode="edge", preserve_range=True,
+                 anti_aliasing=bool(shrink and order > 0))
+    return out.astype(image.dtype if order == 0 else np.float32)
+
+
+@dataclass
+class Slices:
+    """Images and metadata gathered before normalisation."""
+
+    activity: list[np.ndarray] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in COLUMNS})
+
+
+def _overlap_weights(plane_lo: np.ndarray, plane_hi: np.ndarray, centres: np.ndarray,
+                     size: float) -> np.ndarray:
+    """Length of overlap of each plane [lo, hi] with each phantom slice, (planes, slices)."""
+    lo = np.maximum(plane_lo[:, None], centres[None, :] - size / 2)
+    hi = np.minimum(plane_hi[:, None], centres[None, :] + size / 2)
+    return np.clip(hi - lo, 0.0, None)
+
+
+def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
+    present = set(np.unique(labels[labels > 0]).tolist())
+    types = sorted({d["type"] for d in defects if d["label"] in present})
+    return ",".join(types), len(present)
+
+
+def _transaxial(recon: ReconImage, phantom: PhantomData, min_fraction: float):
+    """(index, z, plane image, plane labels, counts) of the planes through the solution."""
+    grid = recon.grid
+    z = grid.centres_mm(0)
+    dz = grid.voxel_size_mm[0]
+    pz = phantom.origin_mm[0] + phantom.voxel_size_mm[0] * np.arange(phantom.activity.shape[0])
+    weights = _overlap_weights(z - dz / 2, z + dz / 2, pz, phantom.voxel_size_mm[0])
+    activity = weights @ phantom.activity.sum(axis=(1, 2))
+    keep = np.flatnonzero(activity >= min_fraction * activity.max()) if activity.max() > 0 else []
+    for k in keep:
+        overlapping = weights[k] > 0
+        labels = phantom.labels[overlapping].max(axis=0)
+        yield int(k), float(z[k]), recon.image[k], labels, float(recon.plane_counts[k])
+
+
+def _axial(recon: ReconImage, phantom: PhantomData, min_fraction: float):
+    """(index, x, column image (z, y), labels (z, y), NaN) of the columns through the solution."""
+    grid = recon.grid
+    x = grid.centres_mm(2)
+    dx = grid.voxel_size_mm[2]
+    px = phantom.origin_mm[2] + phantom.voxel_size_mm[2] * np.arange(phantom.activity.shape[2])
+    weights = _overlap_weights(x - dx / 2, x + dx / 2, px, phantom.voxel_size_mm[2])
+    activity = weights @ phantom.activity.sum(axis=(0, 1))
+    keep = np.flatnonzero(activity >= min_fraction * activity.max()) if activity.max() > 0 else []
+    for k in keep:
+        labels = phantom.labels[:, :, weights[k] > 0].max(axis=2)
+        yield int(k), float(x[k]), recon.image[:, :, k], labels, float("nan")
+
+
+def _check_recon(path: Path, recon: ReconImage, reference: ReconImage | None) -> None:
+    if recon.image.ndim != 3 or min(recon.image.shape) < 1:
+        raise ValueError(f"{path}: dataset image has shape {recon.image.shape}, expected a "
+                         "(z, y, x) volume")
+    if reference is not None and recon.image.shape != reference.image.shape:
+        raise ValueError(f"{path}: image has shape {recon.image.shape}, but the other "
+                         f"acquisition of this phantom has {reference.image.shape}; "
+                         "reconstruct both with the same recon settings")
+    if "duration_s" not in recon.attrs or float(recon.attrs["duration_s"]) <= 0:
+        raise ValueError(f"{path}: missing or invalid attribute duration_s (reconstruct it again)")
+
+
+def input_files(spec: dict[str, Any], results_dir: str | Path) -> dict[str, dict[str, Path]]:
+    """Phantom and reconstruction files of the spec, checked to exist (before any work)."""
+    results_dir = Path(results_dir)
+    files = {}
+    for phantom in spec["phantoms"]:
+        entry = {"phantom": results_dir / "phantoms" / f"{phantom}.h5"}
+        for acq in spec["acquisitions"]:
+            entry[acq] = results_dir / "recon" / phantom / f"{acq}.h5"
+        for path in entry.values():
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} does not exist (run the phantom, simulate and "
+                                        "reconstruct stages first)")
+        files[phantom] = entry
+    return files
+
+
+def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Slices, list]:
+    """Cut, resample and describe every slice; returns the slices and the pairs (row lists)."""
+    cfg = spec["positron_images"]
+    size = int(cfg["size_px"])
+    cut = _transaxial if cfg["orientation"] == "transaxial" else _axial
+    splits = assign_splits(spec["phantoms"], cfg["split_fractions"], int(cfg["seed"]))
+    out, pairs = Slices(), []
+    for phantom_name, entry in files.items():
+        phantom = read_phantom(entry["phantom"])
+        recons, first = {}, None
+        for acq in spec["acquisitions"]:
+            recons[acq] = read_recon(entry[acq])
+            _check_recon(entry[acq], recons[acq], first)
+            first = first or recons[acq]
+        rows: dict[int, dict[str, int]] = {}
+        for acq, recon in recons.items():
+            duration = float(recon.attrs["duration_s"])
+            for index, position, image, labels, counts in cut(recon, phantom,
+                                                              cfg["min_activity_fraction"]):
+                rows.setdefault(index, {})[acq] = len(out.activity)
+                out.activity.append(resample(image.astype(np.float32) / duration, size))
+                out.masks.append(resample(labels, size, order=0))
+                types, count = _defects_in(labels, phantom.defects)
+                for key, value in (("phantom", phantom_name), ("acquisition", acq),
+                                   ("split", splits[phantom_name]), ("slice_index", index),
+                                   ("position_mm", position), ("defect_types", types),
+                                   ("defect_count", count), ("counts", counts)):
+                    out.columns[key].append(value)
+        if len(spec["acquisitions"]) == 2:
+            low, ref = spec["acquisitions"]
+            pairs += [(r[low], r[ref]) for r in rows.values() if low in r and ref in r]
+    return out, pairs
+
+
+def normalise(activity: list[np.ndarray], mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images in [-1, 1] and the scale of each (module docstring)."""
+    stack = np.stack(activity).astype(np.float64)
+    if mode == "image":
+        scale = stack.max(axis=(1, 2))
+    else:
+        scale = np.full(len(stack), stack.max())
+    scale = np.where(scale > 0, scale, 1.0)
+    images = np.clip(2.0 * stack / scale[:, None, None] - 1.0, -1.0, 1.0)
+    return images.astype(np.float32), scale
+
+
+def write_contact_sheet(path: Path, images: np.ndarray, masks: np.ndarray, pairs: np.ndarray,
+                        columns: dict[str, list], title: str, overwrite: bool) -> Path:
+    """PNG of up to 8 pairs (or single images): low count, reference and defect mask."""
+    rows = pairs[:: max(1, len(pairs) // 8)][:8] if len(pairs) else np.arange(
+        min(8, len(images)))[:, None]
+    n_cols = rows.shape[1] + 1
+    fig, axes = plt.subplots(len(rows), n_cols, figsize=(2.2 * n_cols, 2.2 * len(rows)),
+                             squeeze=False)
+    for r, row in enumerate(rows):
+        for c, i in enumerate(row):
+            axes[r, c].imshow(images[i], cmap="gray_r", vmin=-1, vmax=1, origin="lower")
+            axes[r, c].set_title(f"{columns['phantom'][i]} {columns['acquisition'][i]} "
+                                 f"#{columns['slice_index'][i]}", fontsize=7)
+        axes[r, -1].imshow(masks[row[-1]], cmap="tab10", vmin=0, vmax=9, origin="lower",
+                           interpolation="nearest")
+        axes[r, -1].set_title(columns["defect_types"][row[-1]] or "no defect", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    with atomic_output(path, overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return path
+
+
+def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5: str | Path,
+                           overwrite: bool = False) -> dict[str, Any]:
+    """Build ``positron.h5`` and its contact sheet (``.png`` beside it) for a dataset spec
+    (:func:`sim.config.positron_dataset_spec`); returns a summary."""
+    out_h5 = Path(out_h5)
+    png = out_h5.with_suffix(".png")
+    for path in (out_h5, png):
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    if not spec["acquisitions"]:
+        raise ValueError(f"dataset {spec['dataset']}: none of its acquisitions is "
+                         "positron_images.low_count or .reference")
+    files = input_files(spec, results_dir)
+    slices, pairs = gather(spec, files)
+    if not slices.activity:
+        raise ValueError(f"dataset {spec['dataset']}: no slice holds enough activity "
+                         "(positron_images.min_activity_fraction)")
+    cfg = spec["positron_images"]
+    images, scale = normalise(slices.activity, cfg["normalisation"])
+    slices.columns["scale"] = scale.tolist()
+    masks = np.stack(slices.masks).astype(np.uint8)
+    pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    size = images.shape[1]
+    attrs = provenance_attrs(spec, params={"size_px": size, "orientation": cfg["orientation"]},
+                             seed=int(cfg["seed"]))
+    attrs.update(
+        normalisation=json.dumps({
+            "mode": cfg["normalisation"], "formula": "x = 2 * a / scale - 1",
+            "inverse": "a = (x + 1) / 2 * scale",
+            "activity": "reconstructed image / duration_s (relative, proportional to Bq/mL)",
+            "resampling": "linear, anti-aliased when shrinking; masks nearest"}),
+        size_px=size, orientation=cfg["orientation"], dataset=spec["dataset"],
+        acquisitions=json.dumps(spec["acquisitions"]), split_fractions=json.dumps(
+            cfg["split_fractions"]))
+    with atomic_output(out_h5, overwrite) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("images", data=images, chunks=(1, size, size), compression="gzip",
+                         compression_opts=4, shuffle=True)
+        f.create_dataset("masks", data=masks, chunks=(1, size, size), compression="gzip",
+                         compression_opts=4, shuffle=True)
+        f.create_dataset("pairs", data=pairs_array)
+        for name, dtype in COLUMNS.items():
+            f.create_dataset(name, data=np.asarray(slices.columns[name], dtype=object
+                                                   if dtype is h5py.string_dtype() else dtype),
+                             dtype=dtype)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+    write_contact_sheet(png, images, masks, pairs_array, slices.columns,
+                        f"{spec['dataset']}: {len(images)} images, {len(pairs_array)} pairs",
+                        overwrite)
+    counts = {s: int(np.sum(np.asarray(slices.columns["split"]) == s))
+              for s in ("train", "val", "test")}
+    log.info("%s: %d images (%s), %d pairs", out_h5, len(images), counts, len(pairs_array))
+    return {"images": len(images), "pairs": len(pairs_array), "splits": counts}

@@ -1,0 +1,66 @@
+"""Phantom and reconstruction files written directly with h5py and the recon writer: small,
+known content, no simulation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from recon.grid import ImageGrid
+from recon.image_io import write_recon
+
+#: Phantom grid (z, y, x): 12 slices of 2 mm (odd z), 16 x 16 pixels of 2 mm.
+PHANTOM_SHAPE = (12, 16, 16)
+PHANTOM_VOXEL = (2.0, 2.0, 2.0)
+PHANTOM_ORIGIN = tuple(-(np.array(PHANTOM_SHAPE) - 1) / 2 * np.array(PHANTOM_VOXEL))
+#: Reconstruction grid: rebinning planes at even z inside the phantom, same transaxial box.
+RECON_GRID = ImageGrid((11, 16, 16), (2.0, 2.0, 2.0), (-10.0, -15.0, -15.0))
+
+
+def write_phantom_file(path: Path, defect_planes: tuple[int, int] = (4, 6)) -> Path:
+    """Activity in a disk over phantom slices 1..10 (0 and 11 are end caps); a 'hole' defect
+    (label 1) at pixels (y 3-4, x 8-9) in phantom slices ``defect_planes``."""
+    y, x = np.meshgrid(np.arange(16) - 7.5, np.arange(16) - 7.5, indexing="ij")
+    disk = (x**2 + y**2 <= 36).astype(np.float32)
+    activity = np.zeros(PHANTOM_SHAPE, np.float32)
+    activity[1:11] = disk
+    activity /= activity.sum()
+    labels = np.zeros(PHANTOM_SHAPE, np.uint8)
+    labels[defect_planes[0] : defect_planes[1], 3:5, 8:10] = 1
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        f["material"] = np.zeros(PHANTOM_SHAPE, np.uint8)
+        f["activity"] = activity
+        f["mu511"] = np.zeros(PHANTOM_SHAPE, np.float32)
+        f["labels"] = labels
+        f.attrs["voxel_size_mm"] = np.array(PHANTOM_VOXEL)
+        f.attrs["origin_mm"] = np.array(PHANTOM_ORIGIN)
+        f.attrs["materials"] = json.dumps({"0": {"name": "air"}})
+        f.attrs["defects"] = json.dumps([{"label": 1, "type": "hole"}])
+        f.attrs["phantom"] = json.dumps({})
+    return path
+
+
+def write_recon_file(path: Path, image: np.ndarray, duration_s: float,
+                     grid: ImageGrid = RECON_GRID) -> Path:
+    """A reconstruction file holding ``image``; plane counts = 100 x plane number."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    counts = 100.0 * np.arange(grid.shape[0])
+    return write_recon(path, image.astype(np.float32), grid, [0.0],
+                       {"duration_s": duration_s, "activity_bq": 1.0}, counts)
+
+
+def make_results(root: Path, phantoms: list[str], rng: np.random.Generator,
+                 durations=(("fast", 0.1), ("reference", 10.0))) -> dict:
+    """results/{dataset} layout with phantom and reconstruction files; returns the images."""
+    images = {}
+    for name in phantoms:
+        write_phantom_file(root / "phantoms" / f"{name}.h5")
+        for acq, duration in durations:
+            image = rng.gamma(2.0, 1.0, RECON_GRID.shape) * duration
+            write_recon_file(root / "recon" / name / f"{acq}.h5", image, duration)
+            images[name, acq] = image
+    return images

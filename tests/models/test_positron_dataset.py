@@ -1,0 +1,145 @@
+"""positron.h5 from reconstruction and phantom files written in the test: images map back to
+the activity of their source slice, pairs and metadata match the sources, splits never share
+a phantom, and bad inputs are refused with nothing written."""
+
+from __future__ import annotations
+
+import copy
+
+import h5py
+import numpy as np
+import pytest
+
+from models.positron_dataset import build_positron_dataset, to_activity
+from tests.models.fixtures import RECON_GRID, make_results, write_recon_file
+
+PHANTOMS = [f"tube_{i:04d}" for i in range(6)]
+
+
+def spec(size_px=16, normalisation="image", seed=7, phantoms=PHANTOMS, orientation="transaxial"):
+    return {"dataset": "t", "phantoms": list(phantoms), "acquisitions": ["fast", "reference"],
+            "positron_images": {"size_px": size_px, "orientation": orientation,
+                                "low_count": "fast", "reference": "reference",
+                                "normalisation": normalisation, "min_activity_fraction": 0.6,
+                                "split_fractions": [0.5, 0.25, 0.25], "seed": seed}}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    return root, make_results(root, PHANTOMS, np.random.default_rng(0))
+
+
+def read(path):
+    with h5py.File(path) as f:
+        data = {k: f[k][...] for k in f}
+        attrs = dict(f.attrs)
+    for k, v in data.items():
+        if v.dtype == object:
+            data[k] = np.asarray([x.decode() for x in v])
+    return data, attrs
+
+
+@pytest.mark.parametrize("normalisation", ["image", "dataset"])
+def test_images_round_trip_to_the_activity_of_their_slice(results, tmp_path, normalisation):
+    root, images = results
+    out = tmp_path / "positron.h5"
+    build_positron_dataset(spec(normalisation=normalisation), root, out)
+    data, attrs = read(out)
+    assert data["images"].min() >= -1 and data["images"].max() <= 1
+    activity = to_activity(data["images"], data["scale"])
+    z = RECON_GRID.centres_mm(0)
+    for i in range(len(activity)):
+        source = images[data["phantom"][i], data["acquisition"][i]][data["slice_index"][i]]
+        duration = 0.1 if data["acquisition"][i] == "fast" else 10.0
+        np.testing.assert_allclose(activity[i], source / duration, rtol=1e-5, atol=1e-6)
+        assert data["position_mm"][i] == pytest.approx(z[data["slice_index"][i]])
+        assert data["counts"][i] == 100.0 * data["slice_index"][i]
+    # min_activity_fraction 0.6 drops the two planes half in the end caps: 9 per volume.
+    assert len(activity) == 6 * 2 * 9
+    if normalisation == "dataset":
+        assert np.unique(data["scale"]).size == 1
+    assert "a = (x + 1) / 2 * scale" in attrs["normalisation"]
+
+
+def test_pairs_metadata_and_defect_masks(results, tmp_path):
+    root, _ = results
+    out = tmp_path / "positron.h5"
+    summary = build_positron_dataset(spec(size_px=32), root, out)
+    data, _ = read(out)
+    assert data["images"].shape[1:] == (32, 32) and summary["pairs"] == 6 * 9
+    low, ref = data["pairs"].T
+    assert (data["acquisition"][low] == "fast").all()
+    assert (data["acquisition"][ref] == "reference").all()
+    assert (data["phantom"][low] == data["phantom"][ref]).all()
+    assert (data["slice_index"][low] == data["slice_index"][ref]).all()
+    # The hole (phantom slices z = -3 and -1 mm, each 2 mm thick) touches the recon planes
+    # z = -4, -2 and 0 (each [z - 1, z + 1] mm).
+    has_hole = data["defect_types"] == "hole"
+    assert set(data["position_mm"][has_hole].tolist()) == {-4.0, -2.0, 0.0}
+    assert (data["defect_count"][has_hole] == 1).all() and (data["defect_count"][~has_hole] == 0
+                                                            ).all()
+    assert (data["masks"][has_hole].reshape(has_hole.sum(), -1).max(axis=1) == 1).all()
+    assert not data["masks"][~has_hole].any()
+    # Pixels (y 3-4, x 8-9) of 16 -> rows 6-9, columns 16-19 of 32.
+    mask = data["masks"][np.flatnonzero(has_hole)[0]]
+    np.testing.assert_array_equal(np.argwhere(mask).min(axis=0), [6, 16])
+    np.testing.assert_array_equal(np.argwhere(mask).max(axis=0), [9, 19])
+    assert out.with_suffix(".png").stat().st_size > 1000
+
+
+def test_splits_are_by_phantom_and_seeded(results, tmp_path):
+    root, _ = results
+    seen = []
+    for seed in (7, 7, 8):
+        out = tmp_path / f"p{len(seen)}.h5"
+        build_positron_dataset(spec(seed=seed), root, out)
+        data, _ = read(out)
+        split_of = {}
+        for phantom, split in zip(data["phantom"], data["split"], strict=True):
+            assert split_of.setdefault(phantom, split) == split  # one split per phantom
+        assert sorted(split_of.values()).count("train") == 3  # 0.5 of 6 phantoms
+        assert set(split_of.values()) == {"train", "val", "test"}
+        seen.append(split_of)
+    assert seen[0] == seen[1]
+    assert seen[0] != seen[2]
+
+
+def test_axial_slices(results, tmp_path):
+    root, images = results
+    out = tmp_path / "axial.h5"
+    build_positron_dataset(spec(orientation="axial", size_px=16), root, out)
+    data, _ = read(out)
+    # Columns x = const through the disk (radius 6 px of 2 mm): activity against the
+    # columns' own image (z, y), resized from 11 x 16 to 16 x 16.
+    assert set(data["slice_index"]) <= set(range(16)) and np.isnan(data["counts"]).all()
+    assert data["images"].shape[1:] == (16, 16)
+
+
+def test_bad_inputs_are_refused_and_nothing_is_written(results, tmp_path):
+    root, _ = results
+    bad = tmp_path / "bad"
+    make_results(bad, PHANTOMS[:2], np.random.default_rng(1))
+    out = tmp_path / "positron.h5"
+    # A reconstruction of another shape than its pair.
+    wrong = bad / "recon" / PHANTOMS[1] / "reference.h5"
+    wrong.unlink()
+    write_recon_file(wrong, np.ones((11, 8, 8)), 10.0,
+                     RECON_GRID.__class__((11, 8, 8), (2.0, 4.0, 4.0), (-10.0, -14.0, -14.0)))
+    with pytest.raises(ValueError, match=r"tube_0001/reference.h5: image has shape \(11, 8, 8\)"):
+        build_positron_dataset(spec(phantoms=PHANTOMS[:2]), bad, out)
+    # A missing reconstruction, named before any work.
+    wrong.unlink()
+    with pytest.raises(FileNotFoundError, match="tube_0001/reference.h5 does not exist"):
+        build_positron_dataset(spec(phantoms=PHANTOMS[:2]), bad, out)
+    assert not out.exists() and not out.with_suffix(".png").exists()
+    assert not list(tmp_path.glob(".*tmp"))
+    # An existing output is not overwritten unless asked.
+    out.write_text("user data")
+    with pytest.raises(FileExistsError):
+        build_positron_dataset(spec(), root, out)
+    assert out.read_text() == "user data"
+    other = copy.deepcopy(spec())
+    other["acquisitions"] = []
+    with pytest.raises(ValueError, match="none of its acquisitions"):
+        build_positron_dataset(other, root, tmp_path / "x.h5")
