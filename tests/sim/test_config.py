@@ -80,6 +80,13 @@ def _bad(update: dict) -> dict:
     ({"run_datasets": ["nope"]}, "run_datasets", "unknown dataset 'nope'"),
     ({"datasets/tubes/defects/bubble/diameter_mm": [2.0, 80.0]},
      "datasets.tubes.defects.bubble.diameter_mm", "does not fit the narrowest bore"),
+    ({"recon/tof": True}, "recon.tof", "needs recon.mode: 3d"),
+    ({"recon/subsets": 93}, "recon.subsets", "the sinogram has 92 views"),
+    ({"datasets/tubes/acquisitions": ["paper"]}, "datasets.tubes.acquisitions",
+     "holds neither positron_images.low_count ('fast') nor positron_images.reference"),
+    ({"ct_images/source": "deeplesion"}, "ct_images.path", "needs the path of the CT data"),
+    ({"positron_images/split_fractions": [0.0, 0.5, 0.5]}, "positron_images.split_fractions",
+     "train fraction must be positive"),
 ])
 def test_bad_config_names_the_key(update, key, text):
     with pytest.raises(ConfigError) as info:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import h5py
 import pytest
 
 from recon.image_io import read_recon
@@ -83,6 +84,8 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         "    grid: {shape: [8, 16, 16], voxel_size_mm: [1.0, 1.0, 1.0]}\n"
         "crosscheck: {dataset: tiny, phantom: point_0001, acquisition: paper,"
         " engines: [fast, fast]}\n"
+        "positron_images: {low_count: paper, size_px: 16}\n"
+        "ct_images: {n_images: 4, size_px: 16}\n"
     )
     run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
@@ -102,6 +105,14 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         for suffix in (".nii.gz", ".png"):
             assert (tmp_path / f"results/tiny/recon/{name}/paper{suffix}").is_file()
     assert (tmp_path / "results/tiny/recon/system_matrix_2d.h5").is_file()
+    # The image sets: positron slices of both phantoms, synthetic CT labelled as such.
+    with h5py.File(tmp_path / "results/tiny/datasets/positron.h5") as f:
+        assert f["images"].shape[1:] == (16, 16)
+        assert {p.decode() for p in f["phantom"][...]} == {"point_0000", "point_0001"}
+    with h5py.File(tmp_path / "results/tiny/datasets/ct.h5") as f:
+        assert f["images"].shape == (4, 16, 16) and f.attrs["synthetic"]
+    for name in ("positron", "ct"):
+        assert (tmp_path / f"results/tiny/datasets/{name}.png").is_file()
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
     # The cross-check runs on request only, through the engine named in the path.
