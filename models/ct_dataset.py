@@ -59,6 +59,16 @@ def square(hu: np.ndarray, fill: float) -> np.ndarray:
     return out
 
 
+def scaled_boxes(boxes: list[list[float]], shape: tuple[int, int], size_px: int
+                 ) -> list[list[float]]:
+    """Lesion boxes ``[x1, y1, x2, y2]`` of a slice moved onto the padded, resized image."""
+    rows, cols = shape
+    n = max(rows, cols)
+    r0, c0 = (n - rows) // 2, (n - cols) // 2
+    f = size_px / n
+    return [[(b[0] + c0) * f, (b[1] + r0) * f, (b[2] + c0) * f, (b[3] + r0) * f] for b in boxes]
+
+
 def read_source(cfg: dict[str, Any]) -> tuple[CTSlices, bool]:
     """Slices of the configured source, and whether they are synthetic."""
     if cfg["source"] == "synthetic":
@@ -133,6 +143,9 @@ def build_ct_dataset(spec: dict[str, Any], out_h5: str | Path,
                                                   dtype=object), dtype=string)
         f.create_dataset("slice_index", data=np.asarray(slice_index, np.int32))
         f.create_dataset("pixel_mm", data=np.asarray(pixel_mm, np.float32))
+        f.create_dataset("lesion_boxes", dtype=string, data=np.asarray(
+            [json.dumps(scaled_boxes(b, hu.shape, size)) for b, hu in
+             zip(slices.lesion_boxes, slices.hu, strict=True)], dtype=object))
         for key, value in attrs.items():
             f.attrs[key] = value
     label = "SYNTHETIC CT" if synthetic else f"CT ({cfg['source']})"

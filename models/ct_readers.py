@@ -7,7 +7,8 @@ towards the patient's back), column 0 at the patient's right (columns grow towar
 
 * DeepLesion (Yan et al. 2018): ``Images_png/{patient}_{study}_{series}/{slice:03d}.png``,
   16-bit PNG with ``HU = value - 32768``; an optional ``DL_info.csv`` (beside the series
-  folders or one level up) gives each series' pixel spacing (``Spacing_mm_px_``).
+  folders or one level up) gives each series' pixel spacing (``Spacing_mm_px_``) and the
+  lesion boxes of the key slices (``Bounding_boxes``, ``x1, y1, x2, y2`` in pixels).
 * DICOM: every file below a folder, grouped by ``SeriesInstanceUID`` and sorted by slice
   position (``ImagePositionPatient`` along the slice normal, else ``InstanceNumber``);
   ``HU = pixel * RescaleSlope + RescaleIntercept``; rows and columns are flipped when
@@ -44,16 +45,22 @@ class CTSlices:
         Series id of each slice.
     pixel_mm : list of float
         In-plane pixel size of each slice, mm (NaN when the source does not say).
+    lesion_boxes : list of list
+        Lesion bounding boxes ``[x1, y1, x2, y2]`` (columns, rows; pixels of the slice) known
+        for each slice (DeepLesion's key slices), else empty.
     """
 
     hu: list[np.ndarray] = field(default_factory=list)
     series: list[str] = field(default_factory=list)
     pixel_mm: list[float] = field(default_factory=list)
+    lesion_boxes: list[list[list[float]]] = field(default_factory=list)
 
-    def add(self, hu: np.ndarray, series: str, pixel_mm: float) -> None:
+    def add(self, hu: np.ndarray, series: str, pixel_mm: float,
+            lesion_boxes: list[list[float]] | None = None) -> None:
         self.hu.append(np.asarray(hu, dtype=np.float32))
         self.series.append(series)
         self.pixel_mm.append(float(pixel_mm))
+        self.lesion_boxes.append(lesion_boxes or [])
 
     def __len__(self) -> int:
         return len(self.hu)
@@ -88,21 +95,26 @@ def read_png16(path: Path) -> np.ndarray:
     return array.astype(np.uint16) if array.dtype != np.uint16 else array
 
 
-def _deeplesion_spacing(root: Path) -> dict[str, float]:
+def _deeplesion_info(root: Path) -> tuple[dict[str, float], dict[str, list[list[float]]]]:
+    """Pixel spacing per series and lesion boxes per slice file from ``DL_info.csv``."""
     for candidate in (root / "DL_info.csv", root.parent / "DL_info.csv"):
         if candidate.is_file():
-            spacing = {}
+            spacing: dict[str, float] = {}
+            boxes: dict[str, list[list[float]]] = {}
             with open(candidate, newline="") as fh:
                 for row in csv.DictReader(fh):
                     name = row.get("File_name", "")
-                    series = name.rsplit("_", 1)[0]
+                    series, png = name.rsplit("_", 1) if "_" in name else (name, "")
                     try:
                         spacing[series] = float(row["Spacing_mm_px_"].split(",")[0])
+                        if row.get("Bounding_boxes"):
+                            box = [float(v) for v in row["Bounding_boxes"].split(",")]
+                            boxes.setdefault(f"{series}/{png}", []).append(box[:4])
                     except (KeyError, ValueError, IndexError):
                         raise ValueError(f"{candidate}: row for {name!r} has no readable "
-                                         "Spacing_mm_px_") from None
-            return spacing
-    return {}
+                                         "Spacing_mm_px_ or Bounding_boxes") from None
+            return spacing, boxes
+    return {}, {}
 
 
 def read_deeplesion(folder: str | Path, limit: int | None = None) -> CTSlices:
@@ -114,7 +126,7 @@ def read_deeplesion(folder: str | Path, limit: int | None = None) -> CTSlices:
     if not series_dirs:
         raise ValueError(f"DeepLesion folder {root} holds no series folders "
                          "({patient}_{study}_{series}/)")
-    spacing = _deeplesion_spacing(root)
+    spacing, boxes = _deeplesion_info(root)
     out = CTSlices()
     for series_dir in series_dirs:
         pngs = sorted(series_dir.glob("*.png"))
@@ -124,7 +136,8 @@ def read_deeplesion(folder: str | Path, limit: int | None = None) -> CTSlices:
             if _full(out, limit):
                 return out
             hu = read_png16(png).astype(np.int32) - DEEPLESION_OFFSET
-            out.add(hu, series_dir.name, spacing.get(series_dir.name, float("nan")))
+            out.add(hu, series_dir.name, spacing.get(series_dir.name, float("nan")),
+                    boxes.get(f"{series_dir.name}/{png.name}"))
     return out
 
 

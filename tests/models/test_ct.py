@@ -4,6 +4,7 @@ values, and the ct.h5 builder."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
@@ -31,14 +32,29 @@ def test_deeplesion_reader_recovers_hu(tmp_path):
         for k in range(3):
             write_png16(root / series / f"{k:03d}.png", hu + 32768 + s + k)
     (tmp_path / "DL_info.csv").write_text(
-        "File_name,Key_slice_index,Spacing_mm_px_\n"
-        "000001_01_01_001.png,1,\"0.78, 0.78, 5\"\n000002_03_02_002.png,2,\"0.65, 0.65, 1\"\n")
+        "File_name,Key_slice_index,Spacing_mm_px_,Bounding_boxes\n"
+        "000001_01_01_001.png,1,\"0.78, 0.78, 5\",\"1.5, 0.5, 3.0, 1.0\"\n"
+        "000002_03_02_002.png,2,\"0.65, 0.65, 1\",\"0, 0, 1, 1\"\n")
     slices = read_deeplesion(tmp_path)
     assert len(slices) == 6 and slices.series[0] == "000001_01_01"
     np.testing.assert_array_equal(slices.hu[0], hu)
     np.testing.assert_array_equal(slices.hu[5], hu + 1 + 2)
     assert slices.pixel_mm[0] == 0.78 and slices.pixel_mm[5] == 0.65
+    assert slices.lesion_boxes[1] == [[1.5, 0.5, 3.0, 1.0]] and slices.lesion_boxes[0] == []
+    assert slices.lesion_boxes[5] == [[0.0, 0.0, 1.0, 1.0]]
     assert len(read_deeplesion(tmp_path, limit=4)) == 4
+    # Through the builder: the 2 x 4 slices are padded to 4 x 4 (one row above) and doubled.
+    out = tmp_path / "ct.h5"
+    cfg = {"source": "deeplesion", "path": str(tmp_path), "size_px": 8,
+           "window_hu": [-1000.0, 1000.0], "n_images": None, "field_of_view_mm": 400.0,
+           "split_fractions": [1, 0, 1], "seed": 0}
+    build_ct_dataset({"ct_images": cfg}, out)
+    with h5py.File(out) as f:
+        assert json.loads(f["lesion_boxes"][1]) == [[3.0, 3.0, 6.0, 4.0]]
+        assert f["pixel_mm"][0] == pytest.approx(0.78 * 4 / 8)
+        split = [s.decode() for s in f["split"][...]]
+    assert split[:3] == [split[0]] * 3 and split[3:] == [split[3]] * 3  # by series
+    assert split[0] != split[3]
 
 
 def test_deeplesion_bad_inputs(tmp_path):
