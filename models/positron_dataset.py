@@ -86,33 +86,47 @@ def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
     return ",".join(types), len(present)
 
 
-def _transaxial(recon: ReconImage, phantom: PhantomData, min_fraction: float):
-    """(index, z, plane image, plane labels, counts) of the planes through the solution."""
-    grid = recon.grid
-    z = grid.centres_mm(0)
-    dz = grid.voxel_size_mm[0]
-    pz = phantom.origin_mm[0] + phantom.voxel_size_mm[0] * np.arange(phantom.activity.shape[0])
-    weights = _overlap_weights(z - dz / 2, z + dz / 2, pz, phantom.voxel_size_mm[0])
-    activity = weights @ phantom.activity.sum(axis=(1, 2))
-    keep = np.flatnonzero(activity >= min_fraction * activity.max()) if activity.max() > 0 else []
-    for k in keep:
-        overlapping = weights[k] > 0
-        labels = phantom.labels[overlapping].max(axis=0)
-        yield int(k), float(z[k]), recon.image[k], labels, float(recon.plane_counts[k])
+def _overlapping(grid_centres: np.ndarray, grid_size: float, origin_mm: float,
+                 voxel_mm: float, n: int) -> np.ndarray:
+    """Which phantom voxels (n along this axis) each image pixel overlaps, bool (pixels, n)."""
+    centres = origin_mm + voxel_mm * np.arange(n)
+    return _overlap_weights(grid_centres - grid_size / 2, grid_centres + grid_size / 2, centres,
+                            voxel_mm) > 0
 
 
-def _axial(recon: ReconImage, phantom: PhantomData, min_fraction: float):
-    """(index, x, column image (z, y), labels (z, y), NaN) of the columns through the solution."""
+def _labels_on_pixels(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Largest label of the phantom pixels each image pixel overlaps (0 for none).
+
+    labels : (R, C) phantom plane; rows : (r, R) and cols : (c, C) overlap matrices."""
+    by_col = (labels[:, None, :] * cols[None, :, :]).max(axis=2, initial=0)  # (R, c)
+    return (by_col[None, :, :] * rows[:, :, None]).max(axis=1, initial=0)  # (r, c)
+
+
+def _cuts(recon: ReconImage, phantom: PhantomData, min_fraction: float, axis: int):
+    """Slices of the reconstruction across ``axis`` (0: z planes, 2: x columns) through the
+    solution: (index, position, image, phantom labels on the image's pixels, counts).
+
+    A slice is kept when the phantom activity it overlaps is at least ``min_fraction`` of the
+    most active slice's; its labels are the defects of every phantom slice it overlaps,
+    put on the image's pixels by box overlap (a pixel touching a defect voxel is labelled,
+    as the phantom stage labels a voxel touched by a defect)."""
     grid = recon.grid
-    x = grid.centres_mm(2)
-    dx = grid.voxel_size_mm[2]
-    px = phantom.origin_mm[2] + phantom.voxel_size_mm[2] * np.arange(phantom.activity.shape[2])
-    weights = _overlap_weights(x - dx / 2, x + dx / 2, px, phantom.voxel_size_mm[2])
-    activity = weights @ phantom.activity.sum(axis=(0, 1))
-    keep = np.flatnonzero(activity >= min_fraction * activity.max()) if activity.max() > 0 else []
-    for k in keep:
-        labels = phantom.labels[:, :, weights[k] > 0].max(axis=2)
-        yield int(k), float(x[k]), recon.image[:, :, k], labels, float("nan")
+    centres = grid.centres_mm(axis)
+    size = grid.voxel_size_mm[axis]
+    p_voxel, p_origin = phantom.voxel_size_mm, phantom.origin_mm
+    p_centres = p_origin[axis] + p_voxel[axis] * np.arange(phantom.activity.shape[axis])
+    weights = _overlap_weights(centres - size / 2, centres + size / 2, p_centres, p_voxel[axis])
+    in_plane = tuple(a for a in range(3) if a != axis)
+    activity = weights @ phantom.activity.sum(axis=in_plane)
+    if activity.max() <= 0:
+        return
+    rows, cols = (_overlapping(grid.centres_mm(a), grid.voxel_size_mm[a], p_origin[a],
+                               p_voxel[a], phantom.labels.shape[a]) for a in in_plane)
+    for k in np.flatnonzero(activity >= min_fraction * activity.max()):
+        labels = np.take(phantom.labels, np.flatnonzero(weights[k] > 0), axis=axis).max(axis=axis)
+        on_image = _labels_on_pixels(labels, rows, cols)
+        counts = float(recon.plane_counts[k]) if axis == 0 else float("nan")
+        yield int(k), float(centres[k]), np.take(recon.image, k, axis=axis), on_image, counts
 
 
 def _check_recon(path: Path, recon: ReconImage, reference: ReconImage | None) -> None:
@@ -147,7 +161,7 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
     """Cut, resample and describe every slice; returns the slices and the pairs (row lists)."""
     cfg = spec["positron_images"]
     size = int(cfg["size_px"])
-    cut = _transaxial if cfg["orientation"] == "transaxial" else _axial
+    axis = 0 if cfg["orientation"] == "transaxial" else 2
     splits = assign_splits(spec["phantoms"], cfg["split_fractions"], int(cfg["seed"]))
     out, pairs = Slices(), []
     for phantom_name, entry in files.items():
@@ -160,8 +174,8 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
         rows: dict[int, dict[str, int]] = {}
         for acq, recon in recons.items():
             duration = float(recon.attrs["duration_s"])
-            for index, position, image, labels, counts in cut(recon, phantom,
-                                                              cfg["min_activity_fraction"]):
+            for index, position, image, labels, counts in _cuts(
+                    recon, phantom, cfg["min_activity_fraction"], axis):
                 rows.setdefault(index, {})[acq] = len(out.activity)
                 out.activity.append(resample(image.astype(np.float32) / duration, size))
                 out.masks.append(resample(labels, size, order=0))

@@ -114,6 +114,15 @@ def test_axial_slices(results, tmp_path):
     # columns' own image (z, y), resized from 11 x 16 to 16 x 16.
     assert set(data["slice_index"]) <= set(range(16)) and np.isnan(data["counts"]).all()
     assert data["images"].shape[1:] == (16, 16)
+    # The hole spans phantom columns x = 1 and 3 mm (2 mm wide each): recon columns 8 and 9.
+    has_hole = data["defect_types"] == "hole"
+    assert set(data["slice_index"][has_hole].tolist()) == {8, 9}
+    # On the (z, y) image of 11 planes x 16 rows: planes z = -4, -2, 0 (indices 3 to 5 of
+    # 11) and y rows 3-4 of 16, stretched to 16 x 16 (planes x 16/11, y unchanged).
+    mask = data["masks"][np.flatnonzero(has_hole)[0]]
+    rows, cols = np.nonzero(mask)
+    assert (rows.min(), rows.max()) == (int(3 * 16 / 11), int(np.ceil(6 * 16 / 11)) - 1)
+    assert (cols.min(), cols.max()) == (3, 4)
 
 
 def test_bad_inputs_are_refused_and_nothing_is_written(results, tmp_path):
