@@ -158,3 +158,18 @@ def test_ct_dataset_synthetic_and_dicom(tmp_path):
         build_ct_dataset({"ct_images": dict(cfg, source="dicom", path=str(tmp_path / "missing"))},
                          tmp_path / "e.h5")
     assert not (tmp_path / "e.h5").exists()
+
+
+def test_cli_reports_a_bad_source_on_one_line(tmp_path, capsys):
+    from models.__main__ import main as models_main
+
+    spec = {"ct_images": {"source": "dicom", "path": str(tmp_path / "absent"), "size_px": 16,
+                          "window_hu": [-1000.0, 1000.0], "n_images": None,
+                          "field_of_view_mm": 400.0, "split_fractions": [0.8, 0.1, 0.1],
+                          "seed": 0}}
+    code = models_main(["ct-dataset", "--spec", json.dumps(spec), "--out",
+                        str(tmp_path / "ct.h5")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: DICOM folder {tmp_path / 'absent'} does not exist"]
+    assert not (tmp_path / "ct.h5").exists()
