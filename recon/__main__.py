@@ -31,18 +31,21 @@ def _spec(args: argparse.Namespace) -> dict:
 
 
 def _cmd_system_matrix(args: argparse.Namespace) -> None:
+    _limit_threads(args)
     from recon.stage import build_system_matrix_file
 
     build_system_matrix_file(_spec(args), args.out, overwrite=args.overwrite)
 
 
 def _cmd_sensitivity(args: argparse.Namespace) -> None:
+    _limit_threads(args)
     from recon.stage import build_sensitivity_file
 
     build_sensitivity_file(_spec(args), args.out, args.phantom_file, overwrite=args.overwrite)
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    _limit_threads(args)
     from recon.stage import reconstruct
 
     reconstruct(_spec(args), args.listmode, args.phantom_file, args.out,
@@ -60,6 +63,16 @@ def _spec_args(p: argparse.ArgumentParser) -> None:
                    help="config YAML; repeat to overlay (default: config/config.yaml)")
     p.add_argument("--dataset", help="dataset name (with --configfile)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default 0: torch's own choice, all cores)")
+
+
+def _limit_threads(args: argparse.Namespace) -> None:
+    """Honour the scheduler's CPU allocation (Snakemake ``threads``, SLURM cpus-per-task)."""
+    if getattr(args, "threads", 0):
+        import torch
+
+        torch.set_num_threads(args.threads)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ rule system_matrix_2d:
         "../envs/recon.yaml"
     shell:
         "python -m recon system-matrix --spec {params.spec:q} --out {output:q} --overwrite"
-        " 2> {log:q}"
+        " --threads {threads} 2> {log:q}"
 
 
 rule sensitivity_3d:
@@ -37,7 +37,7 @@ rule sensitivity_3d:
         "../envs/recon.yaml"
     shell:
         "python -m recon sensitivity --spec {params.spec:q} --out {output:q} --overwrite"
-        " 2> {log:q}"
+        " --threads {threads} 2> {log:q}"
 
 
 rule sensitivity_3d_attenuated:
@@ -60,7 +60,7 @@ rule sensitivity_3d_attenuated:
         "../envs/recon.yaml"
     shell:
         "python -m recon sensitivity --spec {params.spec:q} --phantom-file {input.phantom:q}"
-        " --out {output:q} --overwrite 2> {log:q}"
+        " --out {output:q} --overwrite --threads {threads} 2> {log:q}"
 
 
 rule reconstruct:
@@ -92,4 +92,4 @@ rule reconstruct:
     shell:
         "python -m recon reconstruct --spec {params.spec:q} --listmode {input.listmode:q}"
         " --phantom-file {input.phantom:q} {params.geometry} --out {output.h5:q} --overwrite"
-        " 2> {log:q}"
+        " --threads {threads} 2> {log:q}"
