@@ -29,7 +29,13 @@ from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
 from recon.image_io import write_nifti, write_preview, write_recon
 from recon.projector import FWHM_PER_SIGMA, TOFKernel
-from recon.recon2d import EMSettings, plane_weights, reconstruct_2d, sinogram_stack
+from recon.recon2d import (
+    EMSettings,
+    plane_weights,
+    reconstruct_2d,
+    sinogram_stack,
+    uniform_randoms,
+)
 from recon.recon3d import reconstruct_3d, select_events
 from recon.sensitivity import attenuated_sensitivity, geometric_sensitivity
 from recon.sinogram import SinogramGeometry
@@ -247,6 +253,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
 
     start = time.perf_counter()
     columns = data.coincidences
+    n_delayed = 0
     n_prompts = len(data)
     if r["mode"] == "2d":
         counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
@@ -273,8 +280,15 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
             attenuation = plane_attenuation(geometry, phantom.mu511_per_mm, mu_grid,
                                             grid.centres_mm(0), device)
         weights = plane_weights(geometry, grid, d_max, attenuation)
+        randoms = None
+        if r["randoms"] == "delayed":
+            delayed = sinogram_stack(data.delayed["crystal1"], data.delayed["crystal2"],
+                                     geometry, grid, d_max)
+            randoms = uniform_randoms(delayed, geometry)
+            n_delayed = int(delayed.sum())
         result = reconstruct_2d(counts, weights, system, geometry, grid,
-                                EMSettings(int(r["iterations"]), int(r["subsets"])), device)
+                                EMSettings(int(r["iterations"]), int(r["subsets"])), device,
+                                randoms)
         image, loglik = result.image.cpu().numpy(), result.loglik
     else:
         if sensitivity is None:
@@ -299,7 +313,9 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     attrs.update(
         algorithm=f"{algorithm} ({mode})", iterations=int(r["iterations"]),
         subsets=int(r["subsets"]), attenuation_corrected=bool(phantom is not None),
-        tof=bool(kernel is not None), postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
+        tof=bool(kernel is not None),
+        randoms_corrected=bool(r["mode"] == "2d" and r["randoms"] == "delayed"),
+        delayed_used=n_delayed, postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
         units="activity per voxel volume, proportional to Bq/mL (relative scale)",
         prompts=n_prompts, coincidences_used=n_used, seconds=seconds,
         activity_bq=float(data.attrs["activity_bq"]), duration_s=float(data.attrs["duration_s"]),
