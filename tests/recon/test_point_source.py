@@ -13,7 +13,7 @@ import torch
 
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid
-from recon.projector import HALF_C_MM_PER_NS, TOFKernel
+from recon.projector import HALF_C_MM_PER_NS, Projector, TOFKernel
 from recon.recon2d import EMSettings, plane_weights, reconstruct_2d, sinogram_stack
 from recon.recon3d import reconstruct_3d, select_events
 from recon.sensitivity import geometric_sensitivity
@@ -99,8 +99,6 @@ def test_tof_places_the_source_along_nearly_parallel_lors():
     selected = select_events(events, GEOMETRY, 63)
     assert len(selected.p1) > 500
     kernel = TOFKernel.from_fwhm_ps(200.0)
-    from recon.projector import Projector
-
     projector = Projector(grid)
     ones = torch.ones(len(selected.p1))
     profile_tof = projector.back(ones, selected.p1, selected.p2, selected.tof_mm, kernel)[0, 0]

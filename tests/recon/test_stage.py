@@ -95,12 +95,12 @@ def test_2d_reconstruction_files(setup, tmp_path):
 
 def test_postfilter_keeps_counts_and_widens(setup, tmp_path):
     cfg, _, phantom_h5, listmode_h5 = setup
-    sharp = read_recon(reconstruct(recon_spec(cfg, "pt"), listmode_h5, phantom_h5,
-                                   tmp_path / "a.h5") and tmp_path / "a.h5").image
+    reconstruct(recon_spec(cfg, "pt"), listmode_h5, phantom_h5, tmp_path / "a.h5")
+    sharp = read_recon(tmp_path / "a.h5").image
     cfg2 = copy.deepcopy(cfg)
     cfg2["recon"]["postfilter_fwhm_mm"] = 6.0
-    smooth = read_recon(reconstruct(recon_spec(cfg2, "pt"), listmode_h5, phantom_h5,
-                                    tmp_path / "b.h5") and tmp_path / "b.h5").image
+    reconstruct(recon_spec(cfg2, "pt"), listmode_h5, phantom_h5, tmp_path / "b.h5")
+    smooth = read_recon(tmp_path / "b.h5").image
     # Zero padding outside the grid: the source is 5 mm from the last plane, so a little of
     # its activity is filtered out of the image.
     assert 0.9 * sharp.sum() < smooth.sum() <= sharp.sum() * (1 + 1e-5)
