@@ -24,7 +24,7 @@ from sim.config import ConfigError, ct_dataset_spec, load_config, positron_datas
 
 
 def _cmd_positron(args: argparse.Namespace) -> None:
-    from models.positron_dataset import build_positron_dataset
+    from models.data.positron_dataset import build_positron_dataset
 
     if args.spec:
         spec = json.loads(args.spec)
@@ -36,7 +36,7 @@ def _cmd_positron(args: argparse.Namespace) -> None:
 
 
 def _cmd_ct(args: argparse.Namespace) -> None:
-    from models.ct_dataset import build_ct_dataset
+    from models.data.ct_dataset import build_ct_dataset
 
     spec = json.loads(args.spec) if args.spec else ct_dataset_spec(load_config(*args.configfile))
     build_ct_dataset(spec, args.out, overwrite=args.overwrite)

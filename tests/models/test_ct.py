@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from models.ct_dataset import build_ct_dataset, to_hu
-from models.ct_readers import read_deeplesion, read_dicom, read_nifti
-from models.synthetic_ct import LABELS, synthetic_slices
+from models.data.ct_dataset import build_ct_dataset, to_hu
+from models.data.ct_readers import read_deeplesion, read_dicom, read_nifti
+from models.data.synthetic_ct import LABELS, synthetic_slices
 
 
 def write_png16(path, values):

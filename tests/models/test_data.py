@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.data import CTImages, PositronImages, PositronPairs, dihedral, make_loader
-from models.positron_dataset import build_positron_dataset
+from models.data.loaders import CTImages, PositronImages, PositronPairs, dihedral, make_loader
+from models.data.positron_dataset import build_positron_dataset
 from tests.models.fixtures import make_results
 from tests.models.test_positron_dataset import PHANTOMS, spec
 
@@ -77,7 +77,7 @@ def test_seeded_shuffling(positron_h5):
 
 
 def test_ct_images_and_bad_files(tmp_path, positron_h5):
-    from models.ct_dataset import build_ct_dataset
+    from models.data.ct_dataset import build_ct_dataset
 
     cfg = {"source": "synthetic", "path": None, "size_px": 16, "window_hu": [-1000.0, 1000.0],
            "n_images": 10, "field_of_view_mm": 400.0, "split_fractions": [0.8, 0.1, 0.1],

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from models.positron_dataset import build_positron_dataset, to_activity
+from models.data.positron_dataset import build_positron_dataset, to_activity
 from tests.models.fixtures import RECON_GRID, make_results, write_recon_file
 
 PHANTOMS = [f"tube_{i:04d}" for i in range(6)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.splits import assign_splits, split_counts
+from models.data.splits import assign_splits, split_counts
 
 
 @pytest.mark.parametrize("n, fractions, expected", [

@@ -36,7 +36,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
-from models.splits import assign_splits  # noqa: E402
+from models.data.splits import assign_splits  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
 from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
 from sim.phantom_file import PhantomData, read_phantom  # noqa: E402

@@ -1,0 +1,7 @@
+"""The image sets of the generative stage and their torch loaders.
+
+``positron_dataset`` (positron.h5 from the reconstructions), ``ct_dataset`` with
+``ct_readers`` and ``synthetic_ct`` (ct.h5), ``splits`` (train/val/test by group),
+``loaders`` (torch datasets over both files) and ``positron_features`` (PCANet memory
+features of the training images, features.h5).
+"""
