@@ -1,4 +1,5 @@
-# Industrial positron imaging: phantoms -> simulation -> reconstruction -> datasets -> GAN.
+# Industrial positron imaging: phantoms -> simulation -> reconstruction -> datasets -> GAN
+# (CT VAE, positron features, training, generation).
 # The config is validated here, before any job starts (sim.config.validate_config).
 import shlex
 import sys
@@ -31,6 +32,7 @@ include: "workflow/rules/simulate.smk"
 include: "workflow/rules/crosscheck.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/datasets.smk"
+include: "workflow/rules/train.smk"
 
 
 rule all:
@@ -39,4 +41,5 @@ rule all:
         all_listmode_outputs(),
         all_recon_outputs(),
         all_dataset_outputs(),
+        all_model_outputs(),
     default_target: True

@@ -6,10 +6,16 @@ positron-dataset  cut, resample and normalise the reconstructions of a dataset i
                   positron.h5 (``positron_dataset`` rule)
 ct-dataset        read a CT source (DeepLesion, DICOM, NIfTI) or generate synthetic CT slices
                   into ct.h5 (``ct_dataset`` rule)
+pretrain-vae      train the CT VAE on ct.h5 (``pretrain_vae`` rule)
+positron-features fit PCANet + PCA on the training positron images: features.h5
+                  (``positron_features`` rule)
+train             train a generative method (``train`` rule; resumes from checkpoint.pt)
+generate          sample a trained method into generated/{method}.h5 (``generate`` rule)
 device            print the torch device the config's ``device`` switch resolves to
 
 Each command takes its spec as JSON (``--spec``, what the Snakemake rules pass) or builds it
-from config files (``--configfile``, and ``--dataset`` for positron-dataset).
+from config files (``--configfile``, with ``--dataset`` and, for train and generate,
+``--method``). ``--threads`` caps torch's CPU threads (the rules pass their ``threads``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,39 @@ import sys
 
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
 from sim.cli import run_command
-from sim.config import ConfigError, ct_dataset_spec, load_config, positron_dataset_spec
+from sim.config import (
+    ConfigError,
+    ct_dataset_spec,
+    generate_spec,
+    load_config,
+    positron_dataset_spec,
+    positron_features_spec,
+    pretrain_vae_spec,
+    train_spec,
+)
+
+
+def _spec(args: argparse.Namespace, build, *keys: str) -> dict:
+    """The job's spec: ``--spec`` JSON, or built from ``--configfile`` and the named args."""
+    if args.spec:
+        try:
+            spec = json.loads(args.spec)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--spec is not valid JSON ({exc})") from None
+        if not isinstance(spec, dict):
+            raise ConfigError("--spec must be a JSON object")
+        return spec
+    missing = [k for k in keys if not getattr(args, k)]
+    if missing:
+        raise ConfigError(f"give --spec, or --{' and --'.join(missing)} (with --configfile)")
+    return build(load_config(*args.configfile), *(getattr(args, k) for k in keys))
+
+
+def _threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(int(args.threads))
 
 
 def _cmd_positron(args: argparse.Namespace) -> None:
@@ -40,6 +78,50 @@ def _cmd_ct(args: argparse.Namespace) -> None:
 
     spec = json.loads(args.spec) if args.spec else ct_dataset_spec(load_config(*args.configfile))
     build_ct_dataset(spec, args.out, overwrite=args.overwrite)
+
+
+def _cmd_pretrain_vae(args: argparse.Namespace) -> None:
+    from models.training.stage import run_pretrain_vae
+
+    spec = _spec(args, pretrain_vae_spec, "dataset")
+    _threads(args)
+    run_pretrain_vae(spec, args.ct, args.out_dir, overwrite=args.overwrite)
+
+
+def _cmd_features(args: argparse.Namespace) -> None:
+    from models.data.positron_features import build_positron_features
+
+    spec = _spec(args, positron_features_spec, "dataset")
+    _threads(args)
+    build_positron_features(spec, args.positron, args.out, overwrite=args.overwrite)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from models.training.stage import run_train
+
+    spec = _spec(args, train_spec, "dataset", "method")
+    _threads(args)
+    files = {"positron": args.positron, "ct": args.ct, "features": args.features,
+             "encoder": args.encoder}
+    run_train(spec, files, args.out_dir, overwrite=args.overwrite)
+
+
+def _cmd_generate(args: argparse.Namespace) -> None:
+    from models.training.generate import run_generate
+
+    spec = _spec(args, generate_spec, "dataset", "method")
+    _threads(args)
+    run_generate(spec, args.model, args.positron, args.ct, args.out, overwrite=args.overwrite)
+
+
+def _common(p: argparse.ArgumentParser, method: bool = False) -> None:
+    p.add_argument("--spec", help="job spec as JSON (what the Snakemake rule passes)")
+    p.add_argument("--configfile", action="append", default=[], help="config YAML (repeatable)")
+    p.add_argument("--dataset", help="dataset name (with --configfile)")
+    if method:
+        p.add_argument("--method", help="generative method (with --configfile)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's own)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
 def _cmd_device(args: argparse.Namespace) -> None:
@@ -67,6 +149,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output .h5 (contact sheet .png beside it)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_ct)
+
+    p = sub.add_parser("pretrain-vae", help="train the CT VAE on ct.h5")
+    _common(p)
+    p.add_argument("--ct", required=True, help="ct.h5")
+    p.add_argument("--out-dir", required=True, help="output folder (models/vae_ct)")
+    p.set_defaults(func=_cmd_pretrain_vae)
+
+    p = sub.add_parser("positron-features", help="PCANet + PCA memory features: features.h5")
+    _common(p)
+    p.add_argument("--positron", required=True, help="positron.h5")
+    p.add_argument("--out", required=True, help="output features.h5")
+    p.set_defaults(func=_cmd_features)
+
+    p = sub.add_parser("train", help="train a generative method")
+    _common(p, method=True)
+    p.add_argument("--positron", required=True, help="positron.h5")
+    p.add_argument("--ct", help="ct.h5 (methods that take CT images)")
+    p.add_argument("--features", help="features.h5 (attention GAN)")
+    p.add_argument("--encoder", help="the CT VAE's final.pt (attention GAN)")
+    p.add_argument("--out-dir", required=True, help="output folder (models/{method})")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("generate", help="sample a trained method")
+    _common(p, method=True)
+    p.add_argument("--model", required=True, help="the method's final.pt")
+    p.add_argument("--positron", required=True, help="positron.h5 (normalisation, scales)")
+    p.add_argument("--ct", help="ct.h5 (methods that take CT images)")
+    p.add_argument("--out", required=True, help="output generated/{method}.h5")
+    p.set_defaults(func=_cmd_generate)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")

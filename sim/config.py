@@ -194,6 +194,54 @@ def _check_dataset(name: str, ds: dict, config: dict, scanner: Scanner) -> None:
                f"{base}.nema.line_offset_mm", "line source lies outside the cylinder")
 
 
+def _power_of_two(value: int) -> bool:
+    return value >= 16 and value & (value - 1) == 0
+
+
+def _check_generative(config: dict) -> None:
+    """Settings of the generative stage that the schema alone cannot check."""
+    train = config["train"]
+    if not train["methods"]:
+        return
+    images, ct = config["positron_images"], config["ct_images"]
+    for key, size in (("positron_images.size_px", images["size_px"]),
+                      ("ct_images.size_px", ct["size_px"])):
+        _check(_power_of_two(size), key,
+               f"{size} px is not supported by the generative networks (train.methods is "
+               f"{train['methods']}): they need a power of two of at least 16 "
+               "(16, 32, 64, 128, 256, ...)")
+    acquisition = train["acquisition"]
+    _check(acquisition is None or acquisition in (images["low_count"], images["reference"]),
+           "train.acquisition",
+           f"{acquisition!r} is neither positron_images.low_count ({images['low_count']!r}) nor "
+           f"positron_images.reference ({images['reference']!r}); null takes every image")
+    gan = train["attention_gan"]
+    _check(gan["real_domain"] != "ct" or ct["size_px"] == images["size_px"],
+           "train.attention_gan.real_domain",
+           f"'ct' shows CT images to the discriminator as real, but ct_images.size_px "
+           f"({ct['size_px']}) differs from positron_images.size_px ({images['size_px']})")
+    feats = config["positron_features"]
+    k = feats["patch_px"]
+    _check(k % 2 == 1 and k <= images["size_px"], "positron_features.patch_px",
+           f"{k} must be odd and at most positron_images.size_px ({images['size_px']})")
+    _check(max(feats["filters"]) <= k * k, "positron_features.filters",
+           f"{feats['filters']}: a {k} x {k} patch has at most {k * k} principal directions")
+    _check(feats["block_px"] <= images["size_px"], "positron_features.block_px",
+           f"{feats['block_px']} px blocks do not fit {images['size_px']} px images")
+
+
+def _non_finite(node: Any, path: tuple = ()) -> Iterator[str]:
+    """Key paths of NaN or infinite numbers anywhere in a config."""
+    if isinstance(node, float) and not np.isfinite(node):
+        yield _key_path(path)
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _non_finite(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _non_finite(value, (*path, i))
+
+
 def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[str, Any]:
     """Validate a config and return a copy with every default filled in.
 
@@ -205,6 +253,8 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     if not isinstance(config, dict):
         raise ConfigError(f"config must be a mapping, got {type(config).__name__}")
     resolved = copy.deepcopy(config)
+    for key in _non_finite(resolved):
+        raise ConfigError(f"config key {key}: NaN or infinity is not a valid value")
     validator = _Validator(load_schema() if schema is None else schema)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.path)))
     if errors:
@@ -241,6 +291,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     ct = resolved["ct_images"]
     _check(ct["source"] == "synthetic" or ct["path"], "ct_images.path",
            f"source {ct['source']!r} needs the path of the CT data")
+    _check_generative(resolved)
     for name, ds in resolved["datasets"].items():
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
                "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
@@ -375,6 +426,59 @@ def positron_dataset_spec(config: dict, dataset: str) -> dict[str, Any]:
 def ct_dataset_spec(config: dict) -> dict[str, Any]:
     """Everything the CT image set depends on: the ``ct_images`` section."""
     return {"ct_images": copy.deepcopy(config["ct_images"])}
+
+
+def _train_acquisition(config: dict) -> str | None:
+    return config["train"]["acquisition"]
+
+
+def pretrain_vae_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the CT VAE's pretraining depends on: the ``pretrain_vae`` section and the
+    device switch."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset, "pretrain_vae": copy.deepcopy(config["pretrain_vae"]),
+            "device": config["device"]}
+
+
+def positron_features_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the feature memory depends on: the ``positron_features`` section and the
+    acquisition whose training images it describes (``train.acquisition``)."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset, "positron_features": copy.deepcopy(config["positron_features"]),
+            "acquisition": _train_acquisition(config)}
+
+
+def _known_method(config: dict, method: str) -> None:
+    if method not in config["train"]["methods"]:
+        raise ConfigError(f"config key train.methods: {method!r} is not one of "
+                          f"{config['train']['methods']}")
+
+
+def train_spec(config: dict, dataset: str, method: str) -> dict[str, Any]:
+    """Everything training ``method`` depends on: the loop keys of the ``train`` section, the
+    method's own section, the acquisition and the device switch (not the other methods')."""
+    _known_dataset(config, dataset)
+    _known_method(config, method)
+    train = config["train"]
+    loop = {k: copy.deepcopy(v) for k, v in train.items()
+            if not isinstance(v, dict) and k not in ("methods", "acquisition")}
+    return {"dataset": dataset, "method": method, "train": loop,
+            "method_settings": copy.deepcopy(train[method]),
+            "acquisition": _train_acquisition(config), "device": config["device"]}
+
+
+def generate_spec(config: dict, dataset: str, method: str) -> dict[str, Any]:
+    """Everything a generated set depends on: the ``generate`` section, the acquisition
+    whose scales it borrows and the device switch."""
+    _known_dataset(config, dataset)
+    _known_method(config, method)
+    return {"dataset": dataset, "method": method, "generate": copy.deepcopy(config["generate"]),
+            "acquisition": _train_acquisition(config), "device": config["device"]}
+
+
+def _known_dataset(config: dict, dataset: str) -> None:
+    if dataset not in config["datasets"]:
+        raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")
 
 
 def canonical_json(obj: Any) -> str:

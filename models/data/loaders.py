@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from sim.fileio import open_hdf5
 
 
-def _strings(column) -> np.ndarray:
+def string_column(column) -> np.ndarray:
+    """A string column of an HDF5 file as a numpy array of str."""
     return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in column[...]])
 
 
@@ -79,7 +80,7 @@ class PositronPairs(_H5Images):
                 if name not in f:
                     raise ValueError(f"{path}: missing dataset {name} (not a positron.h5)")
             pairs = f["pairs"][...]
-            splits = _strings(f["split"])
+            splits = string_column(f["split"])
         keep = pairs[(splits[pairs[:, 0]] == split) & (splits[pairs[:, 1]] == split)] if len(
             pairs) else pairs
         super().__init__(path, np.arange(len(keep)), augment, seed, in_memory)
@@ -100,7 +101,7 @@ class _SplitImages(_H5Images):
             for name in ("images", "split"):
                 if name not in f:
                     raise ValueError(f"{path}: missing dataset {name} (not a {what})")
-            keep = _strings(f["split"]) == split
+            keep = string_column(f["split"]) == split
             if extra is not None:
                 keep &= extra(f)
         super().__init__(path, np.flatnonzero(keep), augment, seed, in_memory)
@@ -111,6 +112,21 @@ class _SplitImages(_H5Images):
     def __getitem__(self, index: int) -> torch.Tensor:
         return dihedral(self._image(int(self.rows[index])), self._transform(index))
 
+    def batch(self, indices: np.ndarray) -> torch.Tensor:
+        """Images at positions ``indices`` of this split, (B, 1, H, W), not augmented (the
+        training loop draws its own flips)."""
+        rows = self.rows[np.asarray(indices, dtype=np.int64)]
+        if self._memory is not None:
+            return self._memory[torch.from_numpy(rows)][:, None]
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        order = np.argsort(rows)  # h5py reads increasing, unique indices
+        unique, inverse = np.unique(rows[order], return_inverse=True)
+        block = torch.from_numpy(self._file["images"][unique])[torch.from_numpy(inverse)]
+        out = torch.empty_like(block)
+        out[torch.from_numpy(order)] = block
+        return out[:, None]
+
 
 class PositronImages(_SplitImages):
     """Single images of one split of ``positron.h5`` (of one acquisition when given)."""
@@ -118,7 +134,7 @@ class PositronImages(_SplitImages):
     def __init__(self, path: str | Path, split: str = "train", acquisition: str | None = None,
                  augment: bool = False, seed: int = 0, in_memory: bool = True) -> None:
         def only(f):
-            return (_strings(f["acquisition"]) == acquisition) if acquisition else True
+            return (string_column(f["acquisition"]) == acquisition) if acquisition else True
 
         super().__init__(path, "positron image set", split, augment, seed, in_memory, only)
 

@@ -9,8 +9,21 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from models.data.ct_dataset import build_ct_dataset
+from models.data.positron_dataset import build_positron_dataset
+from models.data.positron_features import build_positron_features
+from models.training.stage import run_pretrain_vae
 from recon.grid import ImageGrid
 from recon.image_io import write_recon
+from sim.config import (
+    ct_dataset_spec,
+    load_config,
+    phantom_names,
+    positron_dataset_spec,
+    positron_features_spec,
+    pretrain_vae_spec,
+    validate_config,
+)
 
 #: Phantom grid (z, y, x): 12 slices of 2 mm (odd z), 16 x 16 pixels of 2 mm.
 PHANTOM_SHAPE = (12, 16, 16)
@@ -64,3 +77,36 @@ def make_results(root: Path, phantoms: list[str], rng: np.random.Generator,
             write_recon_file(root / "recon" / name / f"{acq}.h5", image, duration)
             images[name, acq] = image
     return images
+
+
+def tiny_generative_config(**train) -> dict:
+    """The default config shrunk for the generative stage at 16 px: 8 phantoms, small
+    memory, a few steps of everything; ``train`` overrides keys of the ``train`` section."""
+    cfg = load_config()
+    cfg["datasets"]["tubes"]["n_phantoms"] = 8
+    cfg["positron_images"]["size_px"] = 16
+    cfg["ct_images"].update(size_px=16, n_images=24)
+    cfg["positron_features"].update(memory_dim=4, memory_slots=6, block_px=8)
+    cfg["pretrain_vae"].update(steps=3, sample_every=3, checkpoint_every=3, base_channels=4,
+                               latent_dim=8, batch_size=8)
+    cfg["train"].update(steps=6, sample_every=3, checkpoint_every=2, log_every=2, batch_size=8,
+                        n_samples=8, ema_decay=0.9)
+    cfg["train"]["attention_gan"]["generator"].update(base_channels=8, growth_rate=4)
+    cfg["train"]["attention_gan"]["discriminator"].update(base_channels=4)
+    cfg["train"].update(train)
+    cfg["generate"].update(n_images=20, batch_size=8)
+    return validate_config(cfg)
+
+
+def make_generative_inputs(root: Path, cfg: dict) -> dict[str, Path]:
+    """positron.h5, ct.h5, features.h5 and the CT VAE's final.pt of ``cfg`` under ``root``."""
+    make_results(root, phantom_names(cfg, "tubes"), np.random.default_rng(0))
+    files = {"positron": root / "datasets" / "positron.h5", "ct": root / "datasets" / "ct.h5",
+             "features": root / "models" / "features.h5",
+             "encoder": root / "models" / "vae_ct" / "final.pt"}
+    build_positron_dataset(positron_dataset_spec(cfg, "tubes"), root, files["positron"])
+    build_ct_dataset(ct_dataset_spec(cfg), files["ct"])
+    build_positron_features(positron_features_spec(cfg, "tubes"), files["positron"],
+                            files["features"])
+    run_pretrain_vae(pretrain_vae_spec(cfg, "tubes"), files["ct"], files["encoder"].parent)
+    return files

@@ -71,6 +71,25 @@ def test_3d_mode_adds_the_sensitivity_jobs(tmp_path):
         assert "system_matrix_2d" not in run.output
 
 
+def test_default_dag_trains_and_generates(tmp_path):
+    """The default target ends in the generative stage; without methods it stops at the
+    image sets."""
+    run = _snakemake("--dry-run", "--forceall")
+    assert run.returncode == 0, run.output[-2000:]
+    for target in ("results/tubes/models/vae_ct/final.pt", "results/tubes/models/features.h5",
+                   "results/tubes/models/attention_gan/final.pt",
+                   "results/tubes/generated/attention_gan.h5"):
+        assert target in run.output, target
+    for rule in ("pretrain_vae", "positron_features", "train", "generate"):
+        assert f"rule {rule}:" in run.output, rule
+    overlay = tmp_path / "none.yaml"
+    overlay.write_text("train: {methods: []}\n")
+    run = _snakemake("--dry-run", "--forceall", "--configfile", "config/config.yaml",
+                     str(overlay))
+    assert run.returncode == 0 and "rule train:" not in run.output
+    assert "results/tubes/datasets/positron.h5" in run.output
+
+
 @pytest.mark.slow
 def test_phantom_and_simulate_rules_run(tmp_path):
     """Run the real rules on a copy of the workflow with a tiny QA dataset."""
@@ -84,8 +103,15 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         "    grid: {shape: [8, 16, 16], voxel_size_mm: [1.0, 1.0, 1.0]}\n"
         "crosscheck: {dataset: tiny, phantom: point_0001, acquisition: paper,"
         " engines: [fast, fast]}\n"
-        "positron_images: {low_count: paper, size_px: 16}\n"
-        "ct_images: {n_images: 4, size_px: 16}\n"
+        "positron_images: {low_count: paper, size_px: 16, min_activity_fraction: 0.0}\n"
+        "ct_images: {n_images: 8, size_px: 16}\n"
+        "positron_features: {patch_px: 3, filters: [2, 2], block_px: 8, memory_dim: 1,"
+        " memory_slots: 2}\n"
+        "pretrain_vae: {steps: 2, batch_size: 4, base_channels: 4, latent_dim: 4}\n"
+        "train: {acquisition: paper, steps: 3, batch_size: 4, sample_every: 2,"
+        " checkpoint_every: 2, log_every: 1, n_samples: 4, attention_gan: {generator:"
+        " {base_channels: 8, growth_rate: 4}, discriminator: {base_channels: 4}}}\n"
+        "generate: {n_images: 6}\n"
     )
     run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
@@ -110,9 +136,24 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         assert f["images"].shape[1:] == (16, 16)
         assert {p.decode() for p in f["phantom"][...]} == {"point_0000", "point_0001"}
     with h5py.File(tmp_path / "results/tiny/datasets/ct.h5") as f:
-        assert f["images"].shape == (4, 16, 16) and f.attrs["synthetic"]
+        assert f["images"].shape == (8, 16, 16) and f.attrs["synthetic"]
     for name in ("positron", "ct"):
         assert (tmp_path / f"results/tiny/datasets/{name}.png").is_file()
+    # The generative stage: CT VAE, feature memory, the attention GAN and its samples.
+    models = tmp_path / "results/tiny/models"
+    for name in ("vae_ct/final.pt", "vae_ct/history.csv", "vae_ct/reconstructions.png",
+                 "features.h5", "attention_gan/final.pt", "attention_gan/checkpoint.pt",
+                 "attention_gan/history.csv", "attention_gan/samples.png",
+                 "attention_gan/losses.png", "attention_gan/samples/step_000002.png"):
+        assert (models / name).stat().st_size > 0, name
+    assert len((models / "attention_gan/history.csv").read_text().splitlines()) == 1 + 3
+    with h5py.File(tmp_path / "results/tiny/generated/attention_gan.h5") as f, h5py.File(
+            tmp_path / "results/tiny/datasets/positron.h5") as p:
+        assert f["images"].shape == (6, 16, 16) and f.attrs["method"] == "attention_gan"
+        assert f.attrs["normalisation"] == p.attrs["normalisation"]
+    for log in ("pretrain_vae/tiny.log", "positron_features/tiny.log",
+                "train/tiny/attention_gan.log", "generate/tiny/attention_gan.log"):
+        assert (tmp_path / "logs" / log).is_file(), log
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
     # The cross-check runs on request only, through the engine named in the path.

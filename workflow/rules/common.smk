@@ -2,14 +2,19 @@
 import json
 import shlex
 
+from models.methods import method_class, method_names
 from sim.config import (
     ct_dataset_spec,
+    generate_spec,
     phantom_names,
     phantom_spec,
     positron_dataset_spec,
+    positron_features_spec,
+    pretrain_vae_spec,
     recon_spec,
     selected_datasets,
     simulate_spec,
+    train_spec,
 )
 
 
@@ -20,6 +25,7 @@ wildcard_constraints:
     engine=r"fast|opengate|gate9",
     engine_a=r"fast|opengate|gate9",
     engine_b=r"fast|opengate|gate9",
+    method="|".join(method_names()),
 
 
 def all_phantom_outputs():
@@ -132,4 +138,64 @@ def all_dataset_outputs():
         f"results/{dataset}/datasets/{name}.h5"
         for dataset in selected_datasets(config)
         for name in ("positron", "ct")
+    ]
+
+
+# ------------------------------------------------------------------ generative stage
+def train_methods():
+    """The generative methods of the config (``train.methods``)."""
+    return list(config["train"]["methods"])
+
+
+def pretrain_vae_spec_json(wildcards):
+    """What the CT VAE's pretraining depends on, as JSON."""
+    return json.dumps(pretrain_vae_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def positron_features_spec_json(wildcards):
+    """What the positron feature memory depends on, as JSON."""
+    return json.dumps(positron_features_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def train_spec_json(wildcards):
+    """What training one method depends on, as JSON (not the other methods' sections)."""
+    return json.dumps(train_spec(config, wildcards.dataset, wildcards.method), sort_keys=True)
+
+
+def generate_spec_json(wildcards):
+    """What a generated set depends on, as JSON."""
+    return json.dumps(generate_spec(config, wildcards.dataset, wildcards.method), sort_keys=True)
+
+
+def train_inputs(wildcards):
+    """Image sets, and the feature memory and CT encoder for the methods built on them."""
+    base = f"results/{wildcards.dataset}"
+    needs = method_class(wildcards.method).needs
+    inputs = {"positron": f"{base}/datasets/positron.h5", "ct": f"{base}/datasets/ct.h5"}
+    if "features" in needs:
+        inputs["features"] = f"{base}/models/features.h5"
+    if "encoder" in needs:
+        inputs["encoder"] = f"{base}/models/vae_ct/final.pt"
+    return inputs
+
+
+def train_input_args(wildcards, input):
+    """Command-line options passing the optional inputs of ``train``."""
+    return " ".join(f"--{role} {shlex.quote(getattr(input, role))}"
+                    for role in ("features", "encoder") if role in input.keys())
+
+
+def train_gpus(wildcards):
+    """GPUs a training job asks a cluster for: one when the config says device: cuda."""
+    return 1 if config["device"] == "cuda" else 0
+
+
+def all_model_outputs():
+    """Trained models and generated sets of every method and selected dataset."""
+    return [
+        path
+        for dataset in selected_datasets(config)
+        for method in train_methods()
+        for path in (f"results/{dataset}/models/{method}/final.pt",
+                     f"results/{dataset}/generated/{method}.h5")
     ]

@@ -1,0 +1,46 @@
+"""Generative methods, found by name.
+
+Each module of this package defines one method (a :class:`~models.methods.base.Method`
+subclass) and registers it with :func:`register`; :func:`method_class` looks one up. The
+names are the ``train.methods`` entries of the config and the ``method`` wildcard of the
+``train`` and ``generate`` rules.
+"""
+
+from __future__ import annotations
+
+from models.methods.base import Method
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a method available under ``name``."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY:
+            raise ValueError(f"method {name!r} is registered twice")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def _load_all() -> None:
+    # Importing the modules registers their classes.
+    from models.methods import attention_gan, dcgan, vae  # noqa: F401
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``; an unknown name lists the known ones."""
+    _load_all()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown generative method {name!r}; known: "
+                         f"{', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+def method_names() -> list[str]:
+    """Every registered method name."""
+    _load_all()
+    return sorted(_REGISTRY)
