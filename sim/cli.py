@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 from sim.config import ConfigError
@@ -22,10 +23,19 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    # SIGTERM (Snakemake stopping a job, a cluster's time limit) unwinds like Ctrl-C, so
+    # every temporary file is removed on the way out; the exit code stays 128 + 15.
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except USER_ERRORS as exc:
         logging.getLogger(package).debug("details", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _terminate(signum, frame) -> None:
+    raise SystemExit(128 + signum)

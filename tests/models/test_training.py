@@ -5,6 +5,12 @@ train and generate stages write their contracts."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -43,6 +49,7 @@ def _assert_same(a: dict, b: dict) -> None:
         assert torch.equal(a[key], b[key]), key
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_an_uninterrupted_one(inputs, tmp_path, monkeypatch):
     cfg, files = inputs
     _train(cfg, files, tmp_path / "whole")  # 6 steps
@@ -80,6 +87,7 @@ def test_resumed_run_equals_an_uninterrupted_one(inputs, tmp_path, monkeypatch):
     _assert_same(_weights(tmp_path / "whole/final.pt"), _weights(tmp_path / "killed/final.pt"))
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights_other_seed_other_weights(inputs, tmp_path):
     cfg, files = inputs
     _train(cfg, files, tmp_path / "a")
@@ -151,6 +159,7 @@ def test_bad_and_foreign_checkpoints_are_refused(inputs, tmp_path, capsys):
         _train(cfg, {**files, "encoder": bad}, tmp_path / "other")
 
 
+@pytest.mark.slow
 def test_checkpoint_of_other_settings_is_set_aside(inputs, tmp_path):
     cfg, files = inputs
     _train(tiny_generative_config(steps=2, lr=1e-3), files, tmp_path / "run")
@@ -185,3 +194,28 @@ def test_generated_set(inputs, tmp_path):
         np.testing.assert_array_equal(a["images"][...], b["images"][...])
     with pytest.raises(FileExistsError):
         run_generate(spec, tmp_path / "run/final.pt", files["positron"], files["ct"], out)
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_resumable_checkpoint_and_no_partial_file(inputs, tmp_path):
+    """A job stopped by SIGTERM (Snakemake, a cluster's time limit) exits 143 with its last
+    checkpoint complete, no final.pt, no temporary file and no process left."""
+    cfg, files = inputs
+    long = tiny_generative_config(steps=100000, checkpoint_every=5, sample_every=50)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "models", "train", "--spec",
+           json.dumps(train_spec(long, "tubes", "attention_gan")), "--out-dir", str(out),
+           *[a for role in ("positron", "ct", "features", "encoder")
+             for a in (f"--{role}", str(files[role]))], "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
+    assert not (out / "final.pt").exists()
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    step = load_checkpoint(out / "checkpoint.pt", "checkpoint")["step"]
+    assert step >= 5 and step % 5 == 0
