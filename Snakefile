@@ -33,6 +33,7 @@ include: "workflow/rules/crosscheck.smk"
 include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:

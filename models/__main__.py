@@ -11,6 +11,8 @@ positron-features fit PCANet + PCA on the training positron images: features.h5
                   (``positron_features`` rule)
 train             train a generative method (``train`` rule; resumes from checkpoint.pt)
 generate          sample a trained method into generated/{method}.h5 (``generate`` rule)
+feature-network   train the domain feature network of the metrics (``feature_network`` rule)
+evaluate          Table 1, metrics and figures of every method (``evaluate`` rule)
 device            print the torch device the config's ``device`` switch resolves to
 
 Each command takes its spec as JSON (``--spec``, what the Snakemake rules pass) or builds it
@@ -29,6 +31,8 @@ from sim.cli import run_command
 from sim.config import (
     ConfigError,
     ct_dataset_spec,
+    evaluate_spec,
+    feature_network_spec,
     generate_spec,
     load_config,
     positron_dataset_spec,
@@ -114,6 +118,37 @@ def _cmd_generate(args: argparse.Namespace) -> None:
     run_generate(spec, args.model, args.positron, args.ct, args.out, overwrite=args.overwrite)
 
 
+def _cmd_feature_network(args: argparse.Namespace) -> None:
+    from models.evaluate.feature_network import train_feature_network
+
+    spec = _spec(args, feature_network_spec, "dataset")
+    _threads(args)
+    train_feature_network(spec, args.positron, args.out_dir, overwrite=args.overwrite)
+
+
+def _by_method(values: list[str], option: str) -> dict[str, str]:
+    """``METHOD=PATH`` arguments as a dict; a malformed one names the option."""
+    out = {}
+    for value in values:
+        method, sep, path = value.partition("=")
+        if not sep or not method or not path:
+            raise ConfigError(f"{option} takes METHOD=PATH, got {value!r}")
+        out[method] = path
+    return out
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from models.evaluate.table1 import run_evaluate
+
+    spec = _spec(args, evaluate_spec, "dataset")
+    _threads(args)
+    run_evaluate(spec, args.positron, args.feature_net,
+                 _by_method(args.generated, "--generated"),
+                 _by_method(args.history, "--history"), args.out_dir,
+                 models=_by_method(args.model, "--model"), ct_h5=args.ct,
+                 overwrite=args.overwrite)
+
+
 def _common(p: argparse.ArgumentParser, method: bool = False) -> None:
     p.add_argument("--spec", help="job spec as JSON (what the Snakemake rule passes)")
     p.add_argument("--configfile", action="append", default=[], help="config YAML (repeatable)")
@@ -178,6 +213,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ct", help="ct.h5 (methods that take CT images)")
     p.add_argument("--out", required=True, help="output generated/{method}.h5")
     p.set_defaults(func=_cmd_generate)
+
+    p = sub.add_parser("feature-network", help="train the domain feature network")
+    _common(p)
+    p.add_argument("--positron", required=True, help="positron.h5")
+    p.add_argument("--out-dir", required=True, help="output folder (models/feature_net)")
+    p.set_defaults(func=_cmd_feature_network)
+
+    p = sub.add_parser("evaluate", help="Table 1, metrics and figures")
+    _common(p)
+    p.add_argument("--positron", required=True, help="positron.h5 (the real images)")
+    p.add_argument("--ct", help="ct.h5 (latent walks of methods that take CT images)")
+    p.add_argument("--feature-net", required=True, help="the feature network's final.pt")
+    p.add_argument("--generated", action="append", default=[], metavar="METHOD=PATH",
+                   help="a method's generated set (repeat for every method)")
+    p.add_argument("--history", action="append", default=[], metavar="METHOD=PATH",
+                   help="a method's history.csv (training images/s)")
+    p.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
+                   help="a method's final.pt (latent walks)")
+    p.add_argument("--out-dir", required=True, help="output folder (eval)")
+    p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")

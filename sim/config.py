@@ -228,6 +228,12 @@ def _check_generative(config: dict) -> None:
            f"{feats['filters']}: a {k} x {k} patch has at most {k * k} principal directions")
     _check(feats["block_px"] <= images["size_px"], "positron_features.block_px",
            f"{feats['block_px']} px blocks do not fit {images['size_px']} px images")
+    ms = config["evaluate"]["msssim"]
+    coarsest = images["size_px"] // 2 ** (ms["scales"] - 1)
+    _check(coarsest >= ms["window_px"], "evaluate.msssim.scales",
+           f"{ms['scales']} scales with a {ms['window_px']} px window need images of at least "
+           f"{ms['window_px'] * 2 ** (ms['scales'] - 1)} px; positron_images.size_px is "
+           f"{images['size_px']}")
 
 
 def _non_finite(node: Any, path: tuple = ()) -> Iterator[str]:
@@ -474,6 +480,23 @@ def generate_spec(config: dict, dataset: str, method: str) -> dict[str, Any]:
     _known_method(config, method)
     return {"dataset": dataset, "method": method, "generate": copy.deepcopy(config["generate"]),
             "acquisition": _train_acquisition(config), "device": config["device"]}
+
+
+def feature_network_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the domain feature network depends on: its section of ``evaluate``."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset,
+            "evaluate": {"feature_network": copy.deepcopy(
+                config["evaluate"]["feature_network"])}}
+
+
+def evaluate_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything Table 1 depends on: the ``evaluate`` section, the methods and the
+    acquisition of the real images."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset, "methods": list(config["train"]["methods"]),
+            "evaluate": copy.deepcopy(config["evaluate"]),
+            "acquisition": _train_acquisition(config)}
 
 
 def _known_dataset(config: dict, dataset: str) -> None:

@@ -28,7 +28,7 @@ def register(name: str):
 
 def _load_all() -> None:
     # Importing the modules registers their classes.
-    from models.methods import attention_gan, dcgan, vae  # noqa: F401
+    from models.methods import attention_gan, dcgan, vae, wgan_gp  # noqa: F401
 
 
 def method_class(name: str) -> type[Method]:

@@ -295,6 +295,16 @@ class AttentionGAN(Method):
     def sample(self, inputs, nets=None):
         return self._generate(inputs["query"], inputs["eps"], None, nets)[0]
 
+    def latent_walk(self, inputs, n_steps: int, nets=None) -> torch.Tensor:
+        """Walk between the queries ``z`` of samples 0 and 1 (encoder mean plus their noise);
+        the memory attends each point of the line and the generator draws it."""
+        mu, logvar = self.net("encoder", nets)(inputs["query"][:2])
+        z = mu + torch.exp(0.5 * logvar) * inputs["eps"][:2]
+        t = torch.linspace(0, 1, n_steps, device=z.device)[:, None]
+        line = torch.lerp(z[0:1], z[1:2], t)
+        context, _ = self.net("memory", nets)(line)
+        return self.net("generator", nets)(torch.cat([line, context], dim=1))
+
     def attention(self, inputs, nets=None) -> torch.Tensor:
         """Attention weights (n, S) of sampling inputs (which slots each image attends)."""
         mu, logvar = self.net("encoder", nets)(inputs["query"])

@@ -128,6 +128,10 @@ class Method:
         log (detached scalars)."""
         raise NotImplementedError
 
+    def after_step(self, phase: str) -> None:
+        """Called by the loop after the optimiser of ``phase`` stepped (WGAN's weight
+        clipping); nothing by default."""
+
     def sampling_inputs(self, n: int, sources: Mapping[str, Any], rng: torch.Generator
                         ) -> dict[str, torch.Tensor]:
         """Inputs of ``n`` samples (noise, query images), drawn from ``rng`` and the data
@@ -139,6 +143,20 @@ class Method:
         """Images (n, 1, H, W) in [-1, 1] from ``inputs``; ``nets`` overrides networks by
         name (the EMA copies)."""
         raise NotImplementedError
+
+    def latent_walk(self, inputs: Mapping[str, torch.Tensor], n_steps: int,
+                    nets: Mapping[str, nn.Module] | None = None) -> torch.Tensor:
+        """Images (n_steps, 1, H, W) along the straight line between the latent inputs of
+        samples 0 and 1 of ``inputs`` (RadioGAN's latent walk: a generator that
+        generalises changes smoothly, one that memorises jumps between training images).
+        This default interpolates every input; methods whose inputs are not latent vectors
+        override it."""
+        t = torch.linspace(0, 1, n_steps, dtype=torch.float32)
+        walk = {k: torch.lerp(v[0:1].float().expand(n_steps, *v.shape[1:]),
+                              v[1:2].float().expand(n_steps, *v.shape[1:]),
+                              t.view(-1, *([1] * (v.dim() - 1))).to(v.device))
+                for k, v in inputs.items()}
+        return self.sample(walk, nets)
 
     # -- helpers shared by the methods -------------------------------------------------
     def net(self, name: str, nets: Mapping[str, nn.Module] | None) -> nn.Module:

@@ -22,6 +22,7 @@ have other layers or shapes than this code builds.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -68,23 +69,30 @@ def _to(inputs: Mapping[str, torch.Tensor], device: torch.device) -> dict[str, t
     return {k: v.to(device) for k, v in inputs.items()}
 
 
-@torch.no_grad()
-def sample_images(method: Method, inputs: Mapping[str, torch.Tensor],
-                  nets: Mapping[str, torch.nn.Module] | None = None,
-                  batch_size: int = 64) -> torch.Tensor:
-    """Samples of ``method`` in evaluation mode (batch-norm running statistics), in
-    batches; the networks' training modes are restored afterwards. (n, 1, H, W) on CPU."""
+@contextlib.contextmanager
+def in_eval_mode(method: Method, nets: Mapping[str, torch.nn.Module] | None = None):
+    """The sampling networks in evaluation mode (batch-norm running statistics) for the
+    duration; their training modes are restored afterwards."""
     modules = [method.net(n, nets) for n in method.sampler_nets]
     modes = [m.training for m in modules]
     for m in modules:
         m.eval()
     try:
-        n = len(next(iter(inputs.values())))
-        out = [method.sample({k: v[i : i + batch_size] for k, v in inputs.items()}, nets).cpu()
-               for i in range(0, n, batch_size)]
+        yield
     finally:
         for m, mode in zip(modules, modes, strict=True):
             m.train(mode)
+
+
+@torch.no_grad()
+def sample_images(method: Method, inputs: Mapping[str, torch.Tensor],
+                  nets: Mapping[str, torch.nn.Module] | None = None,
+                  batch_size: int = 64) -> torch.Tensor:
+    """Samples of ``method`` in evaluation mode, in batches, (n, 1, H, W) on CPU."""
+    n = len(next(iter(inputs.values())))
+    with in_eval_mode(method, nets):
+        out = [method.sample({k: v[i : i + batch_size] for k, v in inputs.items()}, nets).cpu()
+               for i in range(0, n, batch_size)]
     return torch.cat(out)
 
 
@@ -117,6 +125,9 @@ class Trainer:
                                        settings.seed, src) for src in method.sources}
         self.augment = DiffAugment(settings.diffaugment)
         self.draws_per_step = max(r for _, r in method.phases())
+        # The budget is in real batches drawn: a method drawing several per step (a WGAN
+        # critic) makes correspondingly fewer steps.
+        self.total_steps = -(-settings.steps // self.draws_per_step)
         self.step = 0
         self.history: list[dict[str, float]] = []
         self.seconds = 0.0
@@ -151,8 +162,9 @@ class Trainer:
         if state["compat"] != self.compat:
             self._set_aside(state, "was written with other settings or inputs")
             return
-        if int(state["step"]) > self.s.steps:
-            self._set_aside(state, f"is at step {state['step']}, past steps = {self.s.steps}")
+        if int(state["step"]) > self.total_steps:
+            self._set_aside(state, f"is at step {state['step']}, past the {self.total_steps} "
+                            "steps of this run")
             return
         own = self.method.nets.state_dict()
         saved = state["nets"]
@@ -214,6 +226,7 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
+                self.method.after_step(phase)
                 for k, v in values.items():
                     logged[k] = logged.get(k, 0.0) + float(v) / repeats
         self._freeze(set())
@@ -242,9 +255,9 @@ class Trainer:
         images_per_step = self.s.batch_size * self.draws_per_step
         window: dict[str, float] = {}
         window_steps, window_seconds = 0, 0.0
-        bar = tqdm(total=self.s.steps, initial=self.step, desc=self.method.name,
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.method.name,
                    disable=not sys.stderr.isatty(), leave=False)
-        while self.step < self.s.steps:
+        while self.step < self.total_steps:
             t0 = time.perf_counter()
             values = self.train_step()
             self.step += 1
@@ -255,7 +268,7 @@ class Trainer:
                 window[k] = window.get(k, 0.0) + v
             window_steps += 1
             bar.update(1)
-            last = self.step == self.s.steps
+            last = self.step == self.total_steps
             if self.step % self.s.log_every == 0 or last:
                 row = {"step": self.step, **{k: v / window_steps for k, v in window.items()},
                        **{f"lr_{k}": o.param_groups[0]["lr"] for k, o in self.optimizers.items()},
@@ -267,7 +280,7 @@ class Trainer:
                 window, window_steps, window_seconds = {}, 0, 0.0
             if self.step % self.s.sample_every == 0 or last:
                 self.write_grid(fixed)
-                log.info("%s step %d/%d: %s", self.method.name, self.step, self.s.steps,
+                log.info("%s step %d/%d: %s", self.method.name, self.step, self.total_steps,
                          ", ".join(f"{k} {v:.4g}" for k, v in self.history[-1].items()
                                    if k != "step"))
             if self.step % self.s.checkpoint_every == 0 or last:

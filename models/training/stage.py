@@ -17,6 +17,7 @@ existing ``final.pt`` is not replaced without ``overwrite``.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,17 @@ def positron_images(path: Path, acquisition: str | None) -> PositronImages:
 def ct_images(path: Path) -> CTImages:
     """Training-split CT images, checked."""
     return _checked_images(CTImages(path, SPLIT), path, "CT")
+
+
+def _with_optimiser(loop: LoopSettings, section: dict[str, Any]) -> LoopSettings:
+    """The loop settings with a method's own Adam learning rate and betas, where its section
+    sets them (WGAN-GP's 1e-4 and (0, 0.9), the VAE's 1e-3 and (0.9, 0.999))."""
+    changes = {}
+    if section.get("lr") is not None:
+        changes["lr"] = float(section["lr"])
+    if section.get("betas") is not None:
+        changes["betas"] = (float(section["betas"][0]), float(section["betas"][1]))
+    return replace(loop, **changes)
 
 
 def _refuse_existing(out_dir: Path, names: tuple[str, ...], overwrite: bool) -> None:
@@ -167,7 +179,7 @@ def run_train(spec: dict[str, Any], files: dict[str, Path | None], out_dir: str 
     _refuse_existing(out_dir, ("final.pt",), overwrite)
     section = dict(spec["method_settings"])
     settings = cls.settings_class.from_section(section)
-    loop = LoopSettings.from_section(spec["train"], spec["device"])
+    loop = _with_optimiser(LoopSettings.from_section(spec["train"], spec["device"]), section)
     real_domain = getattr(settings, "real_domain", "positron")
     uses_ct = "query" in cls.sources or real_domain == "ct"
     roles = ("positron", *(("ct",) if uses_ct else ()),

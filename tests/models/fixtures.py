@@ -95,6 +95,9 @@ def tiny_generative_config(**train) -> dict:
     cfg["train"]["attention_gan"]["discriminator"].update(base_channels=4)
     cfg["train"].update(train)
     cfg["generate"].update(n_images=20, batch_size=8)
+    cfg["evaluate"]["msssim"].update(scales=1, window_px=7, pairs=50)
+    cfg["evaluate"].update(kid_subset_size=8, kid_subsets=10, walk_steps=4)
+    cfg["evaluate"]["feature_network"].update(epochs=2)
     return validate_config(cfg)
 
 

@@ -112,6 +112,9 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         " checkpoint_every: 2, log_every: 1, n_samples: 4, attention_gan: {generator:"
         " {base_channels: 8, growth_rate: 4}, discriminator: {base_channels: 4}}}\n"
         "generate: {n_images: 6}\n"
+        "evaluate: {msssim: {scales: 1, window_px: 7, pairs: 10}, kid_subset_size: 2,"
+        " kid_subsets: 5, prdc_k: 1, held_out_split: val, walk_steps: 3,"
+        " feature_network: {epochs: 1}}\n"
     )
     run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]

@@ -5,6 +5,8 @@ import shlex
 from models.methods import method_class, method_names
 from sim.config import (
     ct_dataset_spec,
+    evaluate_spec,
+    feature_network_spec,
     generate_spec,
     phantom_names,
     phantom_spec,
@@ -191,11 +193,41 @@ def train_gpus(wildcards):
 
 
 def all_model_outputs():
-    """Trained models and generated sets of every method and selected dataset."""
+    """Trained models, generated sets and Table 1 of every method and selected dataset."""
     return [
         path
         for dataset in selected_datasets(config)
         for method in train_methods()
         for path in (f"results/{dataset}/models/{method}/final.pt",
                      f"results/{dataset}/generated/{method}.h5")
-    ]
+    ] + [f"results/{dataset}/eval/table1.md" for dataset in selected_datasets(config)
+         if train_methods()]
+
+
+def feature_network_spec_json(wildcards):
+    """What the domain feature network depends on, as JSON."""
+    return json.dumps(feature_network_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def evaluate_spec_json(wildcards):
+    """What Table 1 depends on, as JSON."""
+    return json.dumps(evaluate_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def evaluate_inputs(wildcards):
+    """Real sets, the feature network, and every method's generated set, model and history."""
+    base = f"results/{wildcards.dataset}"
+    inputs = {"positron": f"{base}/datasets/positron.h5", "ct": f"{base}/datasets/ct.h5",
+              "feature_net": f"{base}/models/feature_net/final.pt"}
+    for method in train_methods():
+        inputs[f"generated_{method}"] = f"{base}/generated/{method}.h5"
+        inputs[f"model_{method}"] = f"{base}/models/{method}/final.pt"
+        inputs[f"history_{method}"] = f"{base}/models/{method}/history.csv"
+    return inputs
+
+
+def evaluate_method_args(wildcards, input):
+    """--generated/--model/--history METHOD=PATH for every method."""
+    return " ".join(
+        f"--{kind} {shlex.quote(method + '=' + getattr(input, f'{kind}_{method}'))}"
+        for method in train_methods() for kind in ("generated", "model", "history"))

@@ -1,0 +1,1 @@
+"""Evaluation of the generative methods: the domain feature network, Table 1, its figures."""

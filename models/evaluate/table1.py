@@ -1,0 +1,267 @@
+"""Table 1 of the seed paper as a product of the DAG (``evaluate`` rule, ``results/{dataset}/
+eval/``): every trained method's generated set against the real training images, next to
+sanity rows computed the same way.
+
+Rows: each method of ``train.methods`` (its ``generated/{method}.h5``), then
+``real (held-out)``: the held-out split's real images (the floor: what a perfect generator
+could reach with as many images), ``noise`` (uniform pixels in [-1, 1]) and ``blurred mean``
+(the mean training image, Gaussian-blurred by 2 px, repeated): the ceiling of bad generators.
+Real images are those of ``train.acquisition`` (the images the methods learned).
+
+Columns (:mod:`models.metrics`): MS-SSIM diversity (mean over random pairs within the set;
+lower is more diverse; compare with the real rows), MS-SSIM to real (random pairs of one
+image of the set and one training image), the domain-feature Fréchet distance and kernel
+distance (KID, x 10^3, mean and standard deviation over subsets) on the feature network's
+vectors, precision, recall, density and coverage on the same vectors, the copy share and
+the data-copying z-score (pixel nearest neighbours against the held-out images'), and the
+training throughput (mean images/s of ``history.csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from models.data.loaders import PositronImages
+from models.evaluate.feature_network import embed, load_feature_network
+from models.metrics.distances import frechet_distance, kernel_distance
+from models.metrics.memorisation import copy_statistics, nearest
+from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
+from models.metrics.prdc import prdc
+from models.training.history import read_history
+from models.training.stage import ct_images
+from sim.fileio import atomic_output, decoded_attrs, open_hdf5
+
+log = logging.getLogger(__name__)
+
+SANITY_ROWS = ("real (held-out)", "noise", "blurred mean")
+BLUR_PX = 2.0
+
+COLUMNS = [
+    ("method", "method", None),
+    ("msssim_diversity", "MS-SSIM diversity", 4),
+    ("msssim_to_real", "MS-SSIM to real", 4),
+    ("frechet", "Fréchet distance (domain features)", 3),
+    ("kid_x1e3", "KID x 10^3 (domain features)", 2),
+    ("kid_std_x1e3", "KID std x 10^3", 2),
+    ("precision", "precision", 3),
+    ("recall", "recall", 3),
+    ("density", "density", 3),
+    ("coverage", "coverage", 3),
+    ("copy_share", "copy share", 3),
+    ("copy_z", "data-copying z", 2),
+    ("images_per_s", "training images/s", 1),
+]
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """The ``evaluate`` config section, parsed (``config/schema.yaml``)."""
+
+    msssim_scales: int
+    msssim_window_px: int
+    msssim_sigma_px: float
+    msssim_pairs: int
+    kid_subset_size: int
+    kid_subsets: int
+    prdc_k: int
+    copy_quantile: float
+    held_out_split: str
+    walk_steps: int
+    seed: int
+
+    @classmethod
+    def from_section(cls, s: dict[str, Any]) -> EvalSettings:
+        m = s["msssim"]
+        return cls(int(m["scales"]), int(m["window_px"]), float(m["sigma_px"]), int(m["pairs"]),
+                   int(s["kid_subset_size"]), int(s["kid_subsets"]), int(s["prdc_k"]),
+                   float(s["copy_quantile"]), str(s["held_out_split"]), int(s["walk_steps"]),
+                   int(s["seed"]))
+
+    def msssim_kwargs(self) -> dict[str, Any]:
+        return {"scales": self.msssim_scales, "window_px": self.msssim_window_px,
+                "sigma_px": self.msssim_sigma_px}
+
+
+def real_images(positron_h5: Path, split: str, acquisition: str | None) -> np.ndarray:
+    """Images (N, H, W) of one split (and acquisition) of ``positron.h5``."""
+    data = PositronImages(positron_h5, split, acquisition=acquisition)
+    if len(data) == 0:
+        raise ValueError(f"{positron_h5}: no {acquisition or ''} images in the {split} split")
+    return data.batch(np.arange(len(data)))[:, 0].numpy().astype(np.float64)
+
+
+def read_generated(path: Path, positron_attrs: dict[str, Any]) -> np.ndarray:
+    """A generated set's images, checked against the real set: same size, same
+    normalisation, finite values in [-1, 1]."""
+    with open_hdf5(path, "generated image set") as f:
+        if "images" not in f:
+            raise ValueError(f"{path}: missing dataset images (not a generated set)")
+        images = f["images"][...].astype(np.float64)
+        attrs = decoded_attrs(f)
+    size = int(positron_attrs.get("size_px", images.shape[-1]))
+    if images.ndim != 3 or images.shape[1:] != (size, size):
+        raise ValueError(f"{path}: images of shape {images.shape[1:]}, but the real set's are "
+                         f"{size} x {size} px")
+    if attrs.get("normalisation") != positron_attrs.get("normalisation"):
+        raise ValueError(f"{path}: attribute normalisation differs from the real set's "
+                         "(generated from another positron.h5?)")
+    if not np.all(np.isfinite(images)) or np.abs(images).max() > 1 + 1e-6:
+        raise ValueError(f"{path}: images hold NaN, infinite or out-of-range values")
+    return images
+
+
+def sanity_sets(train: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
+    """The ceiling rows: uniform noise, and the blurred mean training image repeated."""
+    rng = np.random.default_rng(seed)
+    blurred = gaussian_filter(train.mean(axis=0), BLUR_PX)
+    return {"noise": rng.uniform(-1, 1, (n, *train.shape[1:])),
+            "blurred mean": np.repeat(blurred[None], n, axis=0)}
+
+
+def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarray,
+                features: np.ndarray, held_out_nn: np.ndarray, s: EvalSettings
+                ) -> dict[str, float]:
+    """Every column of Table 1 but the throughput, for one set of images."""
+    kw = s.msssim_kwargs()
+    diversity, diversity_se = mean_ms_ssim(images, None, s.msssim_pairs, s.seed, **kw)
+    to_real, to_real_se = mean_ms_ssim(images, train, s.msssim_pairs, s.seed + 1, **kw)
+    kid, kid_std = kernel_distance(features, train_features, s.kid_subset_size, s.kid_subsets,
+                                   s.seed)
+    _, nn_pixels = nearest(images, train, "pixels")
+    _, nn_features = nearest(features, train_features, "features")
+    out = {"msssim_diversity": diversity, "msssim_diversity_se": diversity_se,
+           "msssim_to_real": to_real, "msssim_to_real_se": to_real_se,
+           "frechet": frechet_distance(features, train_features),
+           "kid_x1e3": 1e3 * kid, "kid_std_x1e3": 1e3 * kid_std,
+           **prdc(train_features, features, s.prdc_k),
+           **copy_statistics(nn_pixels, held_out_nn, s.copy_quantile),
+           "nn_pixels_median": float(np.median(nn_pixels)),
+           "nn_features_median": float(np.median(nn_features)), "n_images": len(images)}
+    return out
+
+
+def throughput(history_csv: Path | None) -> float:
+    """Mean training images/s of a ``history.csv`` (NaN without one)."""
+    if history_csv is None or not Path(history_csv).is_file():
+        return float("nan")
+    rows = read_history(history_csv)
+    values = [r["images_per_s"] for r in rows if "images_per_s" in r]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
+    """CSV and Markdown text of the rows."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([key for key, _, _ in COLUMNS])
+    for row in rows:
+        writer.writerow([row.get(key, "") if digits is None else
+                         f"{row[key]:.{digits + 2}g}" for key, _, digits in COLUMNS])
+    md = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+          "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = [str(row[key]) if digits is None else
+                 ("n/a" if not np.isfinite(row[key]) else f"{row[key]:.{digits}f}")
+                 for key, _, digits in COLUMNS]
+        md.append("| " + " | ".join(cells) + " |")
+    return buffer.getvalue(), "\n".join(md) + "\n"
+
+
+def caption(s: EvalSettings, size_px: int, n_train: int, n_held: int, feature_report: dict,
+            acquisition: str | None) -> str:
+    """What the table's numbers are, in words (printed under it)."""
+    weights = ", ".join(f"{w:.4f}" for w in scale_weights(s.msssim_scales))
+    held = feature_report["held_out"]
+    return (
+        f"Real images: {n_train} training and {n_held} held-out ({s.held_out_split}) "
+        f"{acquisition or 'all'} images of {size_px} px. MS-SSIM: data range 2 (images in "
+        f"[-1, 1]), {s.msssim_scales} scales, {s.msssim_window_px} px Gaussian window "
+        f"(sigma {s.msssim_sigma_px} px), weights {weights}, mean over {s.msssim_pairs} random "
+        "pairs; diversity within the set (lower is more diverse), to real between the set and "
+        "the training images. Fréchet and kernel distances are on the features of the domain "
+        f"feature network trained here ({len(feature_report['classes'])} classes, held-out "
+        f"accuracy {held['accuracy']:.3f} against a majority-class rate of "
+        f"{held['majority_rate']:.3f}): domain-feature distances, not FID, not comparable with "
+        f"published FIDs. KID: unbiased, {s.kid_subsets} subsets of {s.kid_subset_size}. "
+        f"Precision, recall, density, coverage: Naeem et al. 2020, k = {s.prdc_k}. Copy "
+        f"share: generated images nearer a training image (mean absolute pixel difference) "
+        f"than {100 * s.copy_quantile:.0f} % of held-out images are; data-copying z: "
+        "Mann-Whitney z of those distances against the held-out ones (below -3: copying). "
+        "Standard FID (Inception) not computed: no Inception weights are downloaded here.")
+
+
+def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str | Path,
+                 generated: dict[str, Path], histories: dict[str, Path], out_dir: str | Path,
+                 models: dict[str, Path] | None = None, ct_h5: str | Path | None = None,
+                 overwrite: bool = False) -> list[dict[str, Any]]:
+    """Compute Table 1 and write ``table1.csv``, ``table1.md``, ``metrics/*.json`` and the
+    figures (:mod:`models.evaluate.figures`) into ``out_dir``; returns the rows."""
+    from models.evaluate.figures import write_figures
+
+    positron_h5, out_dir = Path(positron_h5), Path(out_dir)
+    for name in ("table1.csv", "table1.md"):
+        if (out_dir / name).exists() and not overwrite:
+            raise FileExistsError(f"{out_dir / name} exists; pass --overwrite to replace it")
+    s = EvalSettings.from_section(spec["evaluate"])
+    missing = [m for m in spec["methods"] if m not in generated]
+    if missing:
+        raise ValueError(f"no generated set given for method(s) {', '.join(missing)} "
+                         "(train.methods); pass --generated METHOD=PATH")
+    with open_hdf5(positron_h5, "positron image set") as f:
+        positron_attrs = decoded_attrs(f)
+    acquisition = spec["acquisition"]
+    train = real_images(positron_h5, "train", acquisition)
+    held = real_images(positron_h5, s.held_out_split, acquisition)
+    check_scales(train.shape[-1], s.msssim_scales, s.msssim_window_px)
+    sets = {m: read_generated(Path(generated[m]), positron_attrs) for m in spec["methods"]}
+    n_min = min([len(train), len(held), *(len(v) for v in sets.values())])
+    if s.kid_subset_size > n_min:
+        raise ValueError(f"config key evaluate.kid_subset_size: {s.kid_subset_size} exceeds the "
+                         f"smallest image set ({n_min} images; training {len(train)}, held-out "
+                         f"{len(held)}); lower it or add phantoms")
+    report_path = Path(feature_net).with_name("metrics.json")
+    feature_report = json.loads(report_path.read_text()) if report_path.is_file() else {
+        "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan")}}
+    net = load_feature_network(feature_net)
+    train_features = embed(net, train)
+    _, held_nn = nearest(held, train, "pixels")
+    n_sanity = max(len(v) for v in sets.values())
+    rows, per_set = [], {}
+    for name, images in [*sets.items(), (SANITY_ROWS[0], held),
+                         *sanity_sets(train, n_sanity, s.seed).items()]:
+        metrics = set_metrics(images, train, train_features, embed(net, images), held_nn, s)
+        metrics["images_per_s"] = throughput(histories.get(name))
+        rows.append({"method": name, **metrics})
+        per_set[name] = images
+        log.info("%s: %s", name, ", ".join(f"{k} {metrics[k]:.4g}" for k, _, d in COLUMNS
+                                           if d is not None))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_text, md_text = format_table(rows)
+    text = caption(s, train.shape[-1], len(train), len(held), feature_report, acquisition)
+    with atomic_output(out_dir / "table1.csv", overwrite=True) as tmp:
+        Path(tmp).write_text(csv_text)
+    with atomic_output(out_dir / "table1.md", overwrite=True) as tmp:
+        Path(tmp).write_text(f"# Table 1: {spec['dataset']}\n\n{md_text}\n{text}\n")
+    for row in rows:
+        slug = row["method"].replace(" ", "_").replace("(", "").replace(")", "")
+        with atomic_output(out_dir / "metrics" / f"{slug}.json", overwrite=True) as tmp:
+            Path(tmp).write_text(json.dumps(row, indent=2))
+    def sources_for(cls) -> dict[str, Any]:
+        if "query" not in cls.sources:
+            return {}
+        if ct_h5 is None:
+            raise ValueError(f"method {cls.name} samples from CT images: give --ct")
+        return {"query": ct_images(Path(ct_h5))}
+
+    write_figures(out_dir, train, per_set, spec["methods"], models or {}, histories, s,
+                  sources_for)
+    return rows
