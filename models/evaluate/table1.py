@@ -12,9 +12,10 @@ Columns (:mod:`models.metrics`): MS-SSIM diversity (mean over random pairs withi
 lower is more diverse; compare with the real rows), MS-SSIM to real (random pairs of one
 image of the set and one training image), the domain-feature Fréchet distance and kernel
 distance (KID, x 10^3, mean and standard deviation over subsets) on the feature network's
-vectors, precision, recall, density and coverage on the same vectors, the copy share and
-the data-copying z-score (pixel nearest neighbours against the held-out images'), and the
-training throughput (mean images/s of ``history.csv``).
+vectors (divided by the training vectors' RMS), precision, recall, density and coverage on
+the same vectors, the copy share by pixel and by feature nearest neighbours and the
+data-copying z-score by features (against the held-out images' nearest-training distances),
+and the training throughput (mean images/s of ``history.csv``).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ COLUMNS = [
     ("recall", "recall", 3),
     ("density", "density", 3),
     ("coverage", "coverage", 3),
-    ("copy_share", "copy share", 3),
-    ("copy_z", "data-copying z", 2),
+    ("copy_share_pixels", "copy share (pixels)", 3),
+    ("copy_share", "copy share (features)", 3),
+    ("copy_z", "data-copying z (features)", 2),
     ("images_per_s", "training images/s", 1),
 ]
 
@@ -128,7 +130,7 @@ def sanity_sets(train: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
 
 
 def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarray,
-                features: np.ndarray, held_out_nn: np.ndarray, s: EvalSettings
+                features: np.ndarray, held_out_nn: dict[str, np.ndarray], s: EvalSettings
                 ) -> dict[str, float]:
     """Every column of Table 1 but the throughput, for one set of images."""
     kw = s.msssim_kwargs()
@@ -138,12 +140,14 @@ def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarra
                                    s.seed)
     _, nn_pixels = nearest(images, train, "pixels")
     _, nn_features = nearest(features, train_features, "features")
+    pixels = copy_statistics(nn_pixels, held_out_nn["pixels"], s.copy_quantile)
     out = {"msssim_diversity": diversity, "msssim_diversity_se": diversity_se,
            "msssim_to_real": to_real, "msssim_to_real_se": to_real_se,
            "frechet": frechet_distance(features, train_features),
            "kid_x1e3": 1e3 * kid, "kid_std_x1e3": 1e3 * kid_std,
            **prdc(train_features, features, s.prdc_k),
-           **copy_statistics(nn_pixels, held_out_nn, s.copy_quantile),
+           **copy_statistics(nn_features, held_out_nn["features"], s.copy_quantile),
+           "copy_share_pixels": pixels["copy_share"], "copy_z_pixels": pixels["copy_z"],
            "nn_pixels_median": float(np.median(nn_pixels)),
            "nn_features_median": float(np.median(nn_features)), "n_images": len(images)}
     return out
@@ -192,10 +196,13 @@ def caption(s: EvalSettings, size_px: int, n_train: int, n_held: int, feature_re
         f"accuracy {held['accuracy']:.3f} against a majority-class rate of "
         f"{held['majority_rate']:.3f}): domain-feature distances, not FID, not comparable with "
         f"published FIDs. KID: unbiased, {s.kid_subsets} subsets of {s.kid_subset_size}. "
-        f"Precision, recall, density, coverage: Naeem et al. 2020, k = {s.prdc_k}. Copy "
-        f"share: generated images nearer a training image (mean absolute pixel difference) "
-        f"than {100 * s.copy_quantile:.0f} % of held-out images are; data-copying z: "
-        "Mann-Whitney z of those distances against the held-out ones (below -3: copying). "
+        f"Precision, recall, density, coverage: Naeem et al. 2020, k = {s.prdc_k}. Features are "
+        "divided by the training features' RMS. Copy share: generated images nearer a "
+        f"training image than {100 * s.copy_quantile:.0f} % of held-out images are, by mean "
+        "absolute pixel difference and by feature distance (pixels favour blur: the blurred "
+        "mean image is nearer every training image than any real image is); data-copying z: "
+        "Mann-Whitney z of the feature distances against the held-out ones (below -3: "
+        "copying; above 3: farther from the training images than new real images). "
         "Standard FID (Inception) not computed: no Inception weights are downloaded here.")
 
 
@@ -233,12 +240,19 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
         "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan")}}
     net = load_feature_network(feature_net)
     train_features = embed(net, train)
-    _, held_nn = nearest(held, train, "pixels")
+    # One scale for every set: the training features' RMS, so the cubic kernel of KID sees
+    # vectors of unit size (as Inception's pool features roughly are), whatever the network.
+    feature_scale = float(np.sqrt(np.mean(train_features**2))) or 1.0
+    train_features = train_features / feature_scale
+    held_nn = {"pixels": nearest(held, train, "pixels")[1],
+               "features": nearest(embed(net, held) / feature_scale, train_features,
+                                   "features")[1]}
     n_sanity = max(len(v) for v in sets.values())
     rows, per_set = [], {}
     for name, images in [*sets.items(), (SANITY_ROWS[0], held),
                          *sanity_sets(train, n_sanity, s.seed).items()]:
-        metrics = set_metrics(images, train, train_features, embed(net, images), held_nn, s)
+        metrics = set_metrics(images, train, train_features, embed(net, images) / feature_scale,
+                              held_nn, s)
         metrics["images_per_s"] = throughput(histories.get(name))
         rows.append({"method": name, **metrics})
         per_set[name] = images

@@ -1,0 +1,132 @@
+"""The domain feature network learns its classes; Table 1 has its rows and refuses sets it
+cannot compare, naming the file or key."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from models.evaluate.feature_network import train_feature_network
+from models.evaluate.table1 import SANITY_ROWS, run_evaluate
+from models.training.generate import run_generate
+from models.training.stage import run_train
+from sim.config import evaluate_spec, feature_network_spec, generate_spec, train_spec
+from tests.models.fixtures import make_generative_inputs, tiny_generative_config
+
+
+def _separable_positron_set(path, n=160, size=16, seed=0):
+    """Low-count images are sparse dots, reference images bright disks; half of each carry
+    a cold square (a 'defect'). Splits 60/20/20 by image."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disk = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (size / 3) ** 2
+    images, acquisition, defects = [], [], []
+    for i in range(n):
+        reference, defect = i % 2 == 1, (i // 2) % 2 == 1
+        if reference:
+            img = np.where(disk, rng.uniform(0.4, 1.0, (size, size)), 0.0)
+        else:
+            img = (rng.uniform(size=(size, size)) < 0.05) * disk * 1.0
+        if defect:
+            img[6:10, 6:10] = 0.0
+        images.append(2 * img - 1)
+        acquisition.append("reference" if reference else "fast")
+        defects.append(int(defect))
+    split = np.array(["train"] * 96 + ["val"] * 32 + ["test"] * 32)
+    split = split[rng.permutation(n)]
+    with h5py.File(path, "w") as f:
+        f["images"] = np.asarray(images, np.float32)
+        f["split"] = split.astype(object).astype("S")
+        f["acquisition"] = np.asarray(acquisition, dtype="S")
+        f["defect_count"] = np.asarray(defects, np.int32)
+    return path
+
+
+def test_feature_network_separates_its_classes_on_held_out_images(tmp_path, default_config):
+    positron = _separable_positron_set(tmp_path / "positron.h5")
+    cfg = copy.deepcopy(default_config)
+    cfg["evaluate"]["feature_network"].update(epochs=15, embed_dim=8)
+    metrics = train_feature_network(feature_network_spec(cfg, "tubes"), positron,
+                                    tmp_path / "net")
+    held = metrics["held_out"]
+    assert metrics["classes"] == ["fast, no defect", "fast, defect", "reference, no defect",
+                                  "reference, defect"]
+    assert held["accuracy"] > held["majority_rate"] + 0.25, held
+    assert held["balanced_accuracy"] > 0.5  # chance is 0.25
+    report = json.loads((tmp_path / "net/metrics.json").read_text())
+    assert report["held_out"]["accuracy"] == held["accuracy"]
+    with pytest.raises(FileExistsError):
+        train_feature_network(feature_network_spec(cfg, "tubes"), positron, tmp_path / "net")
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluate")
+    cfg = tiny_generative_config()
+    files = make_generative_inputs(root, cfg)
+    run_train(train_spec(cfg, "tubes", "attention_gan"), files, root / "models/attention_gan")
+    gen = root / "generated/attention_gan.h5"
+    run_generate(generate_spec(cfg, "tubes", "attention_gan"),
+                 root / "models/attention_gan/final.pt", files["positron"], files["ct"], gen)
+    train_feature_network(feature_network_spec(cfg, "tubes"), files["positron"],
+                          root / "models/feature_net")
+    return cfg, files, root, gen
+
+
+def _evaluate(cfg, files, root, out, **changes):
+    args = {"generated": {"attention_gan": root / "generated/attention_gan.h5"},
+            "histories": {"attention_gan": root / "models/attention_gan/history.csv"},
+            "models": {"attention_gan": root / "models/attention_gan/final.pt"}}
+    args.update(changes)
+    return run_evaluate(evaluate_spec(cfg, "tubes"), files["positron"],
+                        root / "models/feature_net/final.pt", args["generated"],
+                        args["histories"], out, models=args["models"], ct_h5=files["ct"])
+
+
+@pytest.mark.slow
+def test_table1_rows_files_and_sanity(evaluated, tmp_path):
+    cfg, files, root, _ = evaluated
+    rows = _evaluate(cfg, files, root, tmp_path / "eval")
+    names = [r["method"] for r in rows]
+    assert names == ["attention_gan", *SANITY_ROWS]
+    by = {r["method"]: r for r in rows}
+    # The ceiling rows are far from the real images on every distance.
+    assert by["noise"]["frechet"] > by["real (held-out)"]["frechet"]
+    assert by["noise"]["precision"] == 0.0
+    assert by["blurred mean"]["msssim_diversity"] == pytest.approx(1.0)
+    assert by["attention_gan"]["images_per_s"] > 0
+    for name in ("table1.csv", "table1.md", "samples.png", "nearest.png", "latent_walks.png",
+                 "curves.png", "metrics/attention_gan.json", "metrics/noise.json"):
+        assert (tmp_path / "eval" / name).stat().st_size > 0, name
+    md = (tmp_path / "eval/table1.md").read_text()
+    assert "data range 2" in md and "not FID" in md and "1 scales, 7 px" in md
+    assert (tmp_path / "eval/table1.csv").read_text().splitlines()[0].startswith(
+        "method,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
+
+
+def test_sets_that_cannot_be_compared_are_refused(evaluated, tmp_path):
+    cfg, files, root, gen = evaluated
+    bigger = tmp_path / "bigger.h5"
+    with h5py.File(gen) as src, h5py.File(bigger, "w") as dst:
+        dst["images"] = np.zeros((20, 32, 32), np.float32)
+        dst.attrs.update(dict(src.attrs))
+    with pytest.raises(ValueError, match=f"{bigger}: images of shape \\(32, 32\\), but the "
+                                         "real set's are 16 x 16"):
+        _evaluate(cfg, files, root, tmp_path / "e1", generated={"attention_gan": bigger})
+    other = tmp_path / "other_norm.h5"
+    other.write_bytes(gen.read_bytes())
+    with h5py.File(other, "r+") as f:
+        f.attrs["normalisation"] = json.dumps({"mode": "dataset"})
+    with pytest.raises(ValueError, match=f"{other}: attribute normalisation differs"):
+        _evaluate(cfg, files, root, tmp_path / "e2", generated={"attention_gan": other})
+    with pytest.raises(ValueError, match="no generated set given for method\\(s\\) attention_gan"):
+        _evaluate(cfg, files, root, tmp_path / "e3", generated={})
+    big_kid = copy.deepcopy(cfg)
+    big_kid["evaluate"]["kid_subset_size"] = 500
+    with pytest.raises(ValueError, match="config key evaluate.kid_subset_size: 500 exceeds"):
+        _evaluate(big_kid, files, root, tmp_path / "e4")
+    assert not any((tmp_path / d).exists() for d in ("e1", "e2", "e3", "e4"))
