@@ -454,31 +454,60 @@ def positron_features_spec(config: dict, dataset: str) -> dict[str, Any]:
             "acquisition": _train_acquisition(config)}
 
 
-def _known_method(config: dict, method: str) -> None:
+#: A training run of a method with its own seed: ``{method}__seed{seed}``.
+RUN_NAME = re.compile(r"^(?P<method>[a-z_]+?)(__seed(?P<seed>\d+))?$")
+
+
+def method_runs(config: dict, method: str) -> list[str]:
+    """The training runs of a method: ``method`` itself, or one ``{method}__seed{s}`` per
+    seed of ``evaluate.seeds`` (each its own model folder and generated set)."""
+    seeds = config["evaluate"]["seeds"]
+    return [f"{method}__seed{s}" for s in seeds] if seeds else [method]
+
+
+def split_run(run: str) -> tuple[str, int | None]:
+    """(method, seed) of a run name; the seed is None for the plain method name."""
+    match = RUN_NAME.match(run)
+    if match is None:
+        raise ConfigError(f"{run!r} is not a method or a method__seedN run name")
+    seed = match["seed"]
+    return match["method"], None if seed is None else int(seed)
+
+
+def _known_run(config: dict, run: str) -> tuple[str, int | None]:
+    method, seed = split_run(run)
     if method not in config["train"]["methods"]:
         raise ConfigError(f"config key train.methods: {method!r} is not one of "
                           f"{config['train']['methods']}")
+    if run not in method_runs(config, method):
+        raise ConfigError(f"config key evaluate.seeds: run {run!r} is not one of "
+                          f"{method_runs(config, method)}")
+    return method, seed
 
 
-def train_spec(config: dict, dataset: str, method: str) -> dict[str, Any]:
-    """Everything training ``method`` depends on: the loop keys of the ``train`` section, the
-    method's own section, the acquisition and the device switch (not the other methods')."""
+def train_spec(config: dict, dataset: str, run: str) -> dict[str, Any]:
+    """Everything training a method (a run of it, ``method__seedN``) depends on: the loop keys
+    of the ``train`` section (``seed`` replaced by the run's), the method's own section, the
+    acquisition and the device switch (not the other methods')."""
     _known_dataset(config, dataset)
-    _known_method(config, method)
+    method, seed = _known_run(config, run)
     train = config["train"]
     loop = {k: copy.deepcopy(v) for k, v in train.items()
             if not isinstance(v, dict) and k not in ("methods", "acquisition")}
-    return {"dataset": dataset, "method": method, "train": loop,
+    if seed is not None:
+        loop["seed"] = seed
+    return {"dataset": dataset, "method": method, "run": run, "train": loop,
             "method_settings": copy.deepcopy(train[method]),
             "acquisition": _train_acquisition(config), "device": config["device"]}
 
 
-def generate_spec(config: dict, dataset: str, method: str) -> dict[str, Any]:
+def generate_spec(config: dict, dataset: str, run: str) -> dict[str, Any]:
     """Everything a generated set depends on: the ``generate`` section, the acquisition
     whose scales it borrows and the device switch."""
     _known_dataset(config, dataset)
-    _known_method(config, method)
-    return {"dataset": dataset, "method": method, "generate": copy.deepcopy(config["generate"]),
+    method, _ = _known_run(config, run)
+    return {"dataset": dataset, "method": method, "run": run,
+            "generate": copy.deepcopy(config["generate"]),
             "acquisition": _train_acquisition(config), "device": config["device"]}
 
 
@@ -495,6 +524,7 @@ def evaluate_spec(config: dict, dataset: str) -> dict[str, Any]:
     acquisition of the real images."""
     _known_dataset(config, dataset)
     return {"dataset": dataset, "methods": list(config["train"]["methods"]),
+            "runs": {m: method_runs(config, m) for m in config["train"]["methods"]},
             "evaluate": copy.deepcopy(config["evaluate"]),
             "acquisition": _train_acquisition(config)}
 

@@ -79,6 +79,7 @@ class EvalSettings:
     held_out_split: str
     walk_steps: int
     seed: int
+    inception_weights: str | None = None
 
     @classmethod
     def from_section(cls, s: dict[str, Any]) -> EvalSettings:
@@ -86,7 +87,7 @@ class EvalSettings:
         return cls(int(m["scales"]), int(m["window_px"]), float(m["sigma_px"]), int(m["pairs"]),
                    int(s["kid_subset_size"]), int(s["kid_subsets"]), int(s["prdc_k"]),
                    float(s["copy_quantile"]), str(s["held_out_split"]), int(s["walk_steps"]),
-                   int(s["seed"]))
+                   int(s["seed"]), s.get("inception_weights"))
 
     def msssim_kwargs(self) -> dict[str, Any]:
         return {"scales": self.msssim_scales, "window_px": self.msssim_window_px,
@@ -153,6 +154,17 @@ def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarra
     return out
 
 
+def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of every number over training runs, with ``{key}_std`` (sample standard
+    deviation; 0 for one run) and ``n_runs``."""
+    out: dict[str, float] = {"n_runs": len(runs)}
+    for key in runs[0]:
+        values = np.asarray([r[key] for r in runs], np.float64)
+        out[key] = float(values.mean())
+        out[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
+
+
 def throughput(history_csv: Path | None) -> float:
     """Mean training images/s of a ``history.csv`` (NaN without one)."""
     if history_csv is None or not Path(history_csv).is_file():
@@ -166,17 +178,28 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     """CSV and Markdown text of the rows."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([key for key, _, _ in COLUMNS])
+    numeric = [key for key, _, digits in COLUMNS if digits is not None]
+    writer.writerow(["method", "n_runs", *numeric, *(f"{k}_std" for k in numeric)])
     for row in rows:
-        writer.writerow([row.get(key, "") if digits is None else
-                         f"{row[key]:.{digits + 2}g}" for key, _, digits in COLUMNS])
+        writer.writerow([row["method"], int(row.get("n_runs", 1)),
+                         *(f"{row[k]:.{d + 2}g}" for k, _, d in COLUMNS if d is not None),
+                         *(f"{row.get(k + '_std', 0.0):.3g}" for k in numeric)])
     md = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
           "|" + "---|" * len(COLUMNS)]
+    def cell(row: dict[str, Any], key: str, digits: int | None) -> str:
+        if digits is None:
+            runs = int(row.get("n_runs", 1))
+            return str(row[key]) + (f" ({runs} seeds)" if runs > 1 else "")
+        if not np.isfinite(row[key]):
+            return "n/a"
+        text = f"{row[key]:.{digits}f}"
+        if row.get("n_runs", 1) > 1 and key != "kid_std_x1e3":
+            text += f" ± {row[key + '_std']:.{digits}f}"
+        return text
+
     for row in rows:
-        cells = [str(row[key]) if digits is None else
-                 ("n/a" if not np.isfinite(row[key]) else f"{row[key]:.{digits}f}")
-                 for key, _, digits in COLUMNS]
-        md.append("| " + " | ".join(cells) + " |")
+        md.append("| " + " | ".join(cell(row, key, digits) for key, _, digits in COLUMNS)
+                  + " |")
     return buffer.getvalue(), "\n".join(md) + "\n"
 
 
@@ -203,7 +226,41 @@ def caption(s: EvalSettings, size_px: int, n_train: int, n_held: int, feature_re
         "mean image is nearer every training image than any real image is); data-copying z: "
         "Mann-Whitney z of the feature distances against the held-out ones (below -3: "
         "copying; above 3: farther from the training images than new real images). "
-        "Standard FID (Inception) not computed: no Inception weights are downloaded here.")
+        + ("Standard FID: torchmetrics with the Inception weights of evaluate."
+           "inception_weights." if s.inception_weights else
+           "Standard FID (Inception) skipped: no Inception weights are downloaded here, and "
+           "evaluate.inception_weights is not set."))
+
+
+def inception_fid(weights: str, real: np.ndarray, fake: np.ndarray) -> float:
+    """Standard FID through torchmetrics (Inception-v3 of torch-fidelity, local weights);
+    images in [-1, 1] as three equal channels in [0, 1]."""
+    import torch
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fid = FrechetInceptionDistance(feature=2048, normalize=True,
+                                   feature_extractor_weights_path=weights)
+    for images, is_real in ((real, True), (fake, False)):
+        x = torch.from_numpy((np.asarray(images, np.float32) + 1) / 2)[:, None].repeat(1, 3, 1, 1)
+        fid.update(x, real=is_real)
+    return float(fid.compute())
+
+
+def check_inception(weights: str | None) -> None:
+    """A set ``evaluate.inception_weights`` must name a file and find its libraries, checked
+    before any work."""
+    if not weights:
+        return
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"config key evaluate.inception_weights: {weights} does not "
+                                "exist")
+    try:
+        import torch_fidelity  # noqa: F401
+        from torchmetrics.image.fid import FrechetInceptionDistance  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"config key evaluate.inception_weights is set, but the standard FID "
+                         f"needs torchmetrics[image] and torch-fidelity ({exc}); unset it or "
+                         "install them (torch-fidelity imports torchvision)") from None
 
 
 def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str | Path,
@@ -219,17 +276,20 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
         if (out_dir / name).exists() and not overwrite:
             raise FileExistsError(f"{out_dir / name} exists; pass --overwrite to replace it")
     s = EvalSettings.from_section(spec["evaluate"])
-    missing = [m for m in spec["methods"] if m not in generated]
+    check_inception(s.inception_weights)
+    runs = {m: list(spec.get("runs", {}).get(m, [m])) for m in spec["methods"]}
+    missing = [r for m in spec["methods"] for r in runs[m] if r not in generated]
     if missing:
         raise ValueError(f"no generated set given for method(s) {', '.join(missing)} "
-                         "(train.methods); pass --generated METHOD=PATH")
+                         "(train.methods, evaluate.seeds); pass --generated METHOD=PATH")
     with open_hdf5(positron_h5, "positron image set") as f:
         positron_attrs = decoded_attrs(f)
     acquisition = spec["acquisition"]
     train = real_images(positron_h5, "train", acquisition)
     held = real_images(positron_h5, s.held_out_split, acquisition)
     check_scales(train.shape[-1], s.msssim_scales, s.msssim_window_px)
-    sets = {m: read_generated(Path(generated[m]), positron_attrs) for m in spec["methods"]}
+    sets = {r: read_generated(Path(generated[r]), positron_attrs)
+            for m in spec["methods"] for r in runs[m]}
     n_min = min([len(train), len(held), *(len(v) for v in sets.values())])
     if s.kid_subset_size > n_min:
         raise ValueError(f"config key evaluate.kid_subset_size: {s.kid_subset_size} exceeds the "
@@ -247,17 +307,28 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     held_nn = {"pixels": nearest(held, train, "pixels")[1],
                "features": nearest(embed(net, held) / feature_scale, train_features,
                                    "features")[1]}
-    n_sanity = max(len(v) for v in sets.values())
-    rows, per_set = [], {}
-    for name, images in [*sets.items(), (SANITY_ROWS[0], held),
-                         *sanity_sets(train, n_sanity, s.seed).items()]:
+
+    def measure(images: np.ndarray, history: Path | None) -> dict[str, float]:
         metrics = set_metrics(images, train, train_features, embed(net, images) / feature_scale,
                               held_nn, s)
-        metrics["images_per_s"] = throughput(histories.get(name))
-        rows.append({"method": name, **metrics})
+        metrics["images_per_s"] = throughput(history)
+        if s.inception_weights:
+            metrics["fid_inception"] = inception_fid(s.inception_weights, train, images)
+        return metrics
+
+    n_sanity = max(len(v) for v in sets.values())
+    rows, per_set = [], {}
+    for method in spec["methods"]:
+        per_run = {r: measure(sets[r], histories.get(r)) for r in runs[method]}
+        rows.append({"method": method, **aggregate(list(per_run.values())),
+                     "runs": per_run})
+        per_set[method] = sets[runs[method][0]]
+    for name, images in [(SANITY_ROWS[0], held), *sanity_sets(train, n_sanity, s.seed).items()]:
+        rows.append({"method": name, **aggregate([measure(images, None)])})
         per_set[name] = images
-        log.info("%s: %s", name, ", ".join(f"{k} {metrics[k]:.4g}" for k, _, d in COLUMNS
-                                           if d is not None))
+    for row in rows:
+        log.info("%s: %s", row["method"], ", ".join(
+            f"{k} {row[k]:.4g}" for k, _, d in COLUMNS if d is not None))
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_text, md_text = format_table(rows)
     text = caption(s, train.shape[-1], len(train), len(held), feature_report, acquisition)
@@ -276,6 +347,8 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
             raise ValueError(f"method {cls.name} samples from CT images: give --ct")
         return {"query": ct_images(Path(ct_h5))}
 
-    write_figures(out_dir, train, per_set, spec["methods"], models or {}, histories, s,
-                  sources_for)
+    first = {m: runs[m][0] for m in spec["methods"]}
+    write_figures(out_dir, train, per_set, spec["methods"],
+                  {m: models[r] for m, r in first.items() if models and r in models},
+                  {m: histories[r] for m, r in first.items() if r in histories}, s, sources_for)
     return rows

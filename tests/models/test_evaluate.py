@@ -4,6 +4,7 @@ cannot compare, naming the file or key."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import h5py
@@ -105,7 +106,32 @@ def test_table1_rows_files_and_sanity(evaluated, tmp_path):
     md = (tmp_path / "eval/table1.md").read_text()
     assert "data range 2" in md and "not FID" in md and "1 scales, 7 px" in md
     assert (tmp_path / "eval/table1.csv").read_text().splitlines()[0].startswith(
-        "method,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
+        "method,n_runs,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
+
+
+def test_several_training_seeds_give_mean_and_spread(evaluated, tmp_path):
+    """With evaluate.seeds, a method's row is the mean over its runs, with the spread."""
+    cfg, files, root, gen = evaluated
+    cfg = copy.deepcopy(cfg)
+    cfg["evaluate"]["seeds"] = [1, 2]
+    other = tmp_path / "seed2.h5"
+    with h5py.File(gen) as src, h5py.File(other, "w") as dst:
+        dst["images"] = np.clip(src["images"][...] * 0.5 - 0.5, -1, 1)
+        dst.attrs.update(dict(src.attrs))
+    runs = {"attention_gan__seed1": gen, "attention_gan__seed2": other}
+    rows = run_evaluate(evaluate_spec(cfg, "tubes"), files["positron"],
+                        root / "models/feature_net/final.pt", runs, {}, tmp_path / "eval")
+    row = rows[0]
+    assert row["method"] == "attention_gan" and row["n_runs"] == 2
+    a, b = (row["runs"][r]["frechet"] for r in runs)
+    assert row["frechet"] == pytest.approx((a + b) / 2)
+    assert row["frechet_std"] == pytest.approx(abs(a - b) / np.sqrt(2))
+    md = (tmp_path / "eval/table1.md").read_text()
+    assert "attention_gan (2 seeds)" in md and " ± " in md
+    with pytest.raises(ValueError, match="attention_gan__seed2"):
+        run_evaluate(evaluate_spec(cfg, "tubes"), files["positron"],
+                     root / "models/feature_net/final.pt", {"attention_gan__seed1": gen}, {},
+                     tmp_path / "eval2")
 
 
 def test_sets_that_cannot_be_compared_are_refused(evaluated, tmp_path):
@@ -130,3 +156,17 @@ def test_sets_that_cannot_be_compared_are_refused(evaluated, tmp_path):
     with pytest.raises(ValueError, match="config key evaluate.kid_subset_size: 500 exceeds"):
         _evaluate(big_kid, files, root, tmp_path / "e4")
     assert not any((tmp_path / d).exists() for d in ("e1", "e2", "e3", "e4"))
+
+
+def test_inception_fid_is_skipped_with_a_note_or_needs_its_file(evaluated, tmp_path):
+    cfg, files, root, _ = evaluated
+    _evaluate(cfg, files, root, tmp_path / "eval")
+    assert "Standard FID (Inception) skipped" in (tmp_path / "eval/table1.md").read_text()
+    missing = copy.deepcopy(cfg)
+    missing["evaluate"]["inception_weights"] = str(tmp_path / "pt_inception.pth")
+    with pytest.raises(FileNotFoundError, match="config key evaluate.inception_weights: "):
+        _evaluate(missing, files, root, tmp_path / "eval2")
+    (tmp_path / "pt_inception.pth").write_bytes(b"weights")
+    if importlib.util.find_spec("torch_fidelity") is None:  # the case on these machines
+        with pytest.raises(ValueError, match="needs torchmetrics\\[image\\] and torch-fidel"):
+            _evaluate(missing, files, root, tmp_path / "eval3")

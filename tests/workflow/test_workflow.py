@@ -82,6 +82,15 @@ def test_default_dag_trains_and_generates(tmp_path):
         assert target in run.output, target
     for rule in ("pretrain_vae", "positron_features", "train", "generate"):
         assert f"rule {rule}:" in run.output, rule
+    seeds = tmp_path / "seeds.yaml"
+    seeds.write_text("evaluate: {seeds: [3, 4]}\n")
+    run = _snakemake("--dry-run", "--forceall", "--configfile", "config/config.yaml",
+                     str(seeds))
+    assert run.returncode == 0, run.output[-2000:]
+    for target in ("models/vae__seed3/final.pt", "models/vae__seed4/final.pt",
+                   "generated/wgan_gp__seed4.h5"):
+        assert f"results/tubes/{target}" in run.output, target
+    assert "results/tubes/models/vae/final.pt" not in run.output
     overlay = tmp_path / "none.yaml"
     overlay.write_text("train: {methods: []}\n")
     run = _snakemake("--dry-run", "--forceall", "--configfile", "config/config.yaml",

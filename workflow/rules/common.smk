@@ -5,6 +5,8 @@ import shlex
 from models.methods import method_class, method_names
 from sim.config import (
     ct_dataset_spec,
+    method_runs,
+    split_run,
     evaluate_spec,
     feature_network_spec,
     generate_spec,
@@ -27,7 +29,7 @@ wildcard_constraints:
     engine=r"fast|opengate|gate9",
     engine_a=r"fast|opengate|gate9",
     engine_b=r"fast|opengate|gate9",
-    method="|".join(method_names()),
+    method=f"({'|'.join(method_names())})(__seed[0-9]+)?",
 
 
 def all_phantom_outputs():
@@ -172,7 +174,7 @@ def generate_spec_json(wildcards):
 def train_inputs(wildcards):
     """Image sets, and the feature memory and CT encoder for the methods built on them."""
     base = f"results/{wildcards.dataset}"
-    needs = method_class(wildcards.method).needs
+    needs = method_class(split_run(wildcards.method)[0]).needs
     inputs = {"positron": f"{base}/datasets/positron.h5", "ct": f"{base}/datasets/ct.h5"}
     if "features" in needs:
         inputs["features"] = f"{base}/models/features.h5"
@@ -198,8 +200,9 @@ def all_model_outputs():
         path
         for dataset in selected_datasets(config)
         for method in train_methods()
-        for path in (f"results/{dataset}/models/{method}/final.pt",
-                     f"results/{dataset}/generated/{method}.h5")
+        for run in method_runs(config, method)
+        for path in (f"results/{dataset}/models/{run}/final.pt",
+                     f"results/{dataset}/generated/{run}.h5")
     ] + [f"results/{dataset}/eval/table1.md" for dataset in selected_datasets(config)
          if train_methods()]
 
@@ -220,14 +223,21 @@ def evaluate_inputs(wildcards):
     inputs = {"positron": f"{base}/datasets/positron.h5", "ct": f"{base}/datasets/ct.h5",
               "feature_net": f"{base}/models/feature_net/final.pt"}
     for method in train_methods():
-        inputs[f"generated_{method}"] = f"{base}/generated/{method}.h5"
-        inputs[f"model_{method}"] = f"{base}/models/{method}/final.pt"
-        inputs[f"history_{method}"] = f"{base}/models/{method}/history.csv"
+        for run in method_runs(config, method):
+            inputs[f"generated_{run}"] = f"{base}/generated/{run}.h5"
+            inputs[f"model_{run}"] = f"{base}/models/{run}/final.pt"
+            inputs[f"history_{run}"] = f"{base}/models/{run}/history.csv"
     return inputs
 
 
 def evaluate_method_args(wildcards, input):
-    """--generated/--model/--history METHOD=PATH for every method."""
+    """--generated/--model/--history RUN=PATH for every run of every method."""
     return " ".join(
-        f"--{kind} {shlex.quote(method + '=' + getattr(input, f'{kind}_{method}'))}"
-        for method in train_methods() for kind in ("generated", "model", "history"))
+        f"--{kind} {shlex.quote(run + '=' + getattr(input, f'{kind}_{run}'))}"
+        for method in train_methods() for run in method_runs(config, method)
+        for kind in ("generated", "model", "history"))
+
+
+def train_threads(wildcards):
+    """Threads of the training-stage jobs (``train.threads``)."""
+    return config["train"]["threads"]

@@ -12,7 +12,7 @@ rule feature_network:
         "logs/feature_network/{dataset}.log",
     benchmark:
         "benchmarks/out/feature_network/{dataset}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=4000,
         runtime=30,

@@ -6,7 +6,7 @@ rule phantom:
         png=report(
             "results/{dataset}/phantoms/{phantom}.png",
             caption="../report/phantom.rst",
-            category="Phantoms",
+            category="Simulation",
             subcategory="{dataset}",
         ),
         mhd=multiext(

@@ -73,7 +73,7 @@ rule reconstruct:
         png=report(
             "results/{dataset}/recon/{phantom}/{acquisition}.png",
             caption="../report/recon.rst",
-            category="Reconstructions",
+            category="Reconstruction",
             subcategory="{dataset}",
         ),
     params:

@@ -8,7 +8,7 @@ rule pretrain_vae:
         grid=report(
             "results/{dataset}/models/vae_ct/reconstructions.png",
             caption="../report/pretrain_vae.rst",
-            category="Generative models",
+            category="Models",
             subcategory="{dataset}",
         ),
     params:
@@ -18,7 +18,7 @@ rule pretrain_vae:
         "logs/pretrain_vae/{dataset}.log",
     benchmark:
         "benchmarks/out/pretrain_vae/{dataset}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=4000,
         runtime=60,
@@ -42,7 +42,7 @@ rule positron_features:
         "logs/positron_features/{dataset}.log",
     benchmark:
         "benchmarks/out/positron_features/{dataset}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=4000,
         runtime=30,
@@ -64,13 +64,13 @@ rule train:
         samples=report(
             "results/{dataset}/models/{method}/samples.png",
             caption="../report/train_samples.rst",
-            category="Generative models",
+            category="Models",
             subcategory="{dataset}",
         ),
         losses=report(
             "results/{dataset}/models/{method}/losses.png",
             caption="../report/train_losses.rst",
-            category="Generative models",
+            category="Models",
             subcategory="{dataset}",
         ),
     params:
@@ -81,7 +81,7 @@ rule train:
         "logs/train/{dataset}/{method}.log",
     benchmark:
         "benchmarks/out/train/{dataset}/{method}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=6000,
         runtime=120,
@@ -108,7 +108,7 @@ rule generate:
         "logs/generate/{dataset}/{method}.log",
     benchmark:
         "benchmarks/out/generate/{dataset}/{method}.tsv"
-    threads: 2
+    threads: train_threads
     resources:
         mem_mb=4000,
         runtime=30,
