@@ -44,3 +44,8 @@ def method_names() -> list[str]:
     """Every registered method name."""
     _load_all()
     return sorted(_REGISTRY)
+
+
+def run_name_pattern() -> str:
+    """Regular expression of a training run's name: a method, optionally ``__seed{N}``."""
+    return f"({'|'.join(method_names())})(__seed[0-9]+)?"

@@ -2,7 +2,7 @@
 import json
 import shlex
 
-from models.methods import method_class, method_names
+from models.methods import method_class, run_name_pattern
 from sim.config import (
     ct_dataset_spec,
     method_runs,
@@ -29,7 +29,7 @@ wildcard_constraints:
     engine=r"fast|opengate|gate9",
     engine_a=r"fast|opengate|gate9",
     engine_b=r"fast|opengate|gate9",
-    method=f"({'|'.join(method_names())})(__seed[0-9]+)?",
+    method=run_name_pattern(),
 
 
 def all_phantom_outputs():
