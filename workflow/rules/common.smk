@@ -196,15 +196,15 @@ def train_gpus(wildcards):
 
 def all_model_outputs():
     """Trained models, generated sets and Table 1 of every method and selected dataset."""
-    return [
-        path
-        for dataset in selected_datasets(config)
-        for method in train_methods()
-        for run in method_runs(config, method)
-        for path in (f"results/{dataset}/models/{run}/final.pt",
-                     f"results/{dataset}/generated/{run}.h5")
-    ] + [f"results/{dataset}/eval/table1.md" for dataset in selected_datasets(config)
-         if train_methods()]
+    outputs = []
+    for dataset in selected_datasets(config):
+        for method in train_methods():
+            for run in method_runs(config, method):
+                outputs.append(f"results/{dataset}/models/{run}/final.pt")
+                outputs.append(f"results/{dataset}/generated/{run}.h5")
+        if train_methods():
+            outputs.append(f"results/{dataset}/eval/table1.md")
+    return outputs
 
 
 def feature_network_spec_json(wildcards):
@@ -232,10 +232,13 @@ def evaluate_inputs(wildcards):
 
 def evaluate_method_args(wildcards, input):
     """--generated/--model/--history RUN=PATH for every run of every method."""
-    return " ".join(
-        f"--{kind} {shlex.quote(run + '=' + getattr(input, f'{kind}_{run}'))}"
-        for method in train_methods() for run in method_runs(config, method)
-        for kind in ("generated", "model", "history"))
+    args = []
+    for method in train_methods():
+        for run in method_runs(config, method):
+            for kind in ("generated", "model", "history"):
+                path = getattr(input, f"{kind}_{run}")
+                args.append(f"--{kind} {shlex.quote(f'{run}={path}')}")
+    return " ".join(args)
 
 
 def train_threads(wildcards):
