@@ -10,7 +10,7 @@ Steps alternate between the two methods in rounds, so a change in machine load h
 
 Prints training images per second (real images drawn per second of training-step time) for
 each, their ratio, the goal of 100 images/s for the attention GAN at 64 px, the torch thread
-count (the ``train`` rule's 2 by default) and the load average before and after.
+count (``train.threads``, the rule's, by default) and the load average before and after.
 
 Run: ``python benchmarks/bench_train.py [--size 64] [--steps 30] [--threads 2]``.
 """
@@ -77,10 +77,11 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per method")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (the rule's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: train.threads, the rule's)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     cfg = load_config()
+    torch.set_num_threads(args.threads or cfg["train"]["threads"])
     rng = np.random.default_rng(0)
     real = Images(disks(256, args.size, rng))
     query = Images(disks(256, args.size, rng))  # stands in for CT images

@@ -493,7 +493,7 @@ def train_spec(config: dict, dataset: str, run: str) -> dict[str, Any]:
     method, seed = _known_run(config, run)
     train = config["train"]
     loop = {k: copy.deepcopy(v) for k, v in train.items()
-            if not isinstance(v, dict) and k not in ("methods", "acquisition")}
+            if not isinstance(v, dict) and k not in ("methods", "acquisition", "threads")}
     if seed is not None:
         loop["seed"] = seed
     return {"dataset": dataset, "method": method, "run": run, "train": loop,
