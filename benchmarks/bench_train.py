@@ -77,11 +77,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30, help="timed steps per method")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dcgan-channels", type=int, default=None,
+                        help="DCGAN widths (default: train.dcgan's; Radford et al. use 64)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: train.threads, the rule's)")
     args = parser.parse_args()
     cfg = load_config()
     torch.set_num_threads(args.threads or cfg["train"]["threads"])
+    if args.dcgan_channels:
+        cfg["train"]["dcgan"].update(generator_channels=args.dcgan_channels,
+                                     discriminator_channels=args.dcgan_channels)
     rng = np.random.default_rng(0)
     real = Images(disks(256, args.size, rng))
     query = Images(disks(256, args.size, rng))  # stands in for CT images

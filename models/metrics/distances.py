@@ -15,6 +15,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy import linalg
 
@@ -32,7 +34,9 @@ def _checked(features: np.ndarray, what: str) -> np.ndarray:
 def gaussian_frechet(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
                      cov2: np.ndarray) -> float:
     """Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2)."""
-    root = linalg.sqrtm(cov1 @ cov2)
+    with warnings.catch_warnings():  # a singular product (a set of identical images) is
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # fine: its root is checked
+        root = linalg.sqrtm(cov1 @ cov2)
     if not np.all(np.isfinite(root)):  # singular product: regularise as pytorch-fid does
         eps = 1e-6 * np.eye(len(cov1))
         root = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))

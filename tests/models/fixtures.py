@@ -90,7 +90,7 @@ def tiny_generative_config(**train) -> dict:
     cfg["pretrain_vae"].update(steps=3, sample_every=3, checkpoint_every=3, base_channels=4,
                                latent_dim=8, batch_size=8)
     cfg["train"].update(steps=6, sample_every=3, checkpoint_every=2, log_every=2, batch_size=8,
-                        n_samples=8, ema_decay=0.9)
+                        n_samples=8, ema_decay=0.9, methods=["attention_gan"])
     cfg["train"]["attention_gan"]["generator"].update(base_channels=8, growth_rate=4)
     cfg["train"]["attention_gan"]["discriminator"].update(base_channels=4)
     cfg["train"].update(train)

@@ -47,10 +47,11 @@ def _separable_positron_set(path, n=160, size=16, seed=0):
     return path
 
 
+@pytest.mark.slow
 def test_feature_network_separates_its_classes_on_held_out_images(tmp_path, default_config):
     positron = _separable_positron_set(tmp_path / "positron.h5")
     cfg = copy.deepcopy(default_config)
-    cfg["evaluate"]["feature_network"].update(epochs=15, embed_dim=8)
+    cfg["evaluate"]["feature_network"].update(epochs=60, embed_dim=8)
     metrics = train_feature_network(feature_network_spec(cfg, "tubes"), positron,
                                     tmp_path / "net")
     held = metrics["held_out"]
