@@ -22,6 +22,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from models.nets.init import init_weights
+
 
 @dataclass
 class StepContext:
@@ -102,8 +104,11 @@ class Method:
     @classmethod
     def build(cls, settings: Any, inputs: StageInputs, generator: torch.Generator) -> Method:
         """A new method for training: architecture from the inputs, weights drawn from
-        ``generator`` (:func:`models.nets.init.init_weights`), pretrained parts loaded."""
-        raise NotImplementedError
+        ``generator`` (:func:`models.nets.init.init_weights`), pretrained parts loaded.
+        This default suits methods whose architecture is the image size alone."""
+        method = cls(settings, {"image_size": int(inputs.image_size)})
+        init_weights(method.nets, generator)
+        return method
 
     @classmethod
     def restore(cls, settings: Any, arch: dict[str, Any],
@@ -168,3 +173,20 @@ class Method:
         layout oneDNN and cuDNN convolve fastest: 1.5-2x on the 2-core CPU here)."""
         self.nets.to(device=device, memory_format=torch.channels_last)
         return self
+
+
+class NoiseMethod(Method):
+    """A method whose ``generator`` network maps ``z ~ N(0, I)`` of ``settings.latent_dim``
+    to images (DCGAN, WGAN-GP)."""
+
+    sampler_nets = ("generator",)
+
+    def noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
+        """``n`` latent vectors drawn from ``rng`` on its device."""
+        return torch.randn((n, self.settings.latent_dim), generator=rng, device=rng.device)
+
+    def sampling_inputs(self, n, sources, rng):
+        return {"z": self.noise(n, rng)}
+
+    def sample(self, inputs, nets=None):
+        return self.net("generator", nets)(inputs["z"])

@@ -13,14 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch import nn
 
 from models.methods import register
-from models.methods.base import Method, StageInputs, StepContext
+from models.methods.base import NoiseMethod, StepContext
 from models.methods.losses import GAN_LOSSES, discriminator_loss, generator_loss
 from models.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from models.nets.init import init_weights
 
 
 @dataclass(frozen=True)
@@ -42,11 +40,9 @@ class DCGANSettings:
 
 
 @register("dcgan")
-class DCGAN(Method):
+class DCGAN(NoiseMethod):
     """arch: ``{"image_size": S}``."""
 
-    sources = ("real",)
-    sampler_nets = ("generator",)
     settings_class = DCGANSettings
 
     def __init__(self, settings: DCGANSettings, arch: dict[str, Any]) -> None:
@@ -55,13 +51,6 @@ class DCGAN(Method):
         self.nets["generator"] = DCGANGenerator(settings.latent_dim, size,
                                                 settings.generator_channels)
         self.nets["discriminator"] = DCGANDiscriminator(size, settings.discriminator_channels)
-
-    @classmethod
-    def build(cls, settings: DCGANSettings, inputs: StageInputs, generator: torch.Generator
-              ) -> DCGAN:
-        method = cls(settings, {"image_size": int(inputs.image_size)})
-        init_weights(method.nets, generator)
-        return method
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"discriminator": list(self.nets["discriminator"].parameters()),
@@ -73,9 +62,7 @@ class DCGAN(Method):
     def loss(self, phase: str, batch, ctx: StepContext):
         disc, kind = self.nets["discriminator"], self.settings.gan_loss
         if "fake" not in ctx.scratch:
-            z = torch.randn((len(batch["real"]), self.settings.latent_dim), generator=ctx.rng,
-                            device=ctx.rng.device)
-            ctx.scratch["fake"] = self.nets["generator"](z)
+            ctx.scratch["fake"] = self.nets["generator"](self.noise(len(batch["real"]), ctx.rng))
         fake = ctx.scratch["fake"]
         if phase == "discriminator":
             real_logits = disc(ctx.augment(batch["real"], ctx.rng))
@@ -85,9 +72,3 @@ class DCGAN(Method):
                           "d_fake": fake_logits.detach().mean()}
         loss = generator_loss(disc(ctx.augment(fake, ctx.rng)), kind)
         return loss, {"g_loss": loss.detach()}
-
-    def sampling_inputs(self, n, sources, rng):
-        return {"z": torch.randn((n, self.settings.latent_dim), generator=rng)}
-
-    def sample(self, inputs, nets=None):
-        return self.net("generator", nets)(inputs["z"])

@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from models.methods import register
-from models.methods.base import Method, StageInputs, StepContext
-from models.nets.init import init_weights
+from models.methods.base import Method, StepContext
 from models.nets.vae import ConvVAE
 
 
@@ -49,13 +48,6 @@ class VAE(Method):
         super().__init__(settings, arch)
         self.nets["vae"] = ConvVAE(int(arch["image_size"]), settings.latent_dim,
                                    settings.base_channels, settings.max_channels)
-
-    @classmethod
-    def build(cls, settings: VAESettings, inputs: StageInputs, generator: torch.Generator
-              ) -> VAE:
-        method = cls(settings, {"image_size": int(inputs.image_size)})
-        init_weights(method.nets, generator)
-        return method
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"vae": list(self.nets["vae"].parameters())}

@@ -25,9 +25,8 @@ import torch
 from torch import nn
 
 from models.methods import register
-from models.methods.base import Method, StageInputs, StepContext
+from models.methods.base import NoiseMethod, StepContext
 from models.nets.dcgan import DCGANDiscriminator, DCGANGenerator
-from models.nets.init import init_weights
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,9 @@ class WGANSettings:
 
 
 @register("wgan_gp")
-class WGANGP(Method):
+class WGANGP(NoiseMethod):
     """arch: ``{"image_size": S}``."""
 
-    sources = ("real",)
-    sampler_nets = ("generator",)
     settings_class = WGANSettings
 
     def __init__(self, settings: WGANSettings, arch: dict[str, Any]) -> None:
@@ -63,22 +60,12 @@ class WGANGP(Method):
                                                 settings.generator_channels)
         self.nets["critic"] = DCGANDiscriminator(size, settings.critic_channels, norm="none")
 
-    @classmethod
-    def build(cls, settings: WGANSettings, inputs: StageInputs, generator: torch.Generator
-              ) -> WGANGP:
-        method = cls(settings, {"image_size": int(inputs.image_size)})
-        init_weights(method.nets, generator)
-        return method
-
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"critic": list(self.nets["critic"].parameters()),
                 "generator": list(self.nets["generator"].parameters())}
 
     def phases(self) -> list[tuple[str, int]]:
         return [("critic", self.settings.n_critic), ("generator", 1)]
-
-    def _noise(self, n: int, rng: torch.Generator) -> torch.Tensor:
-        return torch.randn((n, self.settings.latent_dim), generator=rng, device=rng.device)
 
     def gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor,
                          rng: torch.Generator) -> torch.Tensor:
@@ -94,7 +81,7 @@ class WGANGP(Method):
         n = len(batch["real"])
         if phase == "critic":
             with torch.no_grad():
-                fake = self.nets["generator"](self._noise(n, ctx.rng))
+                fake = self.nets["generator"](self.noise(n, ctx.rng))
             real = ctx.augment(batch["real"], ctx.rng)
             fake = ctx.augment(fake, ctx.rng)
             distance = critic(real).mean() - critic(fake).mean()
@@ -105,7 +92,7 @@ class WGANGP(Method):
                 loss = loss + s.gp_weight * gp
                 values["gradient_penalty"] = gp.detach()
             return loss, {"critic_loss": loss.detach(), **values}
-        fake = self.nets["generator"](self._noise(n, ctx.rng))
+        fake = self.nets["generator"](self.noise(n, ctx.rng))
         loss = -critic(ctx.augment(fake, ctx.rng)).mean()
         return loss, {"g_loss": loss.detach()}
 
@@ -115,8 +102,3 @@ class WGANGP(Method):
             for p in self.nets["critic"].parameters():
                 p.clamp_(-self.settings.clip, self.settings.clip)
 
-    def sampling_inputs(self, n, sources, rng):
-        return {"z": torch.randn((n, self.settings.latent_dim), generator=rng)}
-
-    def sample(self, inputs, nets=None):
-        return self.net("generator", nets)(inputs["z"])
