@@ -41,6 +41,7 @@ rule all:
         all_phantom_outputs(),
         all_listmode_outputs(),
         all_recon_outputs(),
+        all_detectability_outputs(),
         all_dataset_outputs(),
         all_model_outputs(),
     default_target: True

@@ -4,7 +4,10 @@ Commands
 --------
 system-matrix  compute the 2D sparse system matrix of a dataset's image grid (cached file)
 sensitivity    compute a 3D sensitivity image (geometric, or attenuated with --phantom-file)
-reconstruct    reconstruct one list-mode file into .h5 + .nii.gz + .png (``reconstruct`` rule)
+reconstruct    reconstruct one list-mode file into .h5 + .nii.gz + .png + _defects.json
+               (``reconstruct`` rule)
+detectability  gather the _defects.json of a dataset into one CSV and the defect figure
+               (``detectability`` rule)
 device         print the torch device the config's ``device`` switch resolves to
 
 Each command takes the reconstruction spec as JSON (``--spec``, what the Snakemake rules
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
 from sim.cli import run_command
@@ -51,6 +55,22 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
     reconstruct(_spec(args), args.listmode, args.phantom_file, args.out,
                 system_h5=args.system_matrix, sensitivity_h5=args.sensitivity,
                 overwrite=args.overwrite)
+
+
+def _cmd_detectability(args: argparse.Namespace) -> None:
+    from recon.defect_figure import write_defect_figure
+    from recon.detectability import read_json, write_csv
+    from sim.fileio import atomic_output
+
+    docs = [read_json(p) for p in args.defects]
+    for path in (args.out_csv, args.out_png):
+        if Path(path).exists() and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    with atomic_output(Path(args.out_png), args.overwrite) as tmp:
+        write_defect_figure(tmp, docs)
+    with atomic_output(Path(args.out_csv), args.overwrite) as tmp:
+        n = write_csv(tmp, docs)
+    print(f"{args.out_csv}: {n} defect measures from {len(docs)} reconstructions")
 
 
 def _cmd_device(args: argparse.Namespace) -> None:
@@ -100,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sensitivity", help="cached 3D sensitivity .h5 (mode 3d)")
     p.add_argument("--out", required=True, help="output image .h5 (.nii.gz and .png beside it)")
     p.set_defaults(func=_cmd_reconstruct)
+
+    p = sub.add_parser("detectability", help="gather defect measures: CSV and figure")
+    p.add_argument("--defects", nargs="+", required=True,
+                   help="the _defects.json of every reconstruction of the dataset")
+    p.add_argument("--out-csv", required=True, help="output detectability.csv")
+    p.add_argument("--out-png", required=True, help="output defect figure .png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_detectability)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")

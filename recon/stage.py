@@ -24,6 +24,8 @@ import scipy.ndimage
 import torch
 
 from recon.attenuation import check_coverage, phantom_grid, plane_attenuation
+from recon.detectability import DetectabilitySettings, measure_defects
+from recon.detectability import write_json as write_detectability_json
 from recon.device import resolve_device
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
@@ -53,6 +55,9 @@ from sim.scanner import GEOMETRY_KEYS, Scanner
 from sim.voxelise import Grid
 
 log = logging.getLogger(__name__)
+
+#: Regions of the defect measures (:mod:`recon.detectability`).
+DETECTABILITY = DetectabilitySettings()
 
 #: Keys of a reconstruction spec.
 SPEC_KEYS = ("dataset", "recon", "scanner", "grid", "device")
@@ -202,12 +207,28 @@ def read_sensitivity(path: str | Path, expected_key: dict[str, Any]) -> torch.Te
 
 # ---------------------------------------------------------------------- reconstruction
 def output_paths(out_h5: str | Path) -> dict[str, Path]:
-    """The files of one reconstruction: ``h5``, ``nifti`` (.nii.gz) and ``png``."""
+    """The files of one reconstruction: ``h5``, ``nifti`` (.nii.gz), ``png`` and ``defects``
+    (``{stem}_defects.json``, :mod:`recon.detectability`)."""
     out_h5 = Path(out_h5)
     if out_h5.suffix != ".h5":
         raise ValueError(f"output {out_h5} must end in .h5")
     return {"h5": out_h5, "nifti": out_h5.with_suffix(".nii.gz"),
-            "png": out_h5.with_suffix(".png")}
+            "png": out_h5.with_suffix(".png"),
+            "defects": out_h5.with_name(f"{out_h5.stem}_defects.json")}
+
+
+def write_detectability(path: Path, rows: list[dict[str, Any]], meta: dict[str, Any],
+                        overwrite: bool) -> None:
+    """Write the defect measures of one reconstruction atomically (an empty list, with a
+    note, when no phantom file was given)."""
+    if not rows and not meta.get("phantom_file"):
+        meta = {**meta, "note": "no phantom file given: nothing to measure against"}
+    with atomic_output(path, overwrite) as tmp:
+        write_detectability_json(tmp, rows, meta, DETECTABILITY)
+    for row in rows:
+        log.info("defect %d (%s, %.1f mm): ratio %.3f, CRC %.3f, CNR %.2f [%s]", row["label"],
+                 row["type"], row["size_mm"], row["ratio"], row["crc"], row["cnr"],
+                 row["status"])
 
 
 def postfilter(image: np.ndarray, grid: ImageGrid, fwhm_mm: float) -> np.ndarray:
@@ -237,10 +258,13 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     data = read_listmode(listmode_h5)
     _check_scanner(listmode_h5, data.scanner, geometry.scanner)
     phantom = mu_grid = None
+    if r["attenuation_correction"] and phantom_h5 is None:
+        raise ValueError("recon.attenuation_correction needs the phantom file (mu511)")
     if r["attenuation_correction"]:
-        if phantom_h5 is None:
-            raise ValueError("recon.attenuation_correction needs the phantom file (mu511)")
         phantom, mu_grid = _read_mu(Path(phantom_h5), spec, grid)
+    elif phantom_h5 is not None:
+        phantom = read_phantom(phantom_h5)  # for the defect measures only
+    attenuation_phantom = phantom if r["attenuation_correction"] else None
     device = resolve_device(spec["device"])
     d_max = max_ring_difference(spec)
     kernel = tof_kernel(spec)
@@ -249,7 +273,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     if r["mode"] == "2d" and system_h5 is not None:
         system = read_system_matrix(system_h5, geometry, grid)
     if r["mode"] == "3d" and sensitivity_h5 is not None:
-        sensitivity = read_sensitivity(sensitivity_h5, sensitivity_key(spec, phantom))
+        sensitivity = read_sensitivity(sensitivity_h5,
+                                       sensitivity_key(spec, attenuation_phantom))
 
     start = time.perf_counter()
     columns = data.coincidences
@@ -276,7 +301,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         if system is None:
             system = build_system_matrix(geometry, grid, device)
         attenuation = None
-        if phantom is not None:
+        if attenuation_phantom is not None:
             attenuation = plane_attenuation(geometry, phantom.mu511_per_mm, mu_grid,
                                             grid.centres_mm(0), device)
         weights = plane_weights(geometry, grid, d_max, attenuation)
@@ -293,7 +318,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     else:
         if sensitivity is None:
             chunk = int(r["chunk_lors"])
-            if phantom is not None:
+            if attenuation_phantom is not None:
                 sensitivity = attenuated_sensitivity(
                     geometry, grid, d_max, mu_grid,
                     torch.as_tensor(phantom.mu511_per_mm, device=device), device, chunk)
@@ -304,6 +329,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         image, loglik = result.image.cpu().numpy(), result.loglik
     seconds = time.perf_counter() - start
     image = postfilter(image.astype(np.float32), grid, float(r["postfilter_fwhm_mm"]))
+    # Measured before any output is written: a failure leaves no partial set of files.
+    defects = [] if phantom is None else measure_defects(image, grid, phantom, DETECTABILITY)
 
     algorithm = "MLEM" if int(r["subsets"]) == 1 else "OSEM"
     mode = "2D SSRB" if r["mode"] == "2d" else ("3D list-mode TOF" if kernel else "3D list-mode")
@@ -312,7 +339,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     attrs = provenance_attrs(spec, params=params)
     attrs.update(
         algorithm=f"{algorithm} ({mode})", iterations=int(r["iterations"]),
-        subsets=int(r["subsets"]), attenuation_corrected=bool(phantom is not None),
+        subsets=int(r["subsets"]), attenuation_corrected=bool(attenuation_phantom is not None),
         tof=bool(kernel is not None),
         randoms_corrected=bool(r["mode"] == "2d" and r["randoms"] == "delayed"),
         delayed_used=n_delayed, postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
@@ -327,6 +354,11 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     write_nifti(paths["nifti"], image, grid, overwrite)
     title = f"{listmode_h5.parent.name}/{listmode_h5.stem}: {algorithm} {mode}, {n_used} counts"
     write_preview(paths["png"], image, grid, title, overwrite)
+    write_detectability(paths["defects"], defects,
+                        {"phantom": listmode_h5.parent.name,
+                         "acquisition": str(attrs["acquisition"]),
+                         "reconstruction": str(paths["h5"]),
+                         "phantom_file": str(phantom_h5 or "")}, overwrite)
     log.info("%s: %s, %d of %d prompts, %d x %d iterations in %.1f s", paths["h5"], mode, n_used,
              n_prompts, r["iterations"], r["subsets"], seconds)
     return {"coincidences_used": n_used, "prompts": n_prompts, "seconds": seconds,

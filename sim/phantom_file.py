@@ -42,7 +42,7 @@ class PhantomData:
     material: np.ndarray
     activity: np.ndarray
     mu511_per_mm: np.ndarray
-    labels: np.ndarray
+    labels: np.ndarray | None  # None when the file has no labels dataset
     voxel_size_mm: np.ndarray
     origin_mm: np.ndarray
     materials: dict[int, dict[str, Any]]
@@ -136,10 +136,11 @@ def read_phantom(path: str | Path) -> PhantomData:
     """Read and check a phantom file; errors name the file and the field."""
     path = Path(path)
     with open_hdf5(path, "phantom file") as f:
-        missing = [n for n in IMAGE_DATASETS if n not in f]
+        # Labels are optional (a user's own part may come without): what needs them says so.
+        missing = [n for n in IMAGE_DATASETS if n not in f and n != "labels"]
         if missing:
             raise ValueError(f"{path}: missing dataset(s) {', '.join(missing)}")
-        arrays = {n: f[n][...] for n in IMAGE_DATASETS}
+        arrays = {n: f[n][...] for n in IMAGE_DATASETS if n in f}
         shape = arrays["material"].shape
         for name, array in arrays.items():
             if array.ndim != 3 or array.shape != shape:
@@ -155,7 +156,7 @@ def read_phantom(path: str | Path) -> PhantomData:
         material=arrays["material"],
         activity=arrays["activity"],
         mu511_per_mm=arrays["mu511"],
-        labels=arrays["labels"],
+        labels=arrays.get("labels"),
         voxel_size_mm=np.asarray(attrs["voxel_size_mm"], dtype=float),
         origin_mm=np.asarray(attrs["origin_mm"], dtype=float),
         materials=materials,

@@ -166,6 +166,9 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
     out, pairs = Slices(), []
     for phantom_name, entry in files.items():
         phantom = read_phantom(entry["phantom"])
+        if phantom.labels is None:
+            raise ValueError(f"{entry['phantom']}: no labels dataset; the positron image set "
+                             "needs the defect labels for its masks")
         recons, first = {}, None
         for acq in spec["acquisitions"]:
             recons[acq] = read_recon(entry[acq])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import h5py
 import nibabel as nib
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from recon.__main__ import main as recon_main
+from recon.detectability import read_json as read_detectability
 from recon.image_io import read_recon
 from recon.stage import build_system_matrix_file, reconstruct
 from sim.config import load_config, phantom_spec, recon_spec, validate_config
@@ -178,3 +180,48 @@ def test_3d_listmode_tof_with_attenuation(setup, tmp_path):
     with h5py.File(out) as f:
         assert json.loads(f.attrs["params"])["tof_sigma_mm"] == pytest.approx(
             np.sqrt(2) * 300 * 0.149896229 / 2.35482, rel=1e-4)
+
+
+def test_defect_measures_are_written_and_missing_when_they_cannot_be_right(setup, tmp_path):
+    cfg, _, _, listmode_h5 = setup
+    cfg = copy.deepcopy(cfg)
+    cfg["datasets"]["tb"] = {
+        "family": "tube", "n_phantoms": 1, "acquisitions": ["fast"],
+        "grid": {"shape": [20, 64, 64], "voxel_size_mm": [2.0, 1.0, 1.0]},
+        "tube": {"outer_radius_mm": [26.0, 26.0], "wall_thickness_mm": [4.0, 4.0],
+                 "length_mm": [36.0, 36.0], "end_cap_mm": 3.0, "anisotropic_probability": 0.0},
+        "defects": {"count": [2, 2], "types": {"inclusion": 1.0},
+                    "inclusion": {"diameter_mm": [6.0, 8.0], "material": "steel"}}}
+    cfg = validate_config(cfg)
+    phantom_h5 = tmp_path / "tube_0000.h5"
+    build_phantom(phantom_spec(cfg, "tb", "tube_0000"), phantom_h5)
+    spec = recon_spec(cfg, "tb")
+    out = tmp_path / "fast.h5"
+    reconstruct(spec, listmode_h5, phantom_h5, out)
+    doc = read_detectability(tmp_path / "fast_defects.json")
+    assert doc["phantom"] == listmode_h5.parent.name and doc["acquisition"] == "fast"
+    assert [r["label"] for r in doc["defects"]] == [1, 2]
+    assert all(r["status"] == "ok" and np.isfinite(r["cnr"]) for r in doc["defects"])
+    # The dataset's CSV and figure from the command line.
+    csv_path, png = tmp_path / "detectability.csv", tmp_path / "defects.png"
+    assert recon_main(["detectability", "--defects", str(tmp_path / "fast_defects.json"),
+                       "--out-csv", str(csv_path), "--out-png", str(png)]) == 0
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 3 and all(",ok" in line for line in lines[1:])
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # The same phantom file without its labels: the measures are missing, not made up.
+    bare = tmp_path / "bare.h5"
+    shutil.copy(phantom_h5, bare)
+    with h5py.File(bare, "a") as f:
+        del f["labels"]
+    reconstruct(spec, listmode_h5, bare, tmp_path / "bare_fast.h5")
+    rows = read_detectability(tmp_path / "bare_fast_defects.json")["defects"]
+    assert {r["status"] for r in rows} == {"missing: the phantom file has no labels"}
+    assert all(np.isnan(r["crc"]) for r in rows)
+    # An image box too small for the defects: marked outside the grid.
+    small = copy.deepcopy(spec)
+    small["recon"]["fov_xy_mm"] = 4.0
+    reconstruct(small, listmode_h5, phantom_h5, tmp_path / "small.h5")
+    rows = read_detectability(tmp_path / "small_defects.json")["defects"]
+    outside = [r for r in rows if r["status"] == "missing: the defect lies outside the image grid"]
+    assert outside and all(np.isnan(r["cnr"]) for r in outside)

@@ -140,9 +140,13 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         rec = read_recon(tmp_path / f"results/tiny/recon/{name}/paper.h5")
         assert rec.image.shape == rec.grid.shape and rec.attrs["algorithm"] == "OSEM (2D SSRB)"
         assert rec.attrs["prompts"] == len(listmode)
-        for suffix in (".nii.gz", ".png"):
+        for suffix in (".nii.gz", ".png", "_defects.json"):
             assert (tmp_path / f"results/tiny/recon/{name}/paper{suffix}").is_file()
     assert (tmp_path / "results/tiny/recon/system_matrix_2d.h5").is_file()
+    # Defect measures: point phantoms have none, so the CSV is its header alone.
+    table = (tmp_path / "results/tiny/recon/detectability.csv").read_text().splitlines()
+    assert table[0].startswith("phantom,acquisition,label,type,") and len(table) == 1
+    assert (tmp_path / "results/tiny/recon/defects.png").stat().st_size > 0
     # The image sets: positron slices of both phantoms, synthetic CT labelled as such.
     with h5py.File(tmp_path / "results/tiny/datasets/positron.h5") as f:
         assert f["images"].shape[1:] == (16, 16)

@@ -117,6 +117,20 @@ def all_recon_outputs():
     ]
 
 
+def detectability_inputs(wildcards):
+    """The defect measures of every reconstruction of a dataset."""
+    return [
+        f"results/{wildcards.dataset}/recon/{phantom}/{acquisition}_defects.json"
+        for phantom in phantom_names(config, wildcards.dataset)
+        for acquisition in config["datasets"][wildcards.dataset]["acquisitions"]
+    ]
+
+
+def all_detectability_outputs():
+    """The detectability CSV of every selected dataset."""
+    return [f"results/{dataset}/recon/detectability.csv" for dataset in selected_datasets(config)]
+
+
 def positron_dataset_spec_json(wildcards):
     """What the positron image set of a dataset depends on, as JSON."""
     return json.dumps(positron_dataset_spec(config, wildcards.dataset), sort_keys=True)

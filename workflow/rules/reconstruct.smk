@@ -76,6 +76,7 @@ rule reconstruct:
             category="Reconstruction",
             subcategory="{dataset}",
         ),
+        defects="results/{dataset}/recon/{phantom}/{acquisition}_defects.json",
     params:
         spec=recon_spec_json,
         geometry=reconstruct_geometry_arg,
@@ -93,3 +94,31 @@ rule reconstruct:
         "python -m recon reconstruct --spec {params.spec:q} --listmode {input.listmode:q}"
         " --phantom-file {input.phantom:q} {params.geometry} --out {output.h5:q} --overwrite"
         " --threads {threads} 2> {log:q}"
+
+
+rule detectability:
+    """Defect measures of every reconstruction of a dataset in one CSV, and the defect figure
+    (truth and each acquisition on one windowing)."""
+    input:
+        detectability_inputs,
+    output:
+        csv="results/{dataset}/recon/detectability.csv",
+        png=report(
+            "results/{dataset}/recon/defects.png",
+            caption="../report/defects.rst",
+            category="Reconstruction",
+            subcategory="{dataset}",
+        ),
+    log:
+        "logs/detectability/{dataset}.log",
+    benchmark:
+        "benchmarks/out/detectability/{dataset}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/recon.yaml"
+    shell:
+        "python -m recon detectability --defects {input:q} --out-csv {output.csv:q}"
+        " --out-png {output.png:q} --overwrite 2> {log:q}"
