@@ -4,6 +4,7 @@ plane with one shared sparse system matrix (all planes in one sparse-dense produ
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 
 from recon.grid import ImageGrid, rebinning_planes_mm
 from recon.mlem import EMResult, osem_sinogram, view_subsets
+from recon.oblique import ObliqueGeometry, ObliqueModel, osem_oblique
 from recon.sinogram import SinogramGeometry, plane_multiplicity, ssrb_histogram
 from recon.system_matrix import SystemMatrix2D
 
@@ -62,6 +64,14 @@ def plane_weights(geometry: SinogramGeometry, grid: ImageGrid, max_ring_differen
     return w
 
 
+def rebinned_weights(geometry: SinogramGeometry, attenuation_sum: np.ndarray) -> torch.Tensor:
+    """Multiplicative factors ``w`` (bins, planes) from the summed 3D attenuation factors of
+    each bin's rebinned LORs (:func:`recon.attenuation.rebinned_attenuation`, which already
+    counts the LORs): validity x that sum."""
+    valid = geometry.valid().ravel()[:, None]
+    return torch.as_tensor(valid * attenuation_sum, dtype=torch.float32)
+
+
 def uniform_randoms(delayed: np.ndarray, geometry: SinogramGeometry) -> np.ndarray:
     """Expected randoms per bin from the rebinned delayed window, (bins, planes).
 
@@ -102,5 +112,44 @@ def reconstruct_2d(counts: np.ndarray, weights: torch.Tensor, system: SystemMatr
         view_subsets(geometry.shape, settings.subsets),
         None if background is None else torch.as_tensor(background, dtype=torch.float32,
                                                          device=device))
+    result.image = result.image.T.reshape(grid.shape)
+    return result
+
+
+def reconstruct_oblique(counts: np.ndarray, oblique: ObliqueGeometry, max_ring_difference: int,
+                        geometry: SinogramGeometry, grid: ImageGrid, settings: EMSettings,
+                        mu_per_mm: np.ndarray | None = None,
+                        device: torch.device | str = "cpu",
+                        background: np.ndarray | None = None,
+                        callback: Callable[[int, np.ndarray], None] | None = None) -> EMResult:
+    """OSEM of a rebinned sinogram stack with the oblique SSRB model (:mod:`recon.oblique`).
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        (bins, planes) from :func:`sinogram_stack`.
+    mu_per_mm : numpy.ndarray, optional
+        The mu map on ``grid`` (:func:`recon.attenuation.attenuation_map`), (z, y, x).
+    background : numpy.ndarray, optional
+        Expected additive counts, (bins, planes).
+    callback : callable, optional
+        ``callback(iteration, image (z, y, x) numpy)`` after each iteration.
+
+    Returns
+    -------
+    EMResult
+        ``image`` (z, y, x) on ``grid``; voxels outside the transaxial FOV are zero.
+    """
+    hook = None
+    if callback is not None:
+        def hook(it, x):
+            callback(it, x.T.reshape(grid.shape).cpu().numpy())
+    subsets = view_subsets(geometry.shape, settings.subsets)
+    model = ObliqueModel(oblique, max_ring_difference, subsets, geometry.valid().ravel(),
+                         grid.shape[0], mu_per_mm, device)
+    mask = torch.as_tensor(grid.fov_mask(geometry.fov_radius_mm()).ravel(), device=device)
+    as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
+    result = osem_oblique(as_t(counts), model, mask, settings.iterations,
+                          None if background is None else as_t(background), hook)
     result.image = result.image.T.reshape(grid.shape)
     return result

@@ -15,6 +15,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +24,28 @@ import numpy as np
 import scipy.ndimage
 import torch
 
-from recon.attenuation import check_coverage, phantom_grid, plane_attenuation
+from recon.attenuation import (
+    attenuation_map,
+    check_coverage,
+    phantom_grid,
+    rebinned_attenuation,
+)
 from recon.detectability import DetectabilitySettings, measure_defects
 from recon.detectability import write_json as write_detectability_json
 from recon.device import resolve_device
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
 from recon.image_io import write_nifti, write_preview, write_recon
+from recon.mlem import EMResult
+from recon.oblique import ObliqueGeometry
 from recon.projector import FWHM_PER_SIGMA, TOFKernel
 from recon.recon2d import (
     EMSettings,
+    plane_indices,
     plane_weights,
+    rebinned_weights,
     reconstruct_2d,
+    reconstruct_oblique,
     sinogram_stack,
     uniform_randoms,
 )
@@ -49,7 +60,7 @@ from recon.system_matrix import (
     write_system_matrix,
 )
 from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
-from sim.listmode import read_listmode
+from sim.listmode import ListMode, read_listmode
 from sim.phantom_file import PhantomData, read_phantom
 from sim.scanner import GEOMETRY_KEYS, Scanner
 from sim.voxelise import Grid
@@ -239,6 +250,39 @@ def postfilter(image: np.ndarray, grid: ImageGrid, fwhm_mm: float) -> np.ndarray
     return scipy.ndimage.gaussian_filter(image, sigma, mode="constant").astype(np.float32)
 
 
+def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarray,
+                         geometry: SinogramGeometry, grid: ImageGrid, system: SystemMatrix2D,
+                         phantom: PhantomData | None, mu_grid: ImageGrid | None,
+                         device: torch.device | str = "cpu",
+                         callback: Callable[[int, np.ndarray], None] | None = None
+                         ) -> tuple[EMResult, int]:
+    """The 2D mode on rebinned counts (bins, planes): delayed-window randoms, the smoothed
+    attenuation map when ``phantom`` is given, and the configured SSRB model (``oblique``, or
+    ``direct`` plane by plane). Returns the EM result (image (z, y, x)) and the number of
+    delayed coincidences used. ``callback(iteration, image)`` serves convergence studies
+    (oblique model only)."""
+    r = spec["recon"]
+    d_max = max_ring_difference(spec)
+    randoms, n_delayed = None, 0
+    if r["randoms"] == "delayed":
+        delayed = sinogram_stack(data.delayed["crystal1"], data.delayed["crystal2"],
+                                 geometry, grid, d_max)
+        randoms = uniform_randoms(delayed, geometry)
+        n_delayed = int(delayed.sum())
+    mu = None
+    if phantom is not None:
+        mu = attenuation_map(phantom, mu_grid, grid, float(r["attenuation_fwhm_mm"]))
+    oblique = ObliqueGeometry.build(geometry, system, grid, plane_indices(geometry, grid))
+    settings = EMSettings(int(r["iterations"]), int(r["subsets"]))
+    if r["ssrb_model"] == "oblique":
+        return reconstruct_oblique(counts, oblique, d_max, geometry, grid, settings, mu, device,
+                                   randoms, callback), n_delayed
+    weights = (plane_weights(geometry, grid, d_max, None) if mu is None else
+               rebinned_weights(geometry, rebinned_attenuation(oblique, mu, d_max)))
+    result = reconstruct_2d(counts, weights, system, geometry, grid, settings, device, randoms)
+    return result, n_delayed
+
+
 def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str | Path | None,
                 out_h5: str | Path, system_h5: str | Path | None = None,
                 sensitivity_h5: str | Path | None = None, overwrite: bool = False
@@ -300,20 +344,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     elif r["mode"] == "2d":
         if system is None:
             system = build_system_matrix(geometry, grid, device)
-        attenuation = None
-        if attenuation_phantom is not None:
-            attenuation = plane_attenuation(geometry, phantom.mu511_per_mm, mu_grid,
-                                            grid.centres_mm(0), device)
-        weights = plane_weights(geometry, grid, d_max, attenuation)
-        randoms = None
-        if r["randoms"] == "delayed":
-            delayed = sinogram_stack(data.delayed["crystal1"], data.delayed["crystal2"],
-                                     geometry, grid, d_max)
-            randoms = uniform_randoms(delayed, geometry)
-            n_delayed = int(delayed.sum())
-        result = reconstruct_2d(counts, weights, system, geometry, grid,
-                                EMSettings(int(r["iterations"]), int(r["subsets"])), device,
-                                randoms)
+        result, n_delayed = reconstruct_rebinned(spec, data, counts, geometry, grid, system,
+                                                 attenuation_phantom, mu_grid, device)
         image, loglik = result.image.cpu().numpy(), result.loglik
     else:
         if sensitivity is None:
