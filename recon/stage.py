@@ -27,6 +27,7 @@ import torch
 from recon.attenuation import (
     attenuation_map,
     check_coverage,
+    mu_on_grid,
     phantom_grid,
     rebinned_attenuation,
 )
@@ -50,6 +51,7 @@ from recon.recon2d import (
     uniform_randoms,
 )
 from recon.recon3d import reconstruct_3d, select_events
+from recon.scatter import ScatterSettings, fit_tail_scale, single_scatter, tail_mask
 from recon.sensitivity import attenuated_sensitivity, geometric_sensitivity
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import (
@@ -66,6 +68,9 @@ from sim.scanner import GEOMETRY_KEYS, Scanner
 from sim.voxelise import Grid
 
 log = logging.getLogger(__name__)
+
+#: Sampling of the single scatter simulation (:mod:`recon.scatter`).
+SCATTER = ScatterSettings()
 
 #: Regions of the defect measures (:mod:`recon.detectability`).
 DETECTABILITY = DetectabilitySettings()
@@ -255,12 +260,13 @@ def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarra
                          phantom: PhantomData | None, mu_grid: ImageGrid | None,
                          device: torch.device | str = "cpu",
                          callback: Callable[[int, np.ndarray], None] | None = None
-                         ) -> tuple[EMResult, int]:
+                         ) -> tuple[EMResult, int, np.ndarray | None]:
     """The 2D mode on rebinned counts (bins, planes): delayed-window randoms, the smoothed
-    attenuation map when ``phantom`` is given, and the configured SSRB model (``oblique``, or
-    ``direct`` plane by plane). Returns the EM result (image (z, y, x)) and the number of
-    delayed coincidences used. ``callback(iteration, image)`` serves convergence studies
-    (oblique model only)."""
+    attenuation map when ``phantom`` is given, the scatter estimate
+    (:func:`estimate_scatter`), and the configured SSRB model (``oblique``, or ``direct``
+    plane by plane). Returns the EM result (image (z, y, x)), the number of delayed
+    coincidences used and the scatter estimate (bins, planes) or None. ``callback(iteration,
+    image)`` serves convergence studies (oblique model only)."""
     r = spec["recon"]
     d_max = max_ring_difference(spec)
     randoms, n_delayed = None, 0
@@ -274,13 +280,55 @@ def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarra
         mu = attenuation_map(phantom, mu_grid, grid, float(r["attenuation_fwhm_mm"]))
     oblique = ObliqueGeometry.build(geometry, system, grid, plane_indices(geometry, grid))
     settings = EMSettings(int(r["iterations"]), int(r["subsets"]))
+    direct_weights = (plane_weights(geometry, grid, d_max, None) if mu is None else
+                      rebinned_weights(geometry, rebinned_attenuation(oblique, mu, d_max)))
+    scatter = estimate_scatter(spec, counts, randoms, geometry, grid, system, oblique,
+                               direct_weights, phantom, mu_grid, mu, device)
+    background = randoms
+    if scatter is not None:
+        background = scatter if randoms is None else randoms + scatter
     if r["ssrb_model"] == "oblique":
-        return reconstruct_oblique(counts, oblique, d_max, geometry, grid, settings, mu, device,
-                                   randoms, callback), n_delayed
-    weights = (plane_weights(geometry, grid, d_max, None) if mu is None else
-               rebinned_weights(geometry, rebinned_attenuation(oblique, mu, d_max)))
-    result = reconstruct_2d(counts, weights, system, geometry, grid, settings, device, randoms)
-    return result, n_delayed
+        result = reconstruct_oblique(counts, oblique, d_max, geometry, grid, settings, mu,
+                                     device, background, callback)
+    else:
+        result = reconstruct_2d(counts, direct_weights, system, geometry, grid, settings,
+                                device, background)
+    return result, n_delayed, scatter
+
+
+def estimate_scatter(spec: dict[str, Any], counts: np.ndarray, randoms: np.ndarray | None,
+                     geometry: SinogramGeometry, grid: ImageGrid, system: SystemMatrix2D,
+                     oblique: ObliqueGeometry, direct_weights: torch.Tensor,
+                     phantom: PhantomData | None, mu_grid: ImageGrid | None,
+                     mu_smoothed: np.ndarray | None, device: torch.device | str = "cpu"
+                     ) -> np.ndarray | None:
+    """Expected scattered counts (bins, planes) by single scatter simulation scaled to the
+    tails (:mod:`recon.scatter`), or None when ``recon.scatter`` is ``none`` or there is no mu
+    map. The activity estimate is refined ``recon.scatter_iterations`` times: a short
+    reconstruction (2 iterations of the direct model, the last scatter estimate as
+    background), then SSS from it."""
+    r = spec["recon"]
+    if r["scatter"] == "none" or phantom is None:
+        return None
+    d_max = max_ring_difference(spec)
+    mu = mu_on_grid(phantom.mu511_per_mm, mu_grid, grid)
+    tails = tail_mask(system, mu_smoothed, geometry.valid().ravel(), SCATTER.tail_mu)
+    window = tuple(float(e) for e in spec["scanner"]["energy_window_kev"])
+    resolution = float(spec["scanner"]["energy_resolution"])
+    plane_index = plane_indices(geometry, grid)
+    scatter = None
+    for _ in range(int(r["scatter_iterations"])):
+        background = randoms if scatter is None else (
+            scatter if randoms is None else randoms + scatter)
+        quick = reconstruct_2d(counts, direct_weights, system, geometry, grid,
+                               EMSettings(2, int(r["subsets"])), device, background)
+        sss = single_scatter(geometry, grid, quick.image.cpu().numpy(), mu, plane_index, d_max,
+                             window, resolution, SCATTER, device)
+        scale = fit_tail_scale(counts, randoms, sss, tails)
+        scatter = scale * sss
+        log.info("scatter: tail scale %.4g, %.0f of %.0f rebinned counts (%.1f %%)", scale,
+                 scatter.sum(), counts.sum(), 100 * scatter.sum() / max(counts.sum(), 1))
+    return scatter
 
 
 def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str | Path | None,
@@ -323,6 +371,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     start = time.perf_counter()
     columns = data.coincidences
     n_delayed = 0
+    n_scatter = None
     n_prompts = len(data)
     if r["mode"] == "2d":
         counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
@@ -344,8 +393,10 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     elif r["mode"] == "2d":
         if system is None:
             system = build_system_matrix(geometry, grid, device)
-        result, n_delayed = reconstruct_rebinned(spec, data, counts, geometry, grid, system,
-                                                 attenuation_phantom, mu_grid, device)
+        result, n_delayed, scatter = reconstruct_rebinned(
+            spec, data, counts, geometry, grid, system, attenuation_phantom, mu_grid, device)
+        if scatter is not None:
+            n_scatter = float(scatter.sum())
         image, loglik = result.image.cpu().numpy(), result.loglik
     else:
         if sensitivity is None:
@@ -374,6 +425,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         subsets=int(r["subsets"]), attenuation_corrected=bool(attenuation_phantom is not None),
         tof=bool(kernel is not None),
         randoms_corrected=bool(r["mode"] == "2d" and r["randoms"] == "delayed"),
+        scatter_corrected=bool(n_scatter is not None),
+        scatter_estimated=float("nan") if n_scatter is None else n_scatter,
         delayed_used=n_delayed, postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),
         units="activity per voxel volume, proportional to Bq/mL (relative scale)",
         prompts=n_prompts, coincidences_used=n_used, seconds=seconds,

@@ -281,6 +281,9 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     recon = resolved["recon"]
     _check(not recon["tof"] or recon["mode"] == "3d", "recon.tof",
            "time of flight needs recon.mode: 3d (2D rebinning drops the TOF information)")
+    _check(recon["scatter"] == "none" or recon["attenuation_correction"], "recon.scatter",
+           "scatter estimation (sss) needs recon.attenuation_correction: true (the mu map); "
+           "set recon.scatter: none to reconstruct without both")
     views = scanner.crystals_per_ring // 2
     _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
            f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")
