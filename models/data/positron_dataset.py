@@ -4,11 +4,18 @@
 
 * ``images`` (N, H, W) float32 in [-1, 1], chunked one image per chunk, gzip;
 * ``masks`` (N, H, W) uint8: defect labels of the phantom on the image's grid (nearest);
+* ``truth`` (N, H, W) float32 in [-1, 1]: the phantom's activity averaged over the
+  reconstruction's voxels (:func:`recon.truth.activity_concentration`) and cut, resampled and
+  normalised like the image (its own ``truth_scale``, same ``normalisation`` mode): what a
+  perfect reconstruction of that slice would show;
 * ``pairs`` (M, 2) int64: rows of the low-count and the reference image of one slice;
 * per-image columns (length N): ``phantom``, ``acquisition``, ``split`` (train/val/test),
   ``slice_index`` (plane or column of the reconstruction), ``position_mm`` (its z, or x for
   axial slices), ``defect_types`` (comma-separated types present in the slice, "" for none),
-  ``defect_count``, ``counts`` (coincidences in the plane; NaN for axial slices), ``scale``;
+  ``defect_count``, ``counts`` (coincidences in the plane; NaN for axial slices), ``scale``,
+  ``truth_scale``, ``defect_cnr`` and ``defect_crc`` (of the most visible defect in the slice,
+  measured in 3D on its reconstruction by :mod:`recon.detectability`; NaN without a defect
+  or when the measure is missing);
 * attributes: ``normalisation`` (JSON), ``size_px``, ``orientation``, and provenance.
 
 Units and normalisation. A reconstruction holds counts per unit sensitivity, which grows
@@ -37,7 +44,9 @@ import numpy as np  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from models.data.splits import assign_splits  # noqa: E402
+from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
+from recon.truth import activity_concentration  # noqa: E402
 from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
 from sim.phantom_file import PhantomData, read_phantom  # noqa: E402
 
@@ -47,7 +56,8 @@ log = logging.getLogger(__name__)
 COLUMNS = {"phantom": h5py.string_dtype(), "acquisition": h5py.string_dtype(),
            "split": h5py.string_dtype(), "slice_index": np.int32, "position_mm": np.float32,
            "defect_types": h5py.string_dtype(), "defect_count": np.int32,
-           "counts": np.float32, "scale": np.float32}
+           "counts": np.float32, "scale": np.float32, "truth_scale": np.float32,
+           "defect_cnr": np.float32, "defect_crc": np.float32}
 
 
 def to_activity(images: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -69,6 +79,7 @@ class Slices:
 
     activity: list[np.ndarray] = field(default_factory=list)
     masks: list[np.ndarray] = field(default_factory=list)
+    truth: list[np.ndarray] = field(default_factory=list)
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in COLUMNS})
 
 
@@ -84,6 +95,16 @@ def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
     present = set(np.unique(labels[labels > 0]).tolist())
     types = sorted({d["type"] for d in defects if d["label"] in present})
     return ",".join(types), len(present)
+
+
+def _most_visible(labels: np.ndarray, measures: dict[int, dict]) -> tuple[float, float]:
+    """CNR and CRC of the defect of highest CNR among those in the slice (NaN for none)."""
+    present = [measures[int(k)] for k in np.unique(labels[labels > 0]) if int(k) in measures]
+    present = [m for m in present if m["status"] == "ok"]
+    if not present:
+        return float("nan"), float("nan")
+    best = max(present, key=lambda m: m["cnr"])
+    return float(best["cnr"]), float(best["crc"])
 
 
 def _overlapping(grid_centres: np.ndarray, grid_size: float, origin_mm: float,
@@ -175,13 +196,19 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
             _check_recon(entry[acq], recons[acq], first)
             first = first or recons[acq]
         rows: dict[int, dict[str, int]] = {}
+        truth = activity_concentration(phantom, first.grid)
         for acq, recon in recons.items():
             duration = float(recon.attrs["duration_s"])
+            measures = {r["label"]: r for r in measure_defects(recon.image, recon.grid, phantom)}
             for index, position, image, labels, counts in _cuts(
                     recon, phantom, cfg["min_activity_fraction"], axis):
                 rows.setdefault(index, {})[acq] = len(out.activity)
                 out.activity.append(resample(image.astype(np.float32) / duration, size))
+                out.truth.append(resample(np.take(truth, index, axis=axis), size))
                 out.masks.append(resample(labels, size, order=0))
+                cnr, crc = _most_visible(labels, measures)
+                out.columns["defect_cnr"].append(cnr)
+                out.columns["defect_crc"].append(crc)
                 types, count = _defects_in(labels, phantom.defects)
                 for key, value in (("phantom", phantom_name), ("acquisition", acq),
                                    ("split", splits[phantom_name]), ("slice_index", index),
@@ -250,7 +277,9 @@ def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5
                          "(positron_images.min_activity_fraction)")
     cfg = spec["positron_images"]
     images, scale = normalise(slices.activity, cfg["normalisation"])
+    truth, truth_scale = normalise(slices.truth, cfg["normalisation"])
     slices.columns["scale"] = scale.tolist()
+    slices.columns["truth_scale"] = truth_scale.tolist()
     masks = np.stack(slices.masks).astype(np.uint8)
     pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
     size = images.shape[1]
@@ -269,6 +298,8 @@ def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5
         f.create_dataset("images", data=images, chunks=(1, size, size), compression="gzip",
                          compression_opts=4, shuffle=True)
         f.create_dataset("masks", data=masks, chunks=(1, size, size), compression="gzip",
+                         compression_opts=4, shuffle=True)
+        f.create_dataset("truth", data=truth, chunks=(1, size, size), compression="gzip",
                          compression_opts=4, shuffle=True)
         f.create_dataset("pairs", data=pairs_array)
         for name, dtype in COLUMNS.items():

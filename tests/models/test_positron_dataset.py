@@ -62,6 +62,24 @@ def test_images_round_trip_to_the_activity_of_their_slice(results, tmp_path, nor
     assert "a = (x + 1) / 2 * scale" in attrs["normalisation"]
 
 
+def test_truth_images_are_the_phantom_slices_on_the_image_grid(results, tmp_path):
+    root, _ = results
+    out = tmp_path / "positron.h5"
+    build_positron_dataset(spec(), root, out)
+    data, _ = read(out)
+    assert data["truth"].shape == data["images"].shape
+    # The fixture's activity is one disk in phantom slices 1..10; every kept plane lies
+    # wholly inside them, so its truth is the disk itself: 1 inside, -1 outside.
+    y, x = np.meshgrid(np.arange(16) - 7.5, np.arange(16) - 7.5, indexing="ij")
+    disk = np.where(x**2 + y**2 <= 36, 1.0, -1.0)
+    for image in data["truth"]:
+        np.testing.assert_allclose(image, disk, atol=1e-6)
+    np.testing.assert_allclose(to_activity(data["truth"], data["truth_scale"]).max(axis=(1, 2)),
+                               data["truth_scale"], rtol=1e-6)
+    # The fixture's defect has no shape record: its visibility is missing, not invented.
+    assert np.isnan(data["defect_cnr"]).all() and np.isnan(data["defect_crc"]).all()
+
+
 def test_pairs_metadata_and_defect_masks(results, tmp_path):
     root, _ = results
     out = tmp_path / "positron.h5"
