@@ -142,18 +142,13 @@ class ObliqueGeometry:
         return matrix @ shifted_stack(columns, planes, lo, n_shifts)
 
 
-def shifted_stack(columns, planes, lo: int, n_shifts: int):
-    """Rows ``(s, pixel)``, columns ``planes``: ``columns[pixel, plane + s + lo]``, 0 outside.
-
-    ``columns`` is (pixels, nz), numpy or torch; the result has the same kind."""
+def shifted_stack(columns: np.ndarray, planes: np.ndarray, lo: int, n_shifts: int
+                  ) -> np.ndarray:
+    """Rows ``(s, pixel)``, columns ``planes``: ``columns[pixel, plane + s + lo]``, 0 outside
+    ``columns`` (pixels, nz)."""
     nz = columns.shape[1]
     source = np.asarray(planes)[None, :] + np.arange(n_shifts)[:, None] + lo  # (S, P)
     inside = (source >= 0) & (source < nz)
-    if isinstance(columns, torch.Tensor):
-        index = torch.as_tensor(np.clip(source, 0, nz - 1), device=columns.device)
-        mask = torch.as_tensor(inside, device=columns.device, dtype=columns.dtype)
-        out = columns[:, index] * mask  # (pixels, S, P)
-        return out.permute(1, 0, 2).reshape(n_shifts * columns.shape[0], len(planes))
     out = columns[:, np.clip(source, 0, nz - 1)] * inside
     return out.transpose(1, 0, 2).reshape(n_shifts * columns.shape[0], len(planes))
 
