@@ -137,3 +137,19 @@ def check_grid_in_ring(grid: ImageGrid, scanner: Scanner, what: str = "image gri
             f"{what} is larger than the ring: it reaches {half_width_mm:.1f} mm from the axis "
             f"along x or y, the crystals start at {scanner.inner_radius_mm:.1f} mm; use a "
             "smaller grid")
+
+
+def box_chord_mm(p1: np.ndarray, p2: np.ndarray, grid: ImageGrid) -> np.ndarray:
+    """Length of each segment p1-p2 ((n, 3) arrays, (x, y, z) mm) inside the grid box, mm (slab
+    test; 0 for segments that miss it)."""
+    lower, upper = grid.lower_mm[::-1], grid.upper_mm[::-1]
+    d = p2 - p1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t0 = (lower - p1) / d
+        t1 = (upper - p1) / d
+    inside = (p1 > lower) & (p1 < upper)
+    t_lo = np.where(d == 0, np.where(inside, -np.inf, np.inf), np.minimum(t0, t1))
+    t_hi = np.where(d == 0, np.where(inside, np.inf, -np.inf), np.maximum(t0, t1))
+    enter = np.maximum(t_lo.max(axis=1), 0.0)
+    leave = np.minimum(t_hi.min(axis=1), 1.0)
+    return np.clip(leave - enter, 0.0, None) * np.linalg.norm(d, axis=1)

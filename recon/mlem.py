@@ -154,7 +154,8 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
 def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
                   sensitivity: torch.Tensor, mask: torch.Tensor, iterations: int,
                   n_subsets: int = 1, tof_mm: torch.Tensor | None = None,
-                  kernel: TOFKernel | None = None) -> EMResult:
+                  kernel: TOFKernel | None = None,
+                  background: torch.Tensor | None = None) -> EMResult:
     """List-mode OSEM (MLEM with one subset), optional TOF.
 
     Parameters
@@ -168,6 +169,11 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
         bool (z, y, x).
     tof_mm, kernel :
         TOF positions (n,) and kernel; both or neither.
+    background : torch.Tensor, optional
+        Expected additive counts (randoms, scatter) of each event's LOR divided by its
+        attenuation factor, in the units of the forward projection (per mm along the LOR with
+        TOF), (n,): ``ybar_e = a_e ((A x)_e + b_e)``, the ``a_e`` cancelling in the update.
+        The log-likelihood then omits the constant total background.
 
     Returns
     -------
@@ -188,7 +194,8 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
 
     def forward(image, idx):
         tof = None if tof_mm is None else tof_mm[idx]
-        return projector.forward(image, p1[idx], p2[idx], tof, kernel)
+        ybar = projector.forward(image, p1[idx], p2[idx], tof, kernel)
+        return ybar if background is None else ybar + background[idx]
 
     for it in _progress(iterations, "list-mode EM"):
         for idx in groups:

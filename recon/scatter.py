@@ -229,6 +229,24 @@ def coarse_single_scatter(geometry: SinogramGeometry, grid: ImageGrid, activity:
     return (total / pairs.clamp(min=1)).numpy()
 
 
+def interpolate_per_lor(mean: np.ndarray, det: CoarseDetectors, scanner,
+                        crystal_a: np.ndarray, crystal_b: np.ndarray, z_mid_mm: np.ndarray
+                        ) -> np.ndarray:
+    """The per-LOR coarse estimate (ta, tb, m) at LORs given by their transaxial crystal
+    indices and the height of their midpoint: periodic bilinear in the crystal coordinates,
+    linear along z (clamped to the first and last coarse plane), >= 0."""
+    cs, rs = det.crystal_step, det.ring_step
+    # Continuous coarse coordinates: group i is centred on crystal cs * i + (cs - 1) / 2;
+    # coarse plane m = ra + rb sits at (z_ra + z_rb) / 2.
+    u = (np.asarray(crystal_a) - (cs - 1) / 2) / cs
+    v = (np.asarray(crystal_b) - (cs - 1) / 2) / cs
+    w = (np.asarray(z_mid_mm) - det.position_mm[0, 0, 2]) / (rs * scanner.axial_pitch_mm / 2)
+    padded = np.pad(mean, ((0, 0), (0, 0), (1, 1)), mode="edge")
+    coords = np.stack([u, v, np.clip(w, 0, mean.shape[2] - 1) + 1])
+    return np.clip(scipy.ndimage.map_coordinates(padded, coords, order=1, mode="grid-wrap"),
+                   0, None)
+
+
 def to_rebinned(mean: np.ndarray, det: CoarseDetectors, geometry: SinogramGeometry,
                 plane_index: np.ndarray, max_ring_difference: int) -> np.ndarray:
     """Interpolate the per-LOR coarse estimate (ta, tb, m) to every bin and plane, times the
@@ -236,22 +254,31 @@ def to_rebinned(mean: np.ndarray, det: CoarseDetectors, geometry: SinogramGeomet
     scanner = geometry.scanner
     a, b = geometry.pairs()
     a, b = np.maximum(a, 0).ravel(), np.maximum(b, 0).ravel()
-    cs, rs = det.crystal_step, det.ring_step
-    # Continuous coarse coordinates: group i is centred on crystal cs * i + (cs - 1) / 2.
-    u = (a - (cs - 1) / 2) / cs
-    v = (b - (cs - 1) / 2) / cs
-    # Coarse plane m = ra + rb sits at (z_ra + z_rb) / 2; plane K at z_0 + K pitch / 2.
     z_plane = scanner.ring_z_mm[0] + plane_index * scanner.axial_pitch_mm / 2
-    z_group0 = det.position_mm[0, 0, 2]
-    w = (z_plane - z_group0) / (rs * scanner.axial_pitch_mm / 2)
-    padded = np.pad(mean, ((0, 0), (0, 0), (1, 1)), mode="edge")
     n_bins, n_planes = len(a), len(plane_index)
-    coords = np.stack([np.repeat(u, n_planes), np.repeat(v, n_planes),
-                       np.tile(np.clip(w, 0, mean.shape[2] - 1) + 1, n_bins)])
-    per_lor = scipy.ndimage.map_coordinates(padded, coords, order=1, mode="grid-wrap")
-    per_lor = per_lor.reshape(n_bins, n_planes)
+    per_lor = interpolate_per_lor(mean, det, scanner, np.repeat(a, n_planes),
+                                  np.repeat(b, n_planes), np.tile(z_plane, n_bins))
     lors = plane_multiplicity(scanner.rings, max_ring_difference)[plane_index]
-    return np.clip(per_lor, 0, None) * lors[None, :] * geometry.valid().ravel()[:, None]
+    return per_lor.reshape(n_bins, n_planes) * lors[None, :] * geometry.valid().ravel()[:, None]
+
+
+@dataclass(frozen=True)
+class ScatterEstimate:
+    """A scaled scatter estimate: the coarse per-LOR SSS (ta, tb, m), its detectors, the tail
+    scale, and the expected scattered counts of every rebinned bin (bins, planes)."""
+
+    coarse: np.ndarray
+    detectors: CoarseDetectors
+    scale: float
+    rebinned: np.ndarray
+
+    def at_lors(self, scanner, crystal1: np.ndarray, crystal2: np.ndarray) -> np.ndarray:
+        """Expected scattered counts on the LORs of crystal pairs (global ids), (n,)."""
+        r1, t1 = scanner.ring_and_index(np.asarray(crystal1))
+        r2, t2 = scanner.ring_and_index(np.asarray(crystal2))
+        z_mid = (scanner.ring_z_mm[r1] + scanner.ring_z_mm[r2]) / 2
+        return self.scale * interpolate_per_lor(self.coarse, self.detectors, scanner, t1, t2,
+                                                z_mid)
 
 
 def tail_mask(system: SystemMatrix2D, mu_smoothed: np.ndarray, valid: np.ndarray,

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from recon.geometry import lor_endpoints_mm
-from recon.grid import ImageGrid
+from recon.grid import ImageGrid, box_chord_mm
 from recon.projector import Projector
 from recon.sinogram import SinogramGeometry
 
@@ -51,19 +51,8 @@ def transaxial_pairs(geometry: SinogramGeometry) -> tuple[np.ndarray, np.ndarray
 
 
 def box_hit(p1: np.ndarray, p2: np.ndarray, grid: ImageGrid) -> np.ndarray:
-    """True for segments p1-p2 (x, y, z) that pass through the grid box (slab test)."""
-    lower, upper = grid.lower_mm[::-1], grid.upper_mm[::-1]  # (x, y, z)
-    d = p2 - p1
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t0 = (lower - p1) / d
-        t1 = (upper - p1) / d
-    t_lo = np.where(d == 0, np.where((p1 > lower) & (p1 < upper), -np.inf, np.inf),
-                    np.minimum(t0, t1))
-    t_hi = np.where(d == 0, np.where((p1 > lower) & (p1 < upper), np.inf, -np.inf),
-                    np.maximum(t0, t1))
-    enter = np.maximum(t_lo.max(axis=1), 0.0)
-    leave = np.minimum(t_hi.min(axis=1), 1.0)
-    return leave > enter
+    """True for segments p1-p2 (x, y, z) that pass through the grid box."""
+    return box_chord_mm(p1, p2, grid) > 0
 
 
 def ring_pair_lors(geometry: SinogramGeometry, ring1: int, ring2: int, grid: ImageGrid

@@ -39,7 +39,7 @@ from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
 from recon.image_io import write_nifti, write_preview, write_recon
 from recon.mlem import EMResult
 from recon.oblique import ObliqueGeometry
-from recon.projector import FWHM_PER_SIGMA, TOFKernel
+from recon.projector import FWHM_PER_SIGMA, Projector, TOFKernel
 from recon.recon2d import (
     EMSettings,
     plane_indices,
@@ -50,8 +50,22 @@ from recon.recon2d import (
     sinogram_stack,
     uniform_randoms,
 )
-from recon.recon3d import reconstruct_3d, select_events
-from recon.scatter import ScatterSettings, fit_tail_scale, single_scatter, tail_mask
+from recon.recon3d import (
+    ListModeEvents,
+    event_background,
+    lor_count,
+    reconstruct_3d,
+    select_events,
+)
+from recon.scatter import (
+    ScatterEstimate,
+    ScatterSettings,
+    coarse_detectors,
+    coarse_single_scatter,
+    fit_tail_scale,
+    tail_mask,
+    to_rebinned,
+)
 from recon.sensitivity import attenuated_sensitivity, geometric_sensitivity
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import (
@@ -143,6 +157,17 @@ def _check_scanner(listmode_path: Path, file_scanner: Scanner, scanner: Scanner)
                              f"{b!r} in the file, {a!r} in the config")
 
 
+def smoothed_mu(phantom: PhantomData, spec: dict[str, Any]) -> np.ndarray:
+    """The phantom's mu map on its own grid smoothed by ``recon.attenuation_fwhm_mm`` (the
+    data's resolution, :func:`recon.attenuation.attenuation_map`), float32 (z, y, x)."""
+    fwhm_mm = float(spec["recon"]["attenuation_fwhm_mm"])
+    mu = np.asarray(phantom.mu511_per_mm, np.float32)
+    if fwhm_mm <= 0:
+        return mu
+    sigma = [fwhm_mm / FWHM_PER_SIGMA / v for v in phantom.voxel_size_mm]
+    return scipy.ndimage.gaussian_filter(mu, sigma, mode="constant").astype(np.float32)
+
+
 def _read_mu(phantom_h5: Path, spec: dict[str, Any], grid: ImageGrid
              ) -> tuple[PhantomData, ImageGrid]:
     phantom = read_phantom(phantom_h5)
@@ -176,7 +201,9 @@ def sensitivity_key(spec: dict[str, Any], phantom: PhantomData | None) -> dict[s
             "grid": {"shape": list(grid.shape), "voxel_size_mm": list(grid.voxel_size_mm),
                      "origin_mm": list(grid.origin_mm)},
             "attenuation": None if phantom is None else phantom.attrs.get("config_sha256",
-                                                                           "unknown")}
+                                                                           "unknown"),
+            "attenuation_fwhm_mm": None if phantom is None else float(
+                spec["recon"]["attenuation_fwhm_mm"])}
 
 
 def build_sensitivity_file(spec: dict[str, Any], out: str | Path,
@@ -196,7 +223,7 @@ def build_sensitivity_file(spec: dict[str, Any], out: str | Path,
         phantom, mu_grid = _read_mu(Path(phantom_h5), spec, grid)
         image = attenuated_sensitivity(
             geometry, grid, max_ring_difference(spec), mu_grid,
-            torch.as_tensor(phantom.mu511_per_mm, dtype=torch.float32, device=device),
+            torch.as_tensor(smoothed_mu(phantom, spec), dtype=torch.float32, device=device),
             device, chunk)
     else:
         image = geometric_sensitivity(geometry, grid, max_ring_difference(spec), device, chunk)
@@ -282,8 +309,9 @@ def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarra
     settings = EMSettings(int(r["iterations"]), int(r["subsets"]))
     direct_weights = (plane_weights(geometry, grid, d_max, None) if mu is None else
                       rebinned_weights(geometry, rebinned_attenuation(oblique, mu, d_max)))
-    scatter = estimate_scatter(spec, counts, randoms, geometry, grid, system, oblique,
-                               direct_weights, phantom, mu_grid, mu, device)
+    estimate = estimate_scatter(spec, counts, randoms, geometry, grid, system, oblique,
+                                direct_weights, phantom, mu_grid, mu, device)
+    scatter = None if estimate is None else estimate.rebinned
     background = randoms
     if scatter is not None:
         background = scatter if randoms is None else randoms + scatter
@@ -301,9 +329,9 @@ def estimate_scatter(spec: dict[str, Any], counts: np.ndarray, randoms: np.ndarr
                      oblique: ObliqueGeometry, direct_weights: torch.Tensor,
                      phantom: PhantomData | None, mu_grid: ImageGrid | None,
                      mu_smoothed: np.ndarray | None, device: torch.device | str = "cpu"
-                     ) -> np.ndarray | None:
-    """Expected scattered counts (bins, planes) by single scatter simulation scaled to the
-    tails (:mod:`recon.scatter`), or None when ``recon.scatter`` is ``none`` or there is no mu
+                     ) -> ScatterEstimate | None:
+    """Scatter by single scatter simulation scaled to the tails of the rebinned counts
+    (:mod:`recon.scatter`), or None when ``recon.scatter`` is ``none`` or there is no mu
     map. The activity estimate is refined ``recon.scatter_iterations`` times: a short
     reconstruction (2 iterations of the direct model, the last scatter estimate as
     background), then SSS from it."""
@@ -316,19 +344,70 @@ def estimate_scatter(spec: dict[str, Any], counts: np.ndarray, randoms: np.ndarr
     window = tuple(float(e) for e in spec["scanner"]["energy_window_kev"])
     resolution = float(spec["scanner"]["energy_resolution"])
     plane_index = plane_indices(geometry, grid)
-    scatter = None
+    detectors = coarse_detectors(geometry, SCATTER)
+    estimate = None
     for _ in range(int(r["scatter_iterations"])):
-        background = randoms if scatter is None else (
-            scatter if randoms is None else randoms + scatter)
+        background = randoms if estimate is None else (
+            estimate.rebinned if randoms is None else randoms + estimate.rebinned)
         quick = reconstruct_2d(counts, direct_weights, system, geometry, grid,
                                EMSettings(2, int(r["subsets"])), device, background)
-        sss = single_scatter(geometry, grid, quick.image.cpu().numpy(), mu, plane_index, d_max,
-                             window, resolution, SCATTER, device)
+        coarse = coarse_single_scatter(geometry, grid, quick.image.cpu().numpy(), mu, d_max,
+                                       window, resolution, SCATTER, device)
+        sss = to_rebinned(coarse, detectors, geometry, plane_index, d_max)
         scale = fit_tail_scale(counts, randoms, sss, tails)
-        scatter = scale * sss
+        estimate = ScatterEstimate(coarse, detectors, scale, scale * sss)
         log.info("scatter: tail scale %.4g, %.0f of %.0f rebinned counts (%.1f %%)", scale,
-                 scatter.sum(), counts.sum(), 100 * scatter.sum() / max(counts.sum(), 1))
-    return scatter
+                 estimate.rebinned.sum(), counts.sum(),
+                 100 * estimate.rebinned.sum() / max(counts.sum(), 1))
+    return estimate
+
+
+def listmode_background(spec: dict[str, Any], data: ListMode, events: ListModeEvents,
+                        geometry: SinogramGeometry, grid: ImageGrid,
+                        phantom: PhantomData | None, mu_grid: ImageGrid | None,
+                        kernel: TOFKernel | None, device: torch.device | str = "cpu"
+                        ) -> tuple[np.ndarray | None, int, float | None]:
+    """Randoms and scatter of the 3D mode, per event (:func:`recon.recon3d.event_background`).
+
+    Randoms: the delayed coincidences the reconstruction keeps, spread evenly over every LOR
+    of the sensitivity image (as in 2D). Scatter: the 2D estimate (:func:`estimate_scatter`,
+    from the events rebinned) interpolated to each event's LOR. Each divided by the event's
+    own attenuation factor (its LOR through the phantom's mu map). Returns the background (or
+    None), the delayed coincidences used and the scatter counts expected over all LORs (or
+    None)."""
+    r = spec["recon"]
+    d_max = max_ring_difference(spec)
+    n_events = len(events.p1)
+    randoms_per_lor, n_delayed = 0.0, 0
+    if r["randoms"] == "delayed":
+        n_delayed = len(select_events(data.delayed, geometry, d_max).p1)
+        randoms_per_lor = n_delayed / lor_count(geometry, d_max)
+    scatter, n_scatter = None, None
+    if phantom is not None and r["scatter"] != "none" and n_events:
+        columns = data.coincidences
+        system = build_system_matrix(geometry, grid, device)
+        counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
+        delayed = sinogram_stack(data.delayed["crystal1"], data.delayed["crystal2"], geometry,
+                                 grid, d_max)
+        randoms = uniform_randoms(delayed, geometry) if r["randoms"] == "delayed" else None
+        oblique = ObliqueGeometry.build(geometry, system, grid, plane_indices(geometry, grid))
+        mu = attenuation_map(phantom, mu_grid, grid, float(r["attenuation_fwhm_mm"]))
+        weights = rebinned_weights(geometry, rebinned_attenuation(oblique, mu, d_max))
+        estimate = estimate_scatter(spec, counts, randoms, geometry, grid, system, oblique,
+                                    weights, phantom, mu_grid, mu, device)
+        keep = select_events(columns, geometry, d_max, keep_mask=True)
+        scatter = estimate.at_lors(geometry.scanner, columns["crystal1"][keep],
+                                   columns["crystal2"][keep])
+        n_scatter = float(estimate.rebinned.sum())
+    if not randoms_per_lor and scatter is None:
+        return None, n_delayed, n_scatter
+    attenuation = np.ones(n_events)
+    if phantom is not None:
+        through_mu = Projector(mu_grid, device=device, chunk=int(r["chunk_lors"]))
+        attenuation = torch.exp(-through_mu.forward(
+            torch.as_tensor(smoothed_mu(phantom, spec)), events.p1, events.p2)).cpu().numpy()
+    return (event_background(events, attenuation, randoms_per_lor, scatter, grid,
+                             kernel is not None), n_delayed, n_scatter)
 
 
 def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str | Path | None,
@@ -404,11 +483,14 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
             if attenuation_phantom is not None:
                 sensitivity = attenuated_sensitivity(
                     geometry, grid, d_max, mu_grid,
-                    torch.as_tensor(phantom.mu511_per_mm, device=device), device, chunk)
+                    torch.as_tensor(smoothed_mu(phantom, spec), device=device), device, chunk)
             else:
                 sensitivity = geometric_sensitivity(geometry, grid, d_max, device, chunk)
+        background, n_delayed, n_scatter = listmode_background(
+            spec, data, events, geometry, grid, attenuation_phantom, mu_grid, kernel, device)
         result = reconstruct_3d(events, sensitivity, geometry, grid, int(r["iterations"]),
-                                int(r["subsets"]), kernel, device, int(r["chunk_lors"]))
+                                int(r["subsets"]), kernel, device, int(r["chunk_lors"]),
+                                background)
         image, loglik = result.image.cpu().numpy(), result.loglik
     seconds = time.perf_counter() - start
     image = postfilter(image.astype(np.float32), grid, float(r["postfilter_fwhm_mm"]))
@@ -424,7 +506,7 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         algorithm=f"{algorithm} ({mode})", iterations=int(r["iterations"]),
         subsets=int(r["subsets"]), attenuation_corrected=bool(attenuation_phantom is not None),
         tof=bool(kernel is not None),
-        randoms_corrected=bool(r["mode"] == "2d" and r["randoms"] == "delayed"),
+        randoms_corrected=bool(r["randoms"] == "delayed"),
         scatter_corrected=bool(n_scatter is not None),
         scatter_estimated=float("nan") if n_scatter is None else n_scatter,
         delayed_used=n_delayed, postfilter_fwhm_mm=float(r["postfilter_fwhm_mm"]),

@@ -130,3 +130,4 @@ def test_mlem_likelihood_increases_and_recovers_a_cold_sphere_in_noise_free_data
     cold = image[(x - 4) ** 2 + y**2 + z**2 <= 2.0**2].mean()
     warm = image[((x + 4) ** 2 + y**2 <= 3.0**2) & (np.abs(z) <= 4)].mean()
     assert cold < 0.3 * warm
+
