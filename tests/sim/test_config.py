@@ -81,6 +81,8 @@ def _bad(update: dict) -> dict:
     ({"datasets/tubes/defects/bubble/diameter_mm": [2.0, 80.0]},
      "datasets.tubes.defects.bubble.diameter_mm", "does not fit the narrowest bore"),
     ({"recon/tof": True}, "recon.tof", "needs recon.mode: 3d"),
+    ({"recon/attenuation_correction": False}, "recon.scatter",
+     "needs recon.attenuation_correction: true"),
     ({"recon/subsets": 93}, "recon.subsets", "the sinogram has 92 views"),
     ({"datasets/tubes/acquisitions": ["paper"]}, "datasets.tubes.acquisitions",
      "holds neither positron_images.low_count ('fast') nor positron_images.reference"),

@@ -63,8 +63,9 @@ def test_3d_mode_adds_the_sensitivity_jobs(tmp_path):
     for correct, expected in ((True, "results/tubes/recon/tube_0000/_sensitivity_3d.h5"),
                               (False, "results/tubes/recon/sensitivity_3d.h5")):
         overlay = tmp_path / f"3d_{correct}.yaml"
+        scatter = "sss" if correct else "none"  # scatter estimation needs the mu map
         overlay.write_text(f"recon: {{mode: 3d, tof: true, attenuation_correction: "
-                           f"{str(correct).lower()}}}\n")
+                           f"{str(correct).lower()}, scatter: {scatter}}}\n")
         run = _snakemake("--dry-run", "--configfile", "config/config.yaml", str(overlay))
         assert run.returncode == 0, run.output[-2000:]
         assert expected in run.output
