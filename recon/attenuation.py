@@ -23,12 +23,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import scipy.ndimage
 import torch
 
+from recon.filters import gaussian_fwhm
 from recon.grid import ImageGrid
 from recon.oblique import ObliqueGeometry
-from recon.projector import FWHM_PER_SIGMA
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import build_system_matrix, to_torch_csr
 from recon.truth import box_average
@@ -106,11 +105,8 @@ def attenuation_map(phantom: PhantomData, mu_grid: ImageGrid, grid: ImageGrid,
     numpy.ndarray
         (z, y, x) on ``grid``, 1/mm.
     """
-    mu = mu_on_grid(phantom.mu511_per_mm, mu_grid, grid)
-    if fwhm_mm <= 0:
-        return mu
-    sigma = [fwhm_mm / FWHM_PER_SIGMA / v for v in grid.voxel_size_mm]
-    return scipy.ndimage.gaussian_filter(mu, sigma, mode="constant")
+    return gaussian_fwhm(mu_on_grid(phantom.mu511_per_mm, mu_grid, grid), grid.voxel_size_mm,
+                         fwhm_mm)
 
 
 def rebinned_attenuation(oblique: ObliqueGeometry, mu_per_mm: np.ndarray,

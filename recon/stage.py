@@ -21,7 +21,6 @@ from typing import Any
 
 import h5py
 import numpy as np
-import scipy.ndimage
 import torch
 
 from recon.attenuation import (
@@ -34,12 +33,13 @@ from recon.attenuation import (
 from recon.detectability import DetectabilitySettings, measure_defects
 from recon.detectability import write_json as write_detectability_json
 from recon.device import resolve_device
+from recon.filters import gaussian_fwhm
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
 from recon.image_io import write_nifti, write_preview, write_recon
 from recon.mlem import EMResult
 from recon.oblique import ObliqueGeometry
-from recon.projector import FWHM_PER_SIGMA, Projector, TOFKernel
+from recon.projector import Projector, TOFKernel
 from recon.recon2d import (
     EMSettings,
     plane_indices,
@@ -160,12 +160,8 @@ def _check_scanner(listmode_path: Path, file_scanner: Scanner, scanner: Scanner)
 def smoothed_mu(phantom: PhantomData, spec: dict[str, Any]) -> np.ndarray:
     """The phantom's mu map on its own grid smoothed by ``recon.attenuation_fwhm_mm`` (the
     data's resolution, :func:`recon.attenuation.attenuation_map`), float32 (z, y, x)."""
-    fwhm_mm = float(spec["recon"]["attenuation_fwhm_mm"])
-    mu = np.asarray(phantom.mu511_per_mm, np.float32)
-    if fwhm_mm <= 0:
-        return mu
-    sigma = [fwhm_mm / FWHM_PER_SIGMA / v for v in phantom.voxel_size_mm]
-    return scipy.ndimage.gaussian_filter(mu, sigma, mode="constant").astype(np.float32)
+    return gaussian_fwhm(phantom.mu511_per_mm, phantom.voxel_size_mm,
+                         float(spec["recon"]["attenuation_fwhm_mm"]))
 
 
 def _read_mu(phantom_h5: Path, spec: dict[str, Any], grid: ImageGrid
@@ -276,10 +272,7 @@ def write_detectability(path: Path, rows: list[dict[str, Any]], meta: dict[str, 
 
 def postfilter(image: np.ndarray, grid: ImageGrid, fwhm_mm: float) -> np.ndarray:
     """Isotropic Gaussian of ``fwhm_mm`` (no filter for 0), voxels outside the image are 0."""
-    if fwhm_mm <= 0:
-        return image
-    sigma = [fwhm_mm / FWHM_PER_SIGMA / v for v in grid.voxel_size_mm]
-    return scipy.ndimage.gaussian_filter(image, sigma, mode="constant").astype(np.float32)
+    return gaussian_fwhm(image, grid.voxel_size_mm, fwhm_mm)
 
 
 def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarray,

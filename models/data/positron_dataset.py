@@ -46,7 +46,7 @@ from skimage.transform import resize  # noqa: E402
 from models.data.splits import assign_splits  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
-from recon.truth import activity_concentration  # noqa: E402
+from recon.truth import activity_concentration, overlap_fractions  # noqa: E402
 from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
 from sim.phantom_file import PhantomData, read_phantom  # noqa: E402
 
@@ -83,12 +83,11 @@ class Slices:
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in COLUMNS})
 
 
-def _overlap_weights(plane_lo: np.ndarray, plane_hi: np.ndarray, centres: np.ndarray,
-                     size: float) -> np.ndarray:
-    """Length of overlap of each plane [lo, hi] with each phantom slice, (planes, slices)."""
-    lo = np.maximum(plane_lo[:, None], centres[None, :] - size / 2)
-    hi = np.minimum(plane_hi[:, None], centres[None, :] + size / 2)
-    return np.clip(hi - lo, 0.0, None)
+def _overlap_weights(centres_mm: np.ndarray, size_mm: float, slice_centres_mm: np.ndarray,
+                     slice_size_mm: float) -> np.ndarray:
+    """Length of overlap of each plane (centres, one width) with each phantom slice,
+    (planes, slices), mm."""
+    return overlap_fractions(centres_mm, size_mm, slice_centres_mm, slice_size_mm) * size_mm
 
 
 def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
@@ -111,7 +110,7 @@ def _overlapping(grid_centres: np.ndarray, grid_size: float, origin_mm: float,
                  voxel_mm: float, n: int) -> np.ndarray:
     """Which phantom voxels (n along this axis) each image pixel overlaps, bool (pixels, n)."""
     centres = origin_mm + voxel_mm * np.arange(n)
-    return _overlap_weights(grid_centres - grid_size / 2, grid_centres + grid_size / 2, centres,
+    return _overlap_weights(grid_centres, grid_size, centres,
                             voxel_mm) > 0
 
 
@@ -136,7 +135,7 @@ def _cuts(recon: ReconImage, phantom: PhantomData, min_fraction: float, axis: in
     size = grid.voxel_size_mm[axis]
     p_voxel, p_origin = phantom.voxel_size_mm, phantom.origin_mm
     p_centres = p_origin[axis] + p_voxel[axis] * np.arange(phantom.activity.shape[axis])
-    weights = _overlap_weights(centres - size / 2, centres + size / 2, p_centres, p_voxel[axis])
+    weights = _overlap_weights(centres, size, p_centres, p_voxel[axis])
     in_plane = tuple(a for a in range(3) if a != axis)
     activity = weights @ phantom.activity.sum(axis=in_plane)
     if activity.max() <= 0:
