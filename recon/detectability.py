@@ -25,8 +25,15 @@ Measures, with ``C`` the mean image value and ``T`` the mean truth over a region
   recovery coefficient against the truth at this grid (1 = full recovery). It is NEMA's
   ``1 - C_c / C_B`` for a cold sphere in the solution and ``(C_H / C_B - 1) / (a_H / a_B - 1)``
   for a hot one, and stays defined for a hot defect in a cold wall (``T_background`` 0);
-* ``cnr = |C_defect - C_background| / sigma_background``, with ``sigma`` the standard
-  deviation of the background voxels (the voxel-noise CNR of the detectability literature).
+* ``cnr = |C_defect - C_background| / sigma_roi``, with ``sigma_roi`` the standard deviation
+  of the mean of the defect's own ROI moved to every placement around it where it lies
+  wholly in the host material, beyond the guard from every defect and within
+  ``guard_mm + width + size`` of this one (NEMA NU 2's background variability: the spread
+  of ROI means of the sphere's size, which keeps the noise's correlation between voxels;
+  the Rose criterion, visible above 3 to 5, applies to this CNR). With fewer than
+  ``min_placements`` placements it is NaN, never the white-noise guess;
+* ``cnr_voxel = |C_defect - C_background| / sigma_background``, with ``sigma`` the standard
+  deviation of the background voxels (per-voxel noise; the per-voxel CNR).
 
 A defect that cannot be measured (outside the image grid, a background shell with fewer than
 ``min_background_voxels`` voxels, no contrast in the truth, a phantom without labels) gets
@@ -50,8 +57,9 @@ from recon.truth import activity_concentration, defect_fraction, material_fracti
 from sim.phantom_file import PhantomData
 
 #: Columns of a detectability row, in CSV order.
-MEASURES = ("ratio", "core_ratio", "crc", "cnr", "contrast", "mean_defect", "mean_core",
-            "mean_background", "std_background", "truth_defect", "truth_background")
+MEASURES = ("ratio", "core_ratio", "crc", "cnr", "cnr_voxel", "std_roi", "contrast",
+            "mean_defect", "mean_core", "mean_background", "std_background", "truth_defect",
+            "truth_background")
 COLUMNS = ("label", "type", "material", "host", "size_mm", "max_fraction", "roi_voxels",
            "core_voxels", "background_voxels", *MEASURES, "status")
 
@@ -64,6 +72,27 @@ class DetectabilitySettings:
     roi_fraction: float = 0.5
     host_fraction: float = 0.99
     min_background_voxels: int = 10
+    min_placements: int = 10
+
+
+def roi_mean_spread(image: np.ndarray, roi: np.ndarray, allowed: np.ndarray
+                    ) -> tuple[float, int]:
+    """Standard deviation of the mean of ``roi`` (bool, the image's shape) moved by whole
+    voxels to every placement where it lies wholly inside ``allowed`` (bool), and the number
+    of placements; (NaN, 0) when there are fewer than two."""
+    index = np.nonzero(roi)
+    lo = [int(i.min()) for i in index]
+    kernel = roi[tuple(slice(a, int(i.max()) + 1) for a, i in zip(lo, index, strict=True))]
+    weights = kernel / kernel.sum()
+    # origin=-(n // 2) puts the kernel's first voxel at the output voxel: output[p] is the
+    # mean over the ROI shifted by p - lo.
+    origin = [-(n // 2) for n in kernel.shape]
+    means = scipy.ndimage.correlate(image, weights, mode="constant", origin=origin)
+    inside = scipy.ndimage.correlate(allowed.astype(np.float64), weights, mode="constant",
+                                     origin=origin) > 1 - 1e-9
+    if inside.sum() < 2:
+        return float("nan"), int(inside.sum())
+    return float(means[inside].std(ddof=1)), int(inside.sum())
 
 
 def defect_size_mm(defect: dict[str, Any]) -> float:
@@ -149,9 +178,13 @@ def measure_defects(image: np.ndarray, grid: ImageGrid, phantom: PhantomData,
             distance[label] <= settings.guard_mm + width)
         host = material_fraction(phantom, list(d.get("replaces", [])), grid)
         background = shell & (host >= settings.host_fraction)
+        clear = host >= settings.host_fraction
         for other, dist in distance.items():
             if other != label:
                 background &= dist >= settings.guard_mm
+            clear &= dist >= settings.guard_mm
+        allowed = clear & (distance[label] <= settings.guard_mm + width + defect_size_mm(d)
+                           if math.isfinite(defect_size_mm(d)) else clear)
         row = _missing_row(d, "")
         row.update(max_fraction=float(f.max()), roi_voxels=int(roi.sum()),
                    core_voxels=int(core.sum()), background_voxels=int(background.sum()))
@@ -163,11 +196,15 @@ def measure_defects(image: np.ndarray, grid: ImageGrid, phantom: PhantomData,
         c_d, c_b = float(image[roi].mean()), float(image[background].mean())
         t_d, t_b = float(truth[roi].mean()), float(truth[background].mean())
         sigma = float(image[background].std())
+        sigma_roi, placements = roi_mean_spread(image, roi, allowed)
+        if placements < settings.min_placements:
+            sigma_roi = float("nan")
         row.update(mean_defect=c_d, mean_background=c_b, std_background=sigma,
-                   truth_defect=t_d, truth_background=t_b,
+                   std_roi=sigma_roi, truth_defect=t_d, truth_background=t_b,
                    contrast=(c_d - c_b) / c_b if c_b > 0 else float("nan"),
                    ratio=c_d / c_b if c_b > 0 else float("nan"),
-                   cnr=abs(c_d - c_b) / sigma if sigma > 0 else float("nan"))
+                   cnr=abs(c_d - c_b) / sigma_roi if sigma_roi > 0 else float("nan"),
+                   cnr_voxel=abs(c_d - c_b) / sigma if sigma > 0 else float("nan"))
         if core.any():
             c_core = float(image[core].mean())
             row.update(mean_core=c_core, core_ratio=c_core / c_b if c_b > 0 else float("nan"))

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +100,8 @@ def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
 def _most_visible(labels: np.ndarray, measures: dict[int, dict]) -> tuple[float, float]:
     """CNR and CRC of the defect of highest CNR among those in the slice (NaN for none)."""
     present = [measures[int(k)] for k in np.unique(labels[labels > 0]) if int(k) in measures]
-    present = [m for m in present if m["status"] == "ok"]
+    # A CNR is NaN when no background ROI fits around the defect: not a candidate.
+    present = [m for m in present if m["status"] == "ok" and math.isfinite(m["cnr"])]
     if not present:
         return float("nan"), float("nan")
     best = max(present, key=lambda m: m["cnr"])

@@ -147,10 +147,40 @@ def test_an_invisible_defect_has_no_contrast_and_noise_sets_the_cnr():
     scale, sigma = 100.0, 4.0
     noisy = scale * truth / truth.max() + rng.normal(0.0, sigma, truth.shape)
     (row,) = measure_defects(noisy, grid, phantom)
-    expected_cnr = scale * abs(row["truth_defect"] - row["truth_background"]) / truth.max() / sigma
+    contrast = scale * abs(row["truth_defect"] - row["truth_background"]) / truth.max()
     assert row["std_background"] == pytest.approx(sigma, rel=0.15)
-    assert row["cnr"] == pytest.approx(expected_cnr, rel=0.2)
+    assert row["cnr_voxel"] == pytest.approx(contrast / sigma, rel=0.2)
+    # White noise: the mean of N voxels spreads by sigma / sqrt(N).
+    assert row["std_roi"] == pytest.approx(sigma / math.sqrt(row["roi_voxels"]), rel=0.3)
+    measured = abs(row["mean_defect"] - row["mean_background"])
+    assert row["cnr"] == pytest.approx(measured / row["std_roi"], rel=1e-9)
     assert row["crc"] == pytest.approx(1.0, abs=0.1)
+
+
+def test_roi_cnr_keeps_the_correlation_of_the_noise():
+    """Smoothed noise (as a reconstruction's): the spread of the ROI means around the defect
+    matches the spread of the defect ROI's own mean over independent noise realisations (the
+    slow reference), which white-noise scaling of the voxel noise underestimates."""
+    import scipy.ndimage
+
+    phantom = tube_phantom([("steel", (0.0, 0.0, 0.0), 4.0)], shape=(40, 56, 56))
+    grid = coarse_grid(phantom)
+    truth = activity_concentration(phantom, grid)
+    rng = np.random.default_rng(3)
+
+    def noisy() -> np.ndarray:
+        noise = scipy.ndimage.gaussian_filter(rng.normal(0.0, 1.0, truth.shape), 1.0)
+        return 100.0 * truth / truth.max() + noise / noise.std() * 5.0
+
+    rows = [measure_defects(noisy(), grid, phantom)[0] for _ in range(40)]
+    fraction = defect_fraction(phantom.defects[0], phantom, grid).fraction
+    roi = fraction >= 0.5 * fraction.max()
+    ensemble = [float(noisy()[roi].mean()) for _ in range(400)]
+    reference = float(np.std(ensemble, ddof=1))
+    estimate = float(np.mean([r["std_roi"] for r in rows]))
+    assert estimate == pytest.approx(reference, rel=0.2)
+    white = float(np.mean([r["std_background"] for r in rows])) / math.sqrt(roi.sum())
+    assert white < 0.6 * reference
 
 
 def test_defects_that_cannot_be_measured_are_marked_missing():
