@@ -1,21 +1,29 @@
 # Industrial positron imaging: phantoms -> simulation -> reconstruction -> datasets -> GAN
 # (CT VAE, positron features, training, generation).
 # The config is validated here, before any job starts (sim.config.validate_config).
+import os
 import shlex
 import sys
 
 from snakemake.utils import min_version
+from snakemake_interface_executor_plugins.settings import DeploymentMethod
 
 min_version("8.0")
 
 configfile: "config/config.yaml"
 
 # The stage packages live next to this file: importable here, and in every job (whatever
-# environment runs it) through PYTHONPATH set in the jobs' shell prefix.
+# environment runs it) through PYTHONPATH set in the jobs' shell prefix. Without --sdm
+# conda/apptainer, every rule's `python` is the interpreter running Snakemake (the venv's,
+# even when `.venv/bin/snakemake` is called without activating the venv), never whatever
+# `python` comes first on PATH.
 sys.path.insert(0, workflow.basedir)
+_own_env = not ({DeploymentMethod.CONDA, DeploymentMethod.APPTAINER}
+                & set(workflow.deployment_settings.deployment_method))
 shell.prefix(
     "set -euo pipefail; "
-    f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+    + (f"export PATH={shlex.quote(os.path.dirname(sys.executable))}:$PATH; " if _own_env else "")
+    + f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 
 from sim.config import ConfigError, validate_config  # noqa: E402
