@@ -68,8 +68,9 @@ class SorterSettings:
         if self.policy not in POLICIES:
             raise ValueError(f"multiples policy {self.policy!r} is not one of {POLICIES}")
         if self.delay_ns <= self.window_ns:
-            raise ValueError(f"delayed window offset ({self.delay_ns} ns) must exceed the "
-                             f"coincidence window ({self.window_ns} ns)")
+            raise ValueError(f"delayed_window_offset_ns ({self.delay_ns} ns) must exceed the "
+                             f"coincidence window ({self.window_ns} ns): a delayed window "
+                             "inside the prompt one counts trues as randoms")
 
     @classmethod
     def from_config(cls, scanner_cfg: dict) -> SorterSettings:

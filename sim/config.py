@@ -236,6 +236,23 @@ def _check_generative(config: dict) -> None:
            f"{images['size_px']}")
 
 
+def _check_job_settings(config: dict) -> None:
+    """Build the typed settings every simulate job builds from the config, so that what
+    their constructors refuse is refused by the dry run, not in the job."""
+    # Imported here: the engine modules are heavier than the validator needs otherwise.
+    from sim.coincidences import SorterSettings
+    from sim.digitizer import DigitizerSettings
+    from sim.engine_fast import EngineSettings
+
+    for section, build in (("scanner", SorterSettings.from_config),
+                           ("scanner", DigitizerSettings.from_config),
+                           ("simulation", EngineSettings.from_config)):
+        try:
+            build(config[section])
+        except ValueError as exc:
+            raise ConfigError(f"config key {section}: {exc}") from None
+
+
 def _non_finite(node: Any, path: tuple = ()) -> Iterator[str]:
     """Key paths of NaN or infinite numbers anywhere in a config."""
     if isinstance(node, float) and not np.isfinite(node):
@@ -271,6 +288,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
         scanner = Scanner.from_config(resolved["scanner"])
     except ValueError as exc:
         raise ConfigError(f"config key scanner: {exc}") from None
+    _check_job_settings(resolved)
     for name in resolved["run_datasets"]:
         _check(name in resolved["datasets"], "run_datasets",
                f"unknown dataset {name!r}; defined: {', '.join(resolved['datasets'])}")
@@ -288,6 +306,10 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
            f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")
     images = resolved["positron_images"]
+    for key in ("low_count", "reference"):
+        _check(images[key] in resolved["acquisitions"], f"positron_images.{key}",
+               f"unknown acquisition {images[key]!r}; defined presets: "
+               f"{', '.join(resolved['acquisitions'])}")
     for key in ("positron_images", "ct_images"):
         _check(resolved[key]["split_fractions"][0] > 0, f"{key}.split_fractions",
                "the train fraction must be positive")

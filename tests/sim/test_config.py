@@ -89,6 +89,13 @@ def _bad(update: dict) -> dict:
     ({"ct_images/source": "deeplesion"}, "ct_images.path", "needs the path of the CT data"),
     ({"positron_images/split_fractions": [0.0, 0.5, 0.5]}, "positron_images.split_fractions",
      "train fraction must be positive"),
+    # Known from the config, refused by the dry run rather than in the job:
+    ({"scanner/delayed_window_offset_ns": 5.0}, "scanner",
+     "delayed_window_offset_ns (5.0 ns) must exceed the coincidence window (10.0 ns)"),
+    ({"positron_images/low_count": "fsat"}, "positron_images.low_count",
+     "unknown acquisition 'fsat'"),
+    ({"positron_images/reference": "refrence"}, "positron_images.reference",
+     "unknown acquisition 'refrence'"),
 ])
 def test_bad_config_names_the_key(update, key, text):
     with pytest.raises(ConfigError) as info:
