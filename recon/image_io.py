@@ -28,6 +28,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
 from recon.grid import ImageGrid  # noqa: E402
+from sim import values
 from sim.fileio import atomic_output, decoded_attrs, open_hdf5  # noqa: E402
 
 
@@ -96,6 +97,8 @@ def write_recon(path: str | Path, image: np.ndarray, grid: ImageGrid, loglik: li
     if image.shape != grid.shape:
         raise ValueError(f"image shape {image.shape} does not match the grid {grid.shape}")
     path = Path(path)
+    # A NaN or negative voxel means a broken reconstruction: no file that looks complete.
+    values.in_range(str(path), "image", image, 0.0)
     with atomic_output(path, overwrite) as tmp, h5py.File(tmp, "w") as f:
         f.create_dataset("image", data=image.astype(np.float32), compression="gzip",
                          compression_opts=4, shuffle=True)
@@ -126,5 +129,11 @@ def read_recon(path: str | Path) -> ReconImage:
         loglik = f["loglik"][...] if "loglik" in f else np.zeros(0)
         plane_counts = (f["plane_counts"][...] if "plane_counts" in f
                         else np.full(image.shape[0], np.nan))
-    grid = ImageGrid(image.shape, tuple(attrs["voxel_size_mm"]), tuple(attrs["origin_mm"]))
+    where = str(path)
+    # Activity: finite and not negative (a NaN voxel would flow on into the image sets).
+    values.in_range(where, "dataset image", image, 0.0)
+    voxel = values.vector(where, "attribute voxel_size_mm", attrs["voxel_size_mm"], 3,
+                          positive=True, unit="mm")
+    origin = values.vector(where, "attribute origin_mm", attrs["origin_mm"], 3)
+    grid = ImageGrid(image.shape, tuple(voxel.tolist()), tuple(origin.tolist()))
     return ReconImage(image, grid, loglik, plane_counts, attrs)

@@ -22,6 +22,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sim import values
 from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 from sim.scanner import Scanner
 
@@ -89,7 +90,27 @@ def _check_columns(columns: dict, where: str) -> int:
             n = array.shape[0]
         elif array.shape[0] != n:
             raise ValueError(f"{where}: column {name} has {array.shape[0]} rows, others {n}")
+        # NaN times or positions reach the reconstruction as NaN voxels: the measured
+        # columns are refused here, where every engine's writer and every reader passes.
+        # (Truth columns may hold NaN: annihilation_mm of a random pairs two decays.)
+        if name.startswith("energy"):
+            values.in_range(where, f"column {name}", array, 0.0, unit="keV")
+        elif name in REQUIRED:
+            values.finite(where, f"column {name}", array)
     return int(n or 0)
+
+
+def _check_attrs(attrs: dict, where: str) -> None:
+    """The acquisition's numbers: a positive finite activity and duration, a count."""
+    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"{where}: missing attribute(s) {', '.join(missing)}")
+    for key, unit in (("activity_bq", "Bq"), ("duration_s", "s")):
+        values.in_range(where, f"attribute {key}", values.vector(where, f"attribute {key}",
+                                                                 attrs[key], 1),
+                        0.0, exclusive_minimum=True, unit=unit)
+    values.in_range(where, "attribute primaries",
+                    values.vector(where, "attribute primaries", attrs["primaries"], 1), 0.0)
 
 
 class ListModeWriter:
@@ -144,9 +165,7 @@ class ListModeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                missing = [a for a in REQUIRED_ATTRS if a not in self.attrs]
-                if missing:
-                    raise ValueError(f"{self.path}: missing attribute(s) {', '.join(missing)}")
+                _check_attrs(self.attrs, str(self.path))
                 for group in GROUPS:
                     self._file[group].attrs["count"] = self._counts[group]
                 for key, value in self.attrs.items():
@@ -163,9 +182,7 @@ def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: d
                    overwrite: bool = False) -> Path:
     """Write a whole list-mode file at once (see :class:`ListModeWriter`)."""
     path = Path(path)
-    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-    if missing:  # before creating anything
-        raise ValueError(f"{path}: missing attribute(s) {', '.join(missing)}")
+    _check_attrs(attrs, str(path))  # before creating anything
     for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
         _check_columns(columns, f"{path} group {group}")
     with ListModeWriter(path, overwrite) as out:
@@ -179,9 +196,7 @@ def read_listmode(path: str | Path) -> ListMode:
     path = Path(path)
     with open_hdf5(path, "list-mode file") as f:
         attrs = decoded_attrs(f)
-        missing = [a for a in REQUIRED_ATTRS if a not in attrs]
-        if missing:
-            raise ValueError(f"{path}: missing attribute(s) {', '.join(missing)}")
+        _check_attrs(attrs, str(path))
         groups = {}
         for group in GROUPS:
             if group not in f:

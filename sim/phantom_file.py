@@ -25,6 +25,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from sim import values
 from sim.fileio import atomic_output, decoded_attrs, open_hdf5
 from sim.materials import MATERIALS
 from sim.metaimage import write_mhd
@@ -151,16 +152,44 @@ def read_phantom(path: str | Path) -> PhantomData:
             if key not in f.attrs:
                 raise ValueError(f"{path}: missing attribute {key}")
         attrs = decoded_attrs(f)
-    materials = {int(k): v for k, v in json.loads(attrs["materials"]).items()}
+    where = str(path)
+    # Physical quantities: floats, finite, not negative (a NaN mu map hangs the transport; a
+    # negative or integer one silently removes the attenuation).
+    values.in_range(where, "dataset mu511 (1/mm)",
+                    values.float_array(where, "dataset mu511", arrays["mu511"]), 0.0)
+    activity = values.in_range(where, "dataset activity",
+                               values.float_array(where, "dataset activity",
+                                                  arrays["activity"]), 0.0)
+    if not activity.any():
+        raise ValueError(f"{path}: dataset activity is zero everywhere: nothing to image")
+    voxel_size_mm = values.vector(where, "attribute voxel_size_mm", attrs["voxel_size_mm"], 3,
+                                  positive=True, unit="mm")
+    origin_mm = values.vector(where, "attribute origin_mm", attrs["origin_mm"], 3)
+    table = values.json_field(where, "attribute materials", attrs["materials"])
+    try:
+        materials = {int(k): dict(v) for k, v in dict(table).items()}
+        names_ok = all(isinstance(v.get("name"), str) for v in materials.values())
+    except (TypeError, ValueError):
+        names_ok = False
+    if not names_ok:
+        raise ValueError(f"{path}: attribute materials must map material ids to records "
+                         "with a name")
+    unknown = np.setdiff1d(np.unique(arrays["material"]), list(materials))
+    if unknown.size:
+        raise ValueError(f"{path}: dataset material has id(s) {unknown.tolist()[:5]} missing "
+                         "from attribute materials")
+    defects = values.json_field(where, "attribute defects", attrs["defects"])
+    if not isinstance(defects, list) or not all(isinstance(d, dict) for d in defects):
+        raise ValueError(f"{path}: attribute defects must be a JSON list of records")
     return PhantomData(
         material=arrays["material"],
         activity=arrays["activity"],
         mu511_per_mm=arrays["mu511"],
         labels=arrays.get("labels"),
-        voxel_size_mm=np.asarray(attrs["voxel_size_mm"], dtype=float),
-        origin_mm=np.asarray(attrs["origin_mm"], dtype=float),
+        voxel_size_mm=voxel_size_mm,
+        origin_mm=origin_mm,
         materials=materials,
-        defects=json.loads(attrs["defects"]),
-        description=json.loads(attrs["phantom"]),
+        defects=defects,
+        description=values.json_field(where, "attribute phantom", attrs["phantom"]),
         attrs=attrs,
     )

@@ -225,3 +225,30 @@ def test_defect_measures_are_written_and_missing_when_they_cannot_be_right(setup
     rows = read_detectability(tmp_path / "small_defects.json")["defects"]
     outside = [r for r in rows if r["status"] == "missing: the defect lies outside the image grid"]
     assert outside and all(np.isnan(r["cnr"]) for r in outside)
+
+
+def test_non_finite_images_are_neither_written_nor_read(tmp_path):
+    """A NaN voxel (e.g. from NaN list-mode times in another tool's file) never becomes a
+    normal-looking reconstruction, and a crafted one is refused where it is read."""
+    import h5py
+
+    from recon.grid import ImageGrid
+    from recon.image_io import read_recon, write_recon
+
+    grid = ImageGrid((2, 3, 4), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    image = np.ones(grid.shape, np.float32)
+    image[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"r.h5: image has 1 NaN or infinite value\(s\) "
+                                         r"\(first at index \(1, 2, 3\)\)"):
+        write_recon(tmp_path / "r.h5", image, grid, [], {})
+    assert not (tmp_path / "r.h5").exists()
+    path = write_recon(tmp_path / "ok.h5", np.ones(grid.shape), grid, [], {})
+    with h5py.File(path, "a") as f:
+        f["image"][0, 0, 0] = -np.inf
+    with pytest.raises(ValueError, match="ok.h5: dataset image has 1 NaN or infinite"):
+        read_recon(path)
+    with h5py.File(path, "a") as f:
+        f["image"][0, 0, 0] = 1.0
+        f.attrs["voxel_size_mm"] = [2.0, 0.0, 2.0]
+    with pytest.raises(ValueError, match="ok.h5: attribute voxel_size_mm must be above 0 mm"):
+        read_recon(path)

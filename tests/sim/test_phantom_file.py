@@ -105,3 +105,73 @@ def test_read_phantom_errors(tmp_path):
 def test_cli_rejects_unknown_phantom(capsys):
     assert main(["phantom", "--dataset", "tubes", "--phantom", "tube_0099", "--out", "x.h5"]) == 2
     assert "'tube_0099' is not part of dataset 'tubes'" in capsys.readouterr().err
+
+
+def _corrupt(src, dest, dataset=None, value=None, attr=None, attr_value=None):
+    """A copy of the phantom file ``src`` with one dataset or attribute replaced."""
+    import shutil
+
+    shutil.copy(src, dest)
+    with h5py.File(dest, "r+") as f:
+        if dataset is not None:
+            data = f[dataset][...]
+            del f[dataset]
+            f[dataset] = value(data)
+        if attr is not None:
+            f.attrs[attr] = attr_value
+    return dest
+
+
+def _with_nan(a):
+    a = a.astype(np.float32)
+    a.flat[a.size // 2] = np.nan
+    return a
+
+
+@pytest.mark.parametrize("dataset, value, attr, attr_value, field, what", [
+    ("mu511", _with_nan, None, None, "dataset mu511", "NaN or infinite"),
+    ("mu511", lambda a: a.astype(np.float32) * np.inf, None, None, "dataset mu511",
+     "NaN or infinite"),
+    ("mu511", lambda a: -a, None, None, "dataset mu511 (1/mm)", "must be at least 0"),
+    ("mu511", lambda a: (a * 100).astype(np.uint8), None, None, "dataset mu511",
+     "must hold floating-point values, got dtype uint8"),
+    ("activity", _with_nan, None, None, "dataset activity", "NaN or infinite"),
+    ("activity", lambda a: a * 0.0, None, None, "dataset activity", "zero everywhere"),
+    (None, None, "voxel_size_mm", np.array([0.0, 1.0, 1.0]), "attribute voxel_size_mm",
+     "must be above 0 mm, found 0 mm"),
+    (None, None, "voxel_size_mm", np.array([-2.0, 1.0, 1.0]), "attribute voxel_size_mm",
+     "must be above 0 mm"),
+    (None, None, "voxel_size_mm", np.array([np.nan, 1.0, 1.0]), "attribute voxel_size_mm",
+     "NaN or infinite"),
+    (None, None, "voxel_size_mm", np.array([1.0, 1.0]), "attribute voxel_size_mm",
+     "must be 3 numbers, got 2"),
+    (None, None, "origin_mm", np.array([np.inf, 0.0, 0.0]), "attribute origin_mm",
+     "NaN or infinite"),
+    (None, None, "materials", "{not json", "attribute materials", "not valid JSON"),
+    (None, None, "materials", '{"1": {"name": "air"}}', "dataset material",
+     "missing from attribute materials"),
+    (None, None, "defects", '[{"label": NaN}]', "attribute defects", "holds NaN"),
+    (None, None, "defects", '{"a": 1}', "attribute defects", "JSON list of records"),
+])
+def test_bad_values_are_refused_naming_file_and_field(built, tmp_path, dataset, value, attr,
+                                                      attr_value, field, what):
+    bad = _corrupt(built[1], tmp_path / "bad.h5", dataset, value, attr, attr_value)
+    with pytest.raises(ValueError) as info:
+        read_phantom(bad)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: ") and field in message and what in message, message
+
+
+def test_a_bad_phantom_stops_simulate_with_one_line(built, tmp_path, capsys):
+    """Through the simulate command: exit code 2, one `error:` line naming the file and the
+    field, nothing written (a NaN mu map used to hang the transport)."""
+    bad = _corrupt(built[1], tmp_path / "bad.h5", "mu511", _with_nan)
+    out = tmp_path / "out.h5"
+    code = main(["simulate", "--configfile", "config/config.yaml", "--dataset", "tubes",
+                 "--phantom", "tube_0001", "--acquisition", "fast", "--phantom-file", str(bad),
+                 "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("error: ") and "bad.h5" in err[-1] and "mu511" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not out.exists() and list(tmp_path.iterdir()) == [bad]
