@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,41 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_writable(path: str | Path, overwrite: bool = False, folder: bool = False) -> None:
+    """Before any work: the output ``path`` (a file, or a ``folder``) can be written.
+
+    Creates the folder if needed and writes and removes a probe file in it, which is the
+    only test that holds for every cause (a read-only file system, a path through a regular
+    file, a full disk, permissions, and root on any of those).
+
+    Raises
+    ------
+    FileExistsError
+        If the file ``path`` exists and ``overwrite`` is False.
+    OSError
+        With ``filename`` the folder and ``strerror`` what is wrong.
+    """
+    path = Path(path)
+    if not folder and path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    where = path if folder else path.parent
+    blocking = next((p for p in (where, *where.parents) if p.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        raise NotADirectoryError(20, "a file where the output folder should be", str(blocking))
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the output folder ({exc.strerror})",
+                      str(where)) from None
+    try:
+        handle, probe = tempfile.mkstemp(dir=where, prefix=".write-probe-")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write in the output folder ({exc.strerror})",
+                      str(where)) from None
 
 
 def open_hdf5(path: str | Path, what: str):

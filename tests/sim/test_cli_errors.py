@@ -1,0 +1,71 @@
+"""Operating-system failures at the output of every stage's command line: one `error:` line
+naming the path and the cause, exit code 2, no traceback, before the stage does any work."""
+
+from __future__ import annotations
+
+import importlib
+import time
+from pathlib import Path
+
+import pytest
+
+from sim.cli import describe
+
+#: One command per package, with every input left as it is (missing or not): the output is
+#: checked first.
+COMMANDS = {
+    "sim": ["phantom", "--dataset", "tubes", "--phantom", "tube_0000", "--out", "{out}"],
+    "recon": ["reconstruct", "--dataset", "tubes", "--listmode", "missing.h5", "--out", "{out}"],
+    "models": ["positron-features", "--dataset", "tubes", "--positron", "missing.h5", "--out",
+               "{out}"],
+}
+
+
+def _unwritable(tmp_path: Path) -> dict[str, tuple[str, str]]:
+    """Outputs that cannot be written whoever runs the test (root included): path -> (the path
+    the message must name, the cause it must give)."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return {
+        "through a file": (str(a_file / "sub" / "out.h5"), f"{a_file}: a file where the output "
+                                                             "folder should be"),
+        "in a kernel folder": ("/proc/positron-nde-test/out.h5",
+                               "/proc/positron-nde-test: cannot create the output folder"),
+        "in a read-only file system": ("/sys/out.h5", "/sys: cannot write in the output folder"),
+    }
+
+
+@pytest.mark.parametrize("package", sorted(COMMANDS))
+def test_unwritable_outputs_give_one_line_before_any_work(package, tmp_path, capsys):
+    main = importlib.import_module(f"{package}.__main__").main
+    for case, (out, expected) in _unwritable(tmp_path).items():
+        start = time.perf_counter()
+        code = main([a.format(out=out) for a in COMMANDS[package]])
+        seconds = time.perf_counter() - start
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, case
+        assert len(err) == 1, err
+        assert err[-1].startswith(f"error: {expected}"), (case, err)
+        assert "Traceback" not in "\n".join(err)
+        assert seconds < 5, f"{case}: the output was checked after {seconds:.1f} s of work"
+
+
+def test_an_existing_output_is_refused_before_any_work(tmp_path, capsys):
+    from sim.__main__ import main
+
+    out = tmp_path / "t.h5"
+    out.write_text("user data")
+    code = main(["phantom", "--dataset", "tubes", "--phantom", "tube_0000", "--out", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err.strip() == f"error: {out} exists; pass --overwrite to " \
+                                              "replace it"
+    assert out.read_text() == "user data"
+
+
+def test_describe_names_the_path_and_cause():
+    assert describe(PermissionError(13, "Permission denied", "/x/y")) == "/x/y: Permission denied"
+    assert describe(OSError(28, "No space left on device", "/d/f.h5")) == \
+        "/d/f.h5: No space left on device"
+    assert describe(ValueError("a\nb")) == "a b"
+    assert describe(MemoryError("Unable to allocate 477 GiB")).startswith(
+        "out of memory (Unable to allocate 477 GiB)")
