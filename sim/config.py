@@ -25,6 +25,7 @@ import jsonschema
 import numpy as np
 import yaml
 
+from sim.budget import check_limits
 from sim.scanner import Scanner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -327,6 +328,9 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
         _check(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name) is not None, f"datasets.{name}",
                "dataset names may hold letters, digits, '_' and '-' only (they become folders)")
         _check_dataset(name, ds, resolved, scanner)
+    # Last: the estimates assume every other setting is sound.
+    for key, message in check_limits(resolved):
+        raise ConfigError(f"config key {key}: {message}")
     return resolved
 
 

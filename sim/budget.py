@@ -1,0 +1,93 @@
+"""What a config needs in memory and disk, estimated before any job starts.
+
+The coefficients are measured (``benchmarks/out/`` of a default run, 2 cores): the phantom
+job peaks at about 0.93 kB of memory per voxel of the phantom grid for the default tube
+(supersampling the surfaces; 460 MB for 56 x 96 x 96), the largest per-voxel cost of any
+stage; a list-mode file takes about 8 bytes per simulated decay (48 MB for the 6 million
+decays of a default tube's `reference` acquisition, 55 bytes per stored coincidence,
+compressed); a phantom's files about 6 bytes per voxel (its GATE copies are raw). Estimates
+are rounded up (1 kB per voxel, 10 bytes per decay) and meant to refuse the impossible, not
+to plan a cluster allocation.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Bytes of memory per phantom voxel in the phantom job, and its fixed part (interpreter).
+PHANTOM_JOB_BYTES_PER_VOXEL = 1000
+JOB_BASE_BYTES = 150e6
+#: Bytes on disk per phantom voxel (HDF5 file and raw GATE copies) and per simulated decay.
+PHANTOM_FILE_BYTES_PER_VOXEL = 6
+LISTMODE_BYTES_PER_DECAY = 10
+
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class DatasetNeeds:
+    """Estimated needs of one dataset: peak memory of a job and disk of all its files."""
+
+    job_memory_bytes: float
+    disk_bytes: float
+
+
+def dataset_needs(dataset: dict[str, Any], acquisitions: dict[str, Any]) -> DatasetNeeds:
+    """Needs of a dataset section (``datasets.{name}``) given the acquisition presets."""
+    voxels = math.prod(int(n) for n in dataset["grid"]["shape"])
+    decays = sum(float(acquisitions[a]["activity_bq"]) * float(acquisitions[a]["duration_s"])
+                 for a in dataset["acquisitions"] if a in acquisitions)
+    per_phantom = PHANTOM_FILE_BYTES_PER_VOXEL * voxels + LISTMODE_BYTES_PER_DECAY * decays
+    return DatasetNeeds(JOB_BASE_BYTES + PHANTOM_JOB_BYTES_PER_VOXEL * voxels,
+                        int(dataset["n_phantoms"]) * per_phantom)
+
+
+def machine_memory_bytes() -> float:
+    """Physical memory of this machine, bytes."""
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def free_disk_bytes(where: str | Path = ".") -> float:
+    """Free disk under ``where`` (its nearest existing folder), bytes."""
+    path = Path(where).resolve()
+    while not path.exists():
+        path = path.parent
+    return float(shutil.disk_usage(path).free)
+
+
+def check_limits(config: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems (key, message) of the selected datasets against ``config["limits"]``."""
+    limits = config["limits"]
+    memory = (limits["memory_gb"] * GB if limits["memory_gb"] is not None
+              else machine_memory_bytes())
+    disk = limits["disk_gb"] * GB if limits["disk_gb"] is not None else free_disk_bytes()
+    problems = []
+    total_disk = 0.0
+    names = config["run_datasets"] or list(config["datasets"])
+    for name in names:
+        ds = config["datasets"][name]
+        needs = dataset_needs(ds, config["acquisitions"])
+        shape = "x".join(str(n) for n in ds["grid"]["shape"])
+        if needs.job_memory_bytes > memory:
+            problems.append((f"datasets.{name}.grid.shape",
+                             f"a phantom of {shape} voxels needs about "
+                             f"{needs.job_memory_bytes / GB:.3g} GB of memory in its phantom job "
+                             f"(1 kB per voxel), more than the {memory / GB:.3g} GB available "
+                             "(limits.memory_gb)"))
+        total_disk += needs.disk_bytes
+        if needs.disk_bytes > disk:
+            problems.append((f"datasets.{name}.n_phantoms",
+                             f"{ds['n_phantoms']} phantoms of {shape} voxels with acquisitions "
+                             f"{', '.join(ds['acquisitions'])} need about "
+                             f"{needs.disk_bytes / GB:.3g} GB of disk, more than the "
+                             f"{disk / GB:.3g} GB free (limits.disk_gb)"))
+    if not problems and total_disk > disk:
+        problems.append(("run_datasets", f"the selected datasets need about "
+                                         f"{total_disk / GB:.3g} GB of disk together, more than "
+                                         f"the {disk / GB:.3g} GB free (limits.disk_gb)"))
+    return problems
