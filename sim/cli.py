@@ -34,6 +34,10 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package
         logging.getLogger(package).debug("details", exc_info=True)
         print(f"error: {describe(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Temporary files are gone by now (every writer unwinds); one line, no traceback.
+        print("error: interrupted; no output was written", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0

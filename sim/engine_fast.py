@@ -12,6 +12,8 @@ found exactly.
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -232,17 +234,41 @@ class FastEngine:
 def _pool_results(engine: FastEngine, frame: Frame, seed: int, workers: int):
     # The engine (phantom tables, a few MB) goes to each worker once, through the initializer,
     # instead of being pickled with every chunk.
-    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
-                             initargs=(engine,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                               initargs=(engine, os.getpid()))
+    try:
         futures = [pool.submit(_worker_chunk, frame, k, seed) for k in range(frame.n_slices)]
         for future in futures:
             yield future.result()
+    except BaseException:
+        # Ctrl-C, SIGTERM, an error or the consumer stopping: the queued chunks are dropped
+        # and the workers stopped now, instead of the pool's exit running every chunk left.
+        processes = list((pool._processes or {}).values())  # no public terminate() here
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.join(timeout=5)
+        raise
+    pool.shutdown()
 
 
 _WORKER_ENGINE: list[FastEngine] = []  # one per worker process, set by _init_worker
 
 
-def _init_worker(engine: FastEngine) -> None:
+def _init_worker(engine: FastEngine, parent_pid: int) -> None:
+    # Ctrl-C reaches the whole process group: only the parent handles it (one message, and
+    # it stops the workers). If the parent dies without stopping them (SIGKILL), the kernel
+    # kills them too (Linux's parent-death signal); the check after it closes the race with
+    # a parent that died first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:
+            os._exit(1)
     _WORKER_ENGINE[:] = [engine]
 
 
