@@ -343,11 +343,17 @@ def load_config(*paths: Path | str, overrides: dict | None = None) -> dict[str, 
     for path in paths or (DEFAULT_CONFIG_PATH,):
         try:
             with open(path) as fh:
-                data = yaml.safe_load(fh) or {}
+                data = yaml.safe_load(fh)
+            if data is None:
+                raise ConfigError(f"config file {path} is empty (Snakemake refuses empty config "
+                                  "files; leave it out instead)")
         except FileNotFoundError:
             raise ConfigError(f"config file {path} does not exist") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path}: top level must be a mapping")
         deep_merge(merged, data)

@@ -124,8 +124,16 @@ def test_config_file_errors(tmp_path):
         load_config(tmp_path / "missing.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("engine: [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML"):
+    with pytest.raises(ConfigError, match="bad.yaml is not valid YAML at line 2, column 1"):
         load_config(bad)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        load_config(empty)
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- engine: fast\n")
+    with pytest.raises(ConfigError, match="listed.yaml: top level must be a mapping"):
+        load_config(listed)
 
 
 def test_overlay_merges(tmp_path):
