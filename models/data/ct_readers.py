@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim import values
+
 #: DeepLesion stores HU + 32768 in unsigned 16-bit PNGs.
 DEEPLESION_OFFSET = 32768
 
@@ -162,6 +164,7 @@ def read_dicom(folder: str | Path, limit: int | None = None) -> CTSlices:
         raise ValueError(f"DICOM folder {root} holds no DICOM images")
     out = CTSlices()
     for uid, items in sorted(by_series.items()):
+        _check_series(items)
         items.sort(key=lambda item: _slice_position(item[1]))
         for path, ds in items:
             if _full(out, limit):
@@ -172,10 +175,29 @@ def read_dicom(folder: str | Path, limit: int | None = None) -> CTSlices:
                 raise ValueError(f"{path}: pixel data cannot be decoded ({exc})") from None
             hu = pixels * float(ds.get("RescaleSlope", 1.0)) + float(ds.get("RescaleIntercept",
                                                                            0.0))
+            values.finite(str(path), "pixel data (HU)", hu)
             hu = _to_display(hu, ds)
-            spacing = ds.get("PixelSpacing", [float("nan")])
-            out.add(hu, uid, float(spacing[0]))
+            spacing = ds.get("PixelSpacing", None)
+            pixel_mm = float("nan") if spacing is None else float(values.in_range(
+                str(path), "PixelSpacing (mm)", [float(v) for v in spacing], 0.0,
+                exclusive_minimum=True)[0])
+            out.add(hu, uid, pixel_mm)
     return out
+
+
+def _check_series(items: list) -> None:
+    """One series is one CT volume: the same modality (CT) and slice size throughout."""
+    first_path, first = items[0]
+    for path, ds in items:
+        modality = str(ds.get("Modality", "CT"))
+        if modality != "CT":
+            raise ValueError(f"{path}: Modality is {modality!r}, not CT")
+        shape = (int(ds.get("Rows", 0)), int(ds.get("Columns", 0)))
+        expected = (int(first.get("Rows", 0)), int(first.get("Columns", 0)))
+        if shape != expected:
+            raise ValueError(f"{path}: Rows x Columns {shape[0]} x {shape[1]} differ from "
+                             f"{expected[0]} x {expected[1]} of {first_path.name} in the same "
+                             "series")
 
 
 def _slice_position(ds) -> float:
@@ -213,10 +235,21 @@ def read_nifti(path: str | Path, limit: int | None = None) -> CTSlices:
     out = CTSlices()
     for file in files:
         try:
-            image = nib.as_closest_canonical(nib.load(str(file)))
+            loaded = nib.load(str(file))
+        except Exception as exc:  # noqa: BLE001 - nibabel raises many types here
+            raise ValueError(f"{file}: not a readable NIfTI file ({exc})") from None
+        # A zero, singular or NaN affine has no orientation to reorient by ("SVD did not
+        # converge" otherwise).
+        affine = values.finite(str(file), "affine", np.asarray(loaded.affine, float))
+        if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            raise ValueError(f"{file}: affine is singular (zero voxel size or collinear "
+                             "axes): no orientation")
+        try:
+            image = nib.as_closest_canonical(loaded)
             data = np.asarray(image.dataobj, dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - nibabel raises many types here
             raise ValueError(f"{file}: not a readable NIfTI file ({exc})") from None
+        values.finite(str(file), "voxel data", data)
         if data.ndim == 4:
             data = data[..., 0]
         if data.ndim != 3:

@@ -173,3 +173,44 @@ def test_cli_reports_a_bad_source_on_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: DICOM folder {tmp_path / 'absent'} does not exist"]
     assert not (tmp_path / "ct.h5").exists()
+
+
+def test_dicom_series_mixing_sizes_or_modalities_is_refused(tmp_path):
+    folder = tmp_path / "series"
+    folder.mkdir()
+    source = pydicom.data.get_testdata_file("CT_small.dcm")
+    shutil.copy(source, folder / "a.dcm")
+    # Another slice of the same series, cropped to 64 x 64.
+    ds = pydicom.dcmread(source)
+    ds.PixelData = ds.pixel_array[:64, :64].copy().tobytes()
+    ds.Rows, ds.Columns = 64, 64
+    ds.InstanceNumber = 2
+    ds.save_as(folder / "b.dcm")
+    with pytest.raises(ValueError, match=r"b.dcm: Rows x Columns 64 x 64 differ from 128 x 128 "
+                                         r"of a.dcm in the same series"):
+        read_dicom(folder)
+    ds = pydicom.dcmread(source)
+    ds.Modality = "MR"
+    ds.save_as(folder / "b.dcm")
+    with pytest.raises(ValueError, match=r"b.dcm: Modality is 'MR', not CT"):
+        read_dicom(folder)
+    ds = pydicom.dcmread(source)
+    ds.PixelSpacing = [0.0, 0.0]
+    ds.save_as(folder / "b.dcm")
+    with pytest.raises(ValueError, match=r"b.dcm: PixelSpacing \(mm\) must be above 0"):
+        read_dicom(folder)
+
+
+@pytest.mark.parametrize("affine, what", [
+    (np.zeros((4, 4)), "affine is singular"),
+    (np.diag([1.0, np.nan, 1.0, 1.0]), "affine has 1 NaN or infinite value"),
+    (np.diag([1.0, 0.0, 2.0, 1.0]), "affine is singular"),
+])
+def test_nifti_with_a_bad_affine_is_refused(tmp_path, affine, what):
+    # What a broken writer leaves: the sform holds the bad affine and nibabel reads it as is.
+    header = nib.Nifti1Header()
+    header.set_sform(affine, code=1)
+    path = tmp_path / "bad_affine.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 5, 3), np.float32), None, header), path)
+    with pytest.raises(ValueError, match=f"bad_affine.nii: {what}"):
+        read_nifti(path)
