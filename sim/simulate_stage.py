@@ -58,7 +58,10 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
     phantom = read_phantom(phantom_h5)  # checks the file before any work
 
     start = time.perf_counter()
-    fast = FastEngine(phantom, scanner, digitizer, sorter, settings)
+    try:
+        fast = FastEngine(phantom, scanner, digitizer, sorter, settings)
+    except ValueError as exc:  # what the engine finds wrong is in this file
+        raise ValueError(f"{phantom_h5}: {exc}") from None
     # Coincidences stream into the (temporary) output file chunk by chunk.
     with ListModeWriter(out_h5, overwrite) as out:
         result = fast.run(acquisition["activity_bq"], acquisition["duration_s"],
