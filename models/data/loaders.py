@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from sim import values
 from sim.fileio import open_hdf5
 
 
@@ -34,6 +35,19 @@ def dihedral(image: torch.Tensor, k: int) -> torch.Tensor:
     left-right flip when k >= 4."""
     out = torch.rot90(image, k % 4, dims=(-2, -1))
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
+
+
+def _check_images(path: Path, images: np.ndarray, first_row: int = 0) -> None:
+    """The image-set contract (DESIGN.md): float images (n, size, size), finite, in
+    [-1, 1] (the normalisation every set shares)."""
+    if images.ndim != 3 or images.shape[1] != images.shape[2]:
+        raise ValueError(f"{path}: dataset images has shape {images.shape}, expected "
+                         "(n, size, size)")
+    values.float_array(str(path), "dataset images", images)
+    if images.size and np.abs(images).max() > 1 + 1e-6:
+        row = first_row + int(np.argmax(np.abs(images).reshape(len(images), -1).max(axis=1)))
+        raise ValueError(f"{path}: dataset images has values outside [-1, 1] (row {row}): "
+                         "not normalised as an image set")
 
 
 class _H5Images(Dataset):
@@ -50,7 +64,9 @@ class _H5Images(Dataset):
         self._file = None
         if in_memory:
             with open_hdf5(self.path, "image set") as f:
-                self._memory = torch.from_numpy(f["images"][...])
+                images = f["images"][...]
+            _check_images(self.path, images)
+            self._memory = torch.from_numpy(images)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the augmentation draws (call once per epoch)."""
@@ -61,7 +77,9 @@ class _H5Images(Dataset):
             return self._memory[row][None]
         if self._file is None:  # one handle per process (DataLoader workers)
             self._file = h5py.File(self.path, "r")
-        return torch.from_numpy(self._file["images"][row])[None]
+        image = self._file["images"][row]
+        _check_images(self.path, image[None], first_row=int(row))
+        return torch.from_numpy(image)[None]
 
     def _transform(self, index: int) -> int:
         if not self.augment:

@@ -88,3 +88,24 @@ def test_ct_images_and_bad_files(tmp_path, positron_h5):
         PositronPairs(tmp_path / "ct.h5")
     with pytest.raises(FileNotFoundError, match="nothing.h5 does not exist"):
         CTImages(tmp_path / "nothing.h5")
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("value, what", [
+    (np.nan, "dataset images has 1 NaN or infinite value(s)"),
+    (np.inf, "dataset images has 1 NaN or infinite value(s)"),
+    (3.0, "dataset images has values outside [-1, 1] (row 2)"),
+])
+def test_image_sets_with_bad_values_are_refused_where_read(tmp_path, positron_h5, in_memory,
+                                                           value, what):
+    import re
+    import shutil
+
+    bad = tmp_path / "positron.h5"
+    shutil.copy(positron_h5, bad)
+    with h5py.File(bad, "r+") as f:
+        f["images"][2, 1, 1] = value
+    with pytest.raises(ValueError, match=re.escape(f"{bad}: {what}")):
+        data = PositronImages(bad, "train", in_memory=in_memory)
+        for i in range(len(data)):  # read per item when not in memory
+            data[i]
