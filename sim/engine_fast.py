@@ -198,29 +198,35 @@ class FastEngine:
         log.info("%.4g expected decays in %d chunk(s), %d worker(s)", frame.expected_decays,
                  frame.n_slices, workers)
         chunks = self._chunk_results(frame, seed, workers)
-        bar = tqdm(chunks, total=frame.n_slices, unit="chunk", desc="simulate",
-                   disable=(not sys.stderr.isatty()) if progress is None else not progress)
-        for k, (singles, n, chunk_timings) in enumerate(bar):
-            for key, value in chunk_timings.items():
-                timings[key] += value
-            singles["event"] = singles["event"] + primaries
-            singles["photon"] = singles["photon"] + 2 * primaries
-            primaries += n
-            t0 = time.perf_counter()
-            horizon = edges_ns[k + 1] - margin_ns if k + 1 < frame.n_slices else np.inf
-            p, d = sorter.add(singles, horizon)
-            timings["sorting"] += time.perf_counter() - t0
-            kinds = np.bincount(p["kind"], minlength=3)
-            for key, value in (("primaries", n), ("singles", singles["time_ns"].size),
-                               ("prompts", p["kind"].size), ("trues", kinds[0]),
-                               ("scattered", kinds[1]), ("randoms", kinds[2]),
-                               ("delayed", d["kind"].size)):
-                counts[key] += int(value)
-            if sink is None:
-                prompts.append(p)
-                delayed.append(d)
-            else:
-                sink(p, d)
+        # Closed explicitly whatever happens to the loop (an error in the sink, Ctrl-C):
+        # that stops the pool's workers now, not at garbage collection or exit.
+        try:
+            bar = tqdm(chunks, total=frame.n_slices, unit="chunk", desc="simulate",
+                       disable=(not sys.stderr.isatty()) if progress is None else not progress)
+            for k, (singles, n, chunk_timings) in enumerate(bar):
+                for key, value in chunk_timings.items():
+                    timings[key] += value
+                singles["event"] = singles["event"] + primaries
+                singles["photon"] = singles["photon"] + 2 * primaries
+                primaries += n
+                t0 = time.perf_counter()
+                horizon = edges_ns[k + 1] - margin_ns if k + 1 < frame.n_slices else np.inf
+                p, d = sorter.add(singles, horizon)
+                timings["sorting"] += time.perf_counter() - t0
+                kinds = np.bincount(p["kind"], minlength=3)
+                for key, value in (("primaries", n), ("singles", singles["time_ns"].size),
+                                   ("prompts", p["kind"].size), ("trues", kinds[0]),
+                                   ("scattered", kinds[1]), ("randoms", kinds[2]),
+                                   ("delayed", d["kind"].size)):
+                    counts[key] += int(value)
+                if sink is None:
+                    prompts.append(p)
+                    delayed.append(d)
+                else:
+                    sink(p, d)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
         if sink is not None:
             return SimulationResult(None, None, counts, timings)
         return SimulationResult(_concat(prompts), _concat(delayed), counts, timings)

@@ -11,6 +11,7 @@ import contextlib
 import datetime as _dt
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -43,9 +44,58 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # h5py and numpy name neither the file nor always the cause
+            raise OSError(exc.errno, _write_failure(exc, path.parent), str(path)) from None
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_output_set(paths: list[str | Path], overwrite: bool = False) -> Iterator[Path]:
+    """Write several outputs as one: yield a hidden staging folder beside them, in which
+    the caller writes each output under its own file name; they are moved into place only
+    when the block succeeds, so a failed or killed job never leaves some of them looking
+    complete without the others. Stale staging folders of dead processes are removed."""
+    import shutil
+
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    parent = paths[0].parent
+    parent.mkdir(parents=True, exist_ok=True)
+    for old in parent.glob(f".{paths[0].name}.*.staging"):
+        pid = old.name[len(paths[0].name) + 2 : -len(".staging")]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    staging = parent / f".{paths[0].name}.{os.getpid()}.staging"
+    staging.mkdir(exist_ok=True)
+    try:
+        yield staging
+        missing = [p.name for p in paths if not (staging / p.name).is_file()]
+        if missing:
+            raise RuntimeError(f"{staging}: output(s) {', '.join(missing)} were not written")
+        for path in paths:
+            os.replace(staging / path.name, path)
+    except OSError as exc:
+        if exc.filename is None:
+            raise OSError(exc.errno, _write_failure(exc, parent), str(parent)) from None
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_failure(exc: OSError, folder: Path) -> str:
+    """The cause of a failed write, in words: a full disk when it is one."""
+    detail = exc.strerror or str(exc).splitlines()[0]
+    try:
+        full = shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        full = False
+    return f"no space left on the device ({detail})" if full else f"cannot write ({detail})"
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

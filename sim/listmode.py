@@ -13,7 +13,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,8 @@ COLUMNS: dict[str, tuple[type, int]] = {
 }
 REQUIRED = tuple(COLUMNS)[:8]
 GROUPS = ("coincidences", "delayed")
+#: Free disk kept beyond each chunk (HDF5 metadata, the attributes written at the end).
+DISK_MARGIN_BYTES = 16 << 20
 REQUIRED_ATTRS = ("engine", "engine_version", "primaries", "activity_bq", "duration_s",
                   "scanner")
 
@@ -149,6 +153,16 @@ class ListModeWriter:
 
     def append(self, coincidences: dict, delayed: dict) -> None:
         """Append one chunk of prompts and delayed coincidences (columns of :data:`COLUMNS`)."""
+        # A full disk is refused before HDF5 meets it: HDF5's own write failure leaves its
+        # file in a state whose clean-up can crash the interpreter (h5py 3, seen).
+        chunk_bytes = sum(np.asarray(a).nbytes for t in (coincidences, delayed)
+                          for a in t.values())
+        free = shutil.disk_usage(self.path.parent).free
+        if free < 2 * chunk_bytes + DISK_MARGIN_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left on the device ({free / 1e6:.1f} MB "
+                          f"free; a chunk needs up to {chunk_bytes / 1e6:.1f} MB, and "
+                          f"{DISK_MARGIN_BYTES >> 20} MB are kept for the file's metadata)",
+                          str(self.path))
         for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
             n = _check_columns(columns, f"{self.path} group {group}")
             missing = [c for c in COLUMNS if c not in columns]

@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 
 from sim import values
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5
+from sim.fileio import atomic_output_set, decoded_attrs, open_hdf5
 from sim.materials import MATERIALS
 from sim.metaimage import write_mhd
 from sim.phantoms import PhantomModel
@@ -99,38 +99,38 @@ def write_phantom(
     attrs: dict[str, Any],
     overwrite: bool = False,
 ) -> list[Path]:
-    """Write the HDF5 file and the GATE MetaImage copies; returns the paths written."""
+    """Write the HDF5 file and the GATE MetaImage copies, as one set (none of them appears
+    unless all are written); returns the paths written."""
     h5_path = Path(h5_path)
     stem = h5_path.with_suffix("")
     grid = model.grid
     materials = material_table(vox.material)
-    written = []
-    for suffix, array in (("_materials", vox.material), ("_activity", vox.activity)):
-        written += write_mhd(f"{stem}{suffix}.mhd", array, grid.voxel_size_mm, grid.origin_mm,
-                             overwrite)
-    with atomic_output(f"{stem}_materials.txt", overwrite) as tmp:
-        tmp.write_text(gate_range_table(materials))
-    written.append(Path(f"{stem}_materials.txt"))
-
-    with atomic_output(h5_path, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        for name, array in (("material", vox.material), ("activity", vox.activity),
-                            ("mu511", vox.mu511_per_mm), ("labels", vox.labels)):
-            f.create_dataset(name, data=array.astype(IMAGE_DATASETS[name]),
-                             compression="gzip", compression_opts=4, shuffle=True)
-        f["mu511"].attrs["units"] = "1/mm"
-        f["activity"].attrs["units"] = "fraction of the phantom's activity"
-        f.attrs["axes"] = "zyx"
-        f.attrs["voxel_size_mm"] = np.asarray(grid.voxel_size_mm, dtype=np.float64)
-        f.attrs["origin_mm"] = grid.origin_mm
-        f.attrs["materials"] = json.dumps(materials, sort_keys=True)
-        f.attrs["material_ids"] = json.dumps(MATERIAL_IDS)
-        f.attrs["defects"] = json.dumps(model.defects, sort_keys=True)
-        f.attrs["phantom"] = json.dumps(model.description, sort_keys=True)
-        f.attrs["material_volume_mm3"] = json.dumps(vox.material_volume_mm3, sort_keys=True)
-        for key, value in attrs.items():
-            f.attrs[key] = value
-    written.append(h5_path)
-    return written
+    names = [f"{stem.name}{suffix}" for suffix in (
+        "_materials.mhd", "_materials.raw", "_activity.mhd", "_activity.raw", "_materials.txt")]
+    outputs = [h5_path.with_name(n) for n in names] + [h5_path]
+    with atomic_output_set(outputs, overwrite) as staging:
+        for suffix, array in (("_materials", vox.material), ("_activity", vox.activity)):
+            write_mhd(staging / f"{stem.name}{suffix}.mhd", array, grid.voxel_size_mm,
+                      grid.origin_mm)
+        (staging / f"{stem.name}_materials.txt").write_text(gate_range_table(materials))
+        with h5py.File(staging / h5_path.name, "w") as f:
+            for name, array in (("material", vox.material), ("activity", vox.activity),
+                                ("mu511", vox.mu511_per_mm), ("labels", vox.labels)):
+                f.create_dataset(name, data=array.astype(IMAGE_DATASETS[name]),
+                                 compression="gzip", compression_opts=4, shuffle=True)
+            f["mu511"].attrs["units"] = "1/mm"
+            f["activity"].attrs["units"] = "fraction of the phantom's activity"
+            f.attrs["axes"] = "zyx"
+            f.attrs["voxel_size_mm"] = np.asarray(grid.voxel_size_mm, dtype=np.float64)
+            f.attrs["origin_mm"] = grid.origin_mm
+            f.attrs["materials"] = json.dumps(materials, sort_keys=True)
+            f.attrs["material_ids"] = json.dumps(MATERIAL_IDS)
+            f.attrs["defects"] = json.dumps(model.defects, sort_keys=True)
+            f.attrs["phantom"] = json.dumps(model.description, sort_keys=True)
+            f.attrs["material_volume_mm3"] = json.dumps(vox.material_volume_mm3, sort_keys=True)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+    return outputs
 
 
 def read_phantom(path: str | Path) -> PhantomData:
