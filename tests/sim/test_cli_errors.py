@@ -69,3 +69,48 @@ def test_describe_names_the_path_and_cause():
     assert describe(ValueError("a\nb")) == "a b"
     assert describe(MemoryError("Unable to allocate 477 GiB")).startswith(
         "out of memory (Unable to allocate 477 GiB)")
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB file system (tmpfs), or a skip when this machine does not let us mount one."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({run.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+@pytest.mark.slow
+def test_a_full_disk_gives_one_line_and_leaves_nothing(tiny_disk, tmp_path, capsys):
+    """Phantom (its files as one set) and simulate (HDF5 list-mode written chunk by chunk)
+    on a disk that fills: one line naming the path and the cause, nothing left behind."""
+    from sim.__main__ import main
+
+    code = main(["phantom", "--dataset", "tubes", "--phantom", "tube_0000", "--out",
+                 str(tiny_disk / "t.h5")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tiny_disk}/") and "no space left on the device" in err[0]
+    assert list(tiny_disk.iterdir()) == []
+
+    phantom = tmp_path / "t.h5"
+    assert main(["phantom", "--dataset", "tubes", "--phantom", "tube_0000", "--out",
+                 str(phantom)]) == 0
+    capsys.readouterr()
+    code = main(["simulate", "--dataset", "tubes", "--phantom", "tube_0000", "--acquisition",
+                 "reference", "--phantom-file", str(phantom), "--out",
+                 str(tiny_disk / "reference.h5"), "--threads", "2"])
+    err = [line for line in capsys.readouterr().err.strip().splitlines()
+           if line.startswith("error:") or "Traceback" in line]
+    assert code == 2
+    assert err == [err[0]] and err[0].startswith(f"error: {tiny_disk}/reference.h5: no space "
+                                                 "left on the device"), err
+    assert list(tiny_disk.iterdir()) == []
