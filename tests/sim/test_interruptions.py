@@ -47,7 +47,7 @@ def _start_simulation(overlay: Path, phantom: Path, out: Path) -> tuple[subproce
                                  "--acquisition", "reference", "--phantom-file", str(phantom),
                                  "--out", str(out), "--threads", "2"),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_default_sigint)
     parent = psutil.Process(proc.pid)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -59,6 +59,12 @@ def _start_simulation(overlay: Path, phantom: Path, out: Path) -> tuple[subproce
         time.sleep(0.2)
     proc.kill()
     raise AssertionError("the simulation never started its two workers")
+
+
+def _default_sigint() -> None:
+    # A shell starts background jobs (CI, `make test &`) with SIGINT ignored, and Python then
+    # keeps ignoring it: give the simulation the disposition of a terminal's foreground job.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _gone(processes: list[psutil.Process], timeout_s: float) -> bool:
