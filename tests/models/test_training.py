@@ -208,13 +208,23 @@ def test_sigterm_leaves_a_resumable_checkpoint_and_no_partial_file(inputs, tmp_p
            *[a for role in ("positron", "ct", "features", "encoder")
              for a in (f"--{role}", str(files[role]))], "--threads", "1"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)
+    # stderr to a file, not a pipe: a pipe nobody reads blocks the job once it fills.
+    log = tmp_path / "stderr.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(cmd, stderr=stderr, text=True, env=env)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.2)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 128 + signal.SIGTERM, proc.stderr.read()
+    try:
+        code = proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise AssertionError("no exit 120 s after SIGTERM: " + log.read_text()[-3000:]) from None
+    assert code == 128 + signal.SIGTERM, log.read_text()[-3000:]
+    print(f"stderr of the stopped job: {log.stat().st_size} bytes")
     assert not (out / "final.pt").exists()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     step = load_checkpoint(out / "checkpoint.pt", "checkpoint")["step"]
