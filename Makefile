@@ -6,6 +6,9 @@ VENV   := .venv
 BIN    := $(abspath $(VENV))/bin
 STAMP  := $(VENV)/.installed-stamp
 CORES  ?= all
+# `make run CONFIG=config/thin_walls.yaml` overlays a config (checked before Snakemake starts).
+CONFIG ?=
+SMK_CONFIG := $(if $(CONFIG),--configfile $(CONFIG),)
 
 # Rules call `python -m sim|recon|models`: make them find the venv's python.
 export PATH := $(BIN):$(PATH)
@@ -22,8 +25,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --report results/report.html
+	$(BIN)/python -m sim run --cores $(CORES) $(SMK_CONFIG)
+	$(BIN)/python -m sim run --report results/report.html $(SMK_CONFIG)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -9,6 +9,8 @@ export-petsird   write a list-mode file as PETSIRD (the PET raw-data standard)
 crosscheck       compare two list-mode files of one phantom simulated by two engines
 scanner          print the scanner geometry derived from a config
 validate-config  validate config files and print the resolved config (defaults filled in)
+run              check the config a Snakemake command line gives, then run that Snakemake
+                 (``python -m sim run --cores 2 --configfile my.yaml``; sim/launch.py)
 """
 
 from __future__ import annotations
@@ -115,7 +117,19 @@ def _cmd_validate(args: argparse.Namespace) -> None:
     print(yaml.safe_dump(load_config(*args.configfile), sort_keys=False), end="")
 
 
+def _cmd_run(args: argparse.Namespace) -> None:
+    from sim.launch import run_snakemake
+
+    rest = args.snakemake_args
+    run_snakemake(rest[1:] if rest[:1] == ["--"] else rest)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "run" in argv and all(a in ("-v", "--verbose") for a in argv[:argv.index("run")]):
+        # Everything after `run` is Snakemake's, options included.
+        at = argv.index("run") + 1
+        argv[at:at] = ["--"]
     parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -185,6 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("validate-config", help="validate and print the resolved config")
     _config_args(p)
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("run", help="check the config of a Snakemake command line, then run it")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                   help="Snakemake's arguments, unchanged (e.g. --cores 2 --configfile my.yaml)")
+    p.set_defaults(func=_cmd_run)
 
     return run_command(parser, argv, "sim")
 

@@ -1,0 +1,139 @@
+"""``python -m sim run [snakemake arguments]``: Snakemake, after the config it will read has
+been checked.
+
+Snakemake parses ``--configfile`` files and ``--config`` items itself, before the Snakefile
+(and its validator) runs, and reports problems there in its own words or with a traceback:
+an empty overlay, a YAML syntax error, a top-level list, a missing file, a dotted key
+(``--config scanner.rings=32``). This launcher reads the same arguments the way Snakemake's
+parser does, checks the raw files (file, line and column) and items (the item and what is
+wrong), validates the merged config exactly as the Snakefile will (the repository's
+``config/config.yaml``, then each overlay, then the items), and only then replaces itself
+with the ``snakemake`` of the same environment, arguments unchanged. A bad config therefore
+costs one ``error:`` line and exit code 2, and nothing starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from sim.config import DEFAULT_CONFIG_PATH, ConfigError, deep_merge, load_config
+
+#: Snakemake's options that take config files or items (nargs: one or more / any number).
+CONFIGFILE_OPTIONS = ("--configfile", "--configfiles")
+CONFIG_OPTIONS = ("--config", "-C")
+#: A key Snakemake accepts on the command line (its own rule: an identifier, dashes inside).
+_KEY = re.compile(r"[a-zA-Z_][\w-]*\w$")
+
+
+def config_arguments(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The config files and ``KEY=VALUE`` items of a Snakemake command line, in order.
+
+    Like Snakemake's ``argparse`` (``nargs='+'``/``'*'``), an option's values run until
+    the next token that starts with ``-``; ``--configfile=F`` and ``--config=K=V`` give one;
+    an option given twice keeps its last values only (``--configfile a.yaml --configfile
+    b.yaml`` reads b.yaml alone: give overlays after one ``--configfile``).
+    """
+    found: dict[str, list[str]] = {"files": [], "items": []}
+    target: str | None = None
+    for token in argv:
+        name, eq, value = token.partition("=")
+        if token.startswith("-"):
+            target = ("files" if name in CONFIGFILE_OPTIONS
+                      else "items" if name in CONFIG_OPTIONS else None)
+            if target is not None:
+                found[target] = [value] if eq else []  # a repeated option replaces the last
+                if eq:  # `--option=value` takes that one value only
+                    target = None
+        elif target is not None:
+            found[target].append(token)
+    files, items = found["files"], found["items"]
+    return files, items
+
+
+def parse_config_items(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items as Snakemake turns them into config entries (int, float,
+    ``True``/``False``, flow-style YAML as strings, else the string), each key checked."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--config {item}: expected KEY=VALUE")
+        if "." in key:
+            top, _, rest = key.partition(".")
+            nested = "{" + ": {".join(rest.split(".")) + f": {value or 'null'}" \
+                     + "}" * rest.count(".") + "}"
+            raise ConfigError(
+                f"--config {item}: nested keys cannot be set on the command line (Snakemake "
+                f"refuses dotted keys); put `{top}: {nested}` in an overlay file and pass "
+                "it with --configfile")
+        if not _KEY.match(key):
+            raise ConfigError(f"--config {item}: {key!r} is not a config key (letters, digits, "
+                              "'_' and '-', starting with a letter or '_')")
+        parsed[key] = _snakemake_value(value)
+    return parsed
+
+
+def _snakemake_value(text: str) -> Any:
+    """The value Snakemake's parser makes of ``text`` (empty is None)."""
+    import yaml
+
+    if text == "":
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    if text in ("True", "False"):
+        return text == "True"
+    try:  # Snakemake's BaseLoader: nested values arrive as strings, which the validator names
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError:
+        return text
+
+
+def _refuse_repeated_options(argv: list[str]) -> None:
+    """Snakemake keeps only the last of a repeated ``--configfile`` or ``--config``, silently
+    dropping the others: refused, with the form that keeps them all."""
+    for options, form in ((CONFIGFILE_OPTIONS, "--configfile a.yaml b.yaml"),
+                          (CONFIG_OPTIONS, "--config key1=v1 key2=v2")):
+        given = [t.partition("=")[0] for t in argv if t.partition("=")[0] in options]
+        if len(given) > 1:
+            raise ConfigError(f"{given[0]} is given {len(given)} times; Snakemake would read "
+                              f"only the last one: give every value after one option "
+                              f"({form})")
+
+
+def check_snakemake_config(argv: list[str]) -> dict[str, Any]:
+    """The config a Snakemake run with ``argv`` would use, validated; ConfigError (one line
+    naming the file and line, or the item) otherwise."""
+    _refuse_repeated_options(argv)
+    files, items = config_arguments(argv)
+    overrides = parse_config_items(items)
+    for path in files:
+        if Path(path).is_dir():
+            raise ConfigError(f"config file {path} is a folder, not a YAML file")
+    return load_config(DEFAULT_CONFIG_PATH, *files, overrides=deep_merge({}, overrides))
+
+
+def snakemake_executable() -> str:
+    """The ``snakemake`` next to this interpreter (the project's environment), else PATH's."""
+    own = Path(sys.executable).parent / "snakemake"
+    found = str(own) if own.is_file() else shutil.which("snakemake")
+    if not found:
+        raise FileNotFoundError("snakemake is not installed in this environment "
+                                "(run `make install`)")
+    return found
+
+
+def run_snakemake(argv: list[str]) -> None:
+    """Check the config of ``argv``, then become ``snakemake argv`` (never returns)."""
+    check_snakemake_config(argv)
+    executable = snakemake_executable()
+    sys.stdout.flush()
+    os.execv(executable, [executable, *argv])

@@ -1,0 +1,110 @@
+"""`python -m sim run`: the config files and items of a Snakemake command line checked before
+Snakemake (which parses them before the Snakefile's validator could) starts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from snakemake.cli import get_argument_parser, parse_config
+
+from sim.__main__ import main
+from sim.launch import config_arguments, parse_config_items
+
+REPO = Path(__file__).resolve().parents[2]
+
+#: Command lines in every form Snakemake's parser accepts for config files and items.
+COMMAND_LINES = [
+    ["--cores", "2", "--configfile", "a.yaml"],
+    ["--configfile", "a.yaml", "b.yaml", "-n"],
+    ["--configfiles", "a.yaml", "--config", "engine=fast", "device=cpu", "--cores", "1"],
+    ["--configfile=a.yaml", "--config=engine=fast", "all"],
+    ["-C", "engine=fast", "--configfile", "a.yaml", "--configfile", "b.yaml"],
+    ["all", "--cores", "2"],
+    ["--configfile", "a.yaml", "--configfile=b.yaml", "--config", "engine=fast", "-C", "x_1=2"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMAND_LINES, ids=lambda a: " ".join(a))
+def test_config_arguments_are_read_as_snakemakes_own_parser_reads_them(argv):
+    reference = get_argument_parser().parse_args(argv)
+    files, items = config_arguments(argv)
+    assert files == [str(p) for p in reference.configfile]
+    assert items == list(reference.config or [])
+
+
+def test_config_items_get_the_values_snakemake_gives_them():
+    items = ["engine=fast", "count=3", "ratio=2.5", "flag=True", "off=False", "empty=",
+             "nested={rings: 32}", "word=cpu-1"]
+    assert parse_config_items(items) == parse_config(items)
+
+
+def _one_error_line(argv, capsys) -> str:
+    code = main(["run", "-n", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1, err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def test_every_config_file_snakemake_cannot_parse_gives_one_line_with_the_file(tmp_path,
+                                                                                 capsys):
+    cases = {"empty.yaml": ("", "is empty"),
+             "syntax.yaml": ("scanner:\n  rings: [1,\n  modules: 2\n", "not valid YAML at line"),
+             "list.yaml": ("- 1\n- 2\n", "top level must be a mapping"),
+             "tab.yaml": ("scanner:\n\trings: 32\n", "not valid YAML at line 2")}
+    for name, (text, expected) in cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        line = _one_error_line(["--configfile", str(path)], capsys)
+        assert line.startswith(f"error: config file {path}") and expected in line, line
+    missing = tmp_path / "missing.yaml"
+    assert _one_error_line(["--configfile", str(missing)], capsys) == \
+        f"error: config file {missing} does not exist"
+    assert _one_error_line(["--configfile", str(tmp_path)], capsys) == \
+        f"error: config file {tmp_path} is a folder, not a YAML file"
+
+
+def test_bad_config_items_give_one_line_with_the_item(capsys):
+    line = _one_error_line(["--config", "scanner.rings=32"], capsys)
+    assert line.startswith("error: --config scanner.rings=32: nested keys cannot be set")
+    assert "`scanner: {rings: 32}`" in line
+    assert "`a: {b: {c: 1}}`" in _one_error_line(["--config", "a.b.c=1"], capsys)
+    assert _one_error_line(["--config", "engine"], capsys) == \
+        "error: --config engine: expected KEY=VALUE"
+    assert "'1x' is not a config key" in _one_error_line(["--config", "1x=2"], capsys)
+
+
+def test_a_repeated_option_is_refused_because_snakemake_would_drop_all_but_the_last(capsys):
+    # The reference: Snakemake's own parser keeps the last --configfile only.
+    assert get_argument_parser().parse_args(
+        ["--configfile", "a.yaml", "--configfile", "b.yaml"]).configfile == [Path("b.yaml")]
+    line = _one_error_line(["--configfile", "a.yaml", "--configfile", "b.yaml"], capsys)
+    assert line == ("error: --configfile is given 2 times; Snakemake would read only the last "
+                    "one: give every value after one option (--configfile a.yaml b.yaml)")
+    assert "--config is given 2 times" in _one_error_line(
+        ["--config", "engine=fast", "--config", "device=cpu"], capsys)
+
+
+def test_the_merged_config_is_validated_with_the_key_named(tmp_path, capsys):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("scanner:\n  rings: .nan\n")
+    assert "config key scanner.rings" in _one_error_line(["--configfile", str(overlay)], capsys)
+    # Later sources win, as in Snakemake: the item's engine replaces the overlay's.
+    overlay.write_text("engine: fast\n")
+    line = _one_error_line(["--configfile", str(overlay), "--config", "engine=nope"], capsys)
+    assert line.startswith("error: config key engine: 'nope' is not one of")
+
+
+def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("engine: fast\n")
+    out = subprocess.run([sys.executable, "-m", "sim", "run", "--dry-run", "--quiet", "rules",
+                          "--configfile", str(overlay)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # Snakemake's own summary of the dry run: the launcher handed over to it.
+    assert "This was a dry-run" in out.stdout + out.stderr
