@@ -37,7 +37,7 @@ def dihedral(image: torch.Tensor, k: int) -> torch.Tensor:
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
 
 
-def _check_images(path: Path, images: np.ndarray, first_row: int = 0) -> None:
+def check_images(path: Path, images: np.ndarray, first_row: int = 0) -> None:
     """The image-set contract (DESIGN.md): float images (n, size, size), finite, in
     [-1, 1] (the normalisation every set shares)."""
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
@@ -65,7 +65,7 @@ class _H5Images(Dataset):
         if in_memory:
             with open_hdf5(self.path, "image set") as f:
                 images = f["images"][...]
-            _check_images(self.path, images)
+            check_images(self.path, images)
             self._memory = torch.from_numpy(images)
 
     def set_epoch(self, epoch: int) -> None:
@@ -78,7 +78,7 @@ class _H5Images(Dataset):
         if self._file is None:  # one handle per process (DataLoader workers)
             self._file = h5py.File(self.path, "r")
         image = self._file["images"][row]
-        _check_images(self.path, image[None], first_row=int(row))
+        check_images(self.path, image[None], first_row=int(row))
         return torch.from_numpy(image)[None]
 
     def _transform(self, index: int) -> int:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from models.data.loaders import PositronImages
+from models.data.loaders import PositronImages, check_images
 from models.evaluate.feature_network import embed, load_feature_network
 from models.metrics.distances import frechet_distance, kernel_distance
 from models.metrics.memorisation import copy_statistics, nearest
@@ -108,17 +108,17 @@ def read_generated(path: Path, positron_attrs: dict[str, Any]) -> np.ndarray:
     with open_hdf5(path, "generated image set") as f:
         if "images" not in f:
             raise ValueError(f"{path}: missing dataset images (not a generated set)")
-        images = f["images"][...].astype(np.float64)
+        images = f["images"][...]
         attrs = decoded_attrs(f)
+    check_images(path, images)  # the image-set contract: float, finite, in [-1, 1]
     size = int(positron_attrs.get("size_px", images.shape[-1]))
-    if images.ndim != 3 or images.shape[1:] != (size, size):
+    if images.shape[1:] != (size, size):
         raise ValueError(f"{path}: images of shape {images.shape[1:]}, but the real set's are "
                          f"{size} x {size} px")
     if attrs.get("normalisation") != positron_attrs.get("normalisation"):
         raise ValueError(f"{path}: attribute normalisation differs from the real set's "
                          "(generated from another positron.h5?)")
-    if not np.all(np.isfinite(images)) or np.abs(images).max() > 1 + 1e-6:
-        raise ValueError(f"{path}: images hold NaN, infinite or out-of-range values")
+    images = images.astype(np.float64)
     return images
 
 

@@ -33,24 +33,31 @@ PHANTOM_ORIGIN = tuple(-(np.array(PHANTOM_SHAPE) - 1) / 2 * np.array(PHANTOM_VOX
 RECON_GRID = ImageGrid((11, 16, 16), (2.0, 2.0, 2.0), (-10.0, -15.0, -15.0))
 
 
-def write_phantom_file(path: Path, defect_planes: tuple[int, int] = (4, 6)) -> Path:
-    """Activity in a disk over phantom slices 1..10 (0 and 11 are end caps); a 'hole' defect
-    (label 1) at pixels (y 3-4, x 8-9) in phantom slices ``defect_planes``."""
+def recon_grid(slices: int = PHANTOM_SHAPE[0]) -> ImageGrid:
+    """The reconstruction grid of a fixture phantom of ``slices`` slices (RECON_GRID for 12)."""
+    return ImageGrid((slices - 1, 16, 16), (2.0, 2.0, 2.0), (-(slices - 2.0), -15.0, -15.0))
+
+
+def write_phantom_file(path: Path, defect_planes: tuple[int, int] = (4, 6),
+                       slices: int = PHANTOM_SHAPE[0]) -> Path:
+    """Activity in a disk over phantom slices 1..slices-2 (the first and last are end caps); a
+    'hole' defect (label 1) at pixels (y 3-4, x 8-9) in phantom slices ``defect_planes``."""
+    shape = (slices, *PHANTOM_SHAPE[1:])
     y, x = np.meshgrid(np.arange(16) - 7.5, np.arange(16) - 7.5, indexing="ij")
     disk = (x**2 + y**2 <= 36).astype(np.float32)
-    activity = np.zeros(PHANTOM_SHAPE, np.float32)
-    activity[1:11] = disk
+    activity = np.zeros(shape, np.float32)
+    activity[1:-1] = disk
     activity /= activity.sum()
-    labels = np.zeros(PHANTOM_SHAPE, np.uint8)
+    labels = np.zeros(shape, np.uint8)
     labels[defect_planes[0] : defect_planes[1], 3:5, 8:10] = 1
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
-        f["material"] = np.zeros(PHANTOM_SHAPE, np.uint8)
+        f["material"] = np.zeros(shape, np.uint8)
         f["activity"] = activity
-        f["mu511"] = np.zeros(PHANTOM_SHAPE, np.float32)
+        f["mu511"] = np.zeros(shape, np.float32)
         f["labels"] = labels
         f.attrs["voxel_size_mm"] = np.array(PHANTOM_VOXEL)
-        f.attrs["origin_mm"] = np.array(PHANTOM_ORIGIN)
+        f.attrs["origin_mm"] = -(np.array(shape) - 1) / 2 * np.array(PHANTOM_VOXEL)
         f.attrs["materials"] = json.dumps({"0": {"name": "air"}})
         f.attrs["defects"] = json.dumps([{"label": 1, "type": "hole"}])
         f.attrs["phantom"] = json.dumps({})
@@ -67,14 +74,16 @@ def write_recon_file(path: Path, image: np.ndarray, duration_s: float,
 
 
 def make_results(root: Path, phantoms: list[str], rng: np.random.Generator,
-                 durations=(("fast", 0.1), ("reference", 10.0))) -> dict:
+                 durations=(("fast", 0.1), ("reference", 10.0)),
+                 slices: int = PHANTOM_SHAPE[0]) -> dict:
     """results/{dataset} layout with phantom and reconstruction files; returns the images."""
     images = {}
+    grid = recon_grid(slices)
     for name in phantoms:
-        write_phantom_file(root / "phantoms" / f"{name}.h5")
+        write_phantom_file(root / "phantoms" / f"{name}.h5", slices=slices)
         for acq, duration in durations:
-            image = rng.gamma(2.0, 1.0, RECON_GRID.shape) * duration
-            write_recon_file(root / "recon" / name / f"{acq}.h5", image, duration)
+            image = rng.gamma(2.0, 1.0, grid.shape) * duration
+            write_recon_file(root / "recon" / name / f"{acq}.h5", image, duration, grid)
             images[name, acq] = image
     return images
 

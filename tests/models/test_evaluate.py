@@ -171,3 +171,26 @@ def test_inception_fid_is_skipped_with_a_note_or_needs_its_file(evaluated, tmp_p
     if importlib.util.find_spec("torch_fidelity") is None:  # the case on these machines
         with pytest.raises(ValueError, match="needs torchmetrics\\[image\\] and torch-fidel"):
             _evaluate(missing, files, root, tmp_path / "eval3")
+
+
+@pytest.mark.parametrize("case, images, message", [
+    ("NaN", np.full((4, 8, 8), np.nan, np.float32), "dataset images has 256 NaN or infinite"),
+    ("infinity", np.full((4, 8, 8), np.inf, np.float32), "NaN or infinite value"),
+    ("out of range", np.full((4, 8, 8), 1.5, np.float32), "values outside \\[-1, 1\\] \\(row 0\\)"),
+    ("integers", np.zeros((4, 8, 8), np.uint8), "must hold floating-point values"),
+    ("not images", np.zeros((4, 64), np.float32), "has shape \\(4, 64\\), expected"),
+])
+def test_a_generated_set_breaking_the_image_set_contract_is_refused(tmp_path, case, images,
+                                                                   message):
+    from models.evaluate.table1 import read_generated
+
+    path = tmp_path / f"{case}.h5"
+    with h5py.File(path, "w") as f:
+        f["images"] = images
+        f.attrs["normalisation"] = "{}"
+    with pytest.raises(ValueError, match=f"^{path}: .*{message}"):
+        read_generated(path, {"size_px": 8, "normalisation": "{}"})
+    with h5py.File(path, "w") as f:
+        f["pictures"] = images
+    with pytest.raises(ValueError, match=f"^{path}: missing dataset images"):
+        read_generated(path, {"size_px": 8, "normalisation": "{}"})

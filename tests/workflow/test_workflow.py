@@ -4,7 +4,6 @@ config asks for; one phantom job runs end to end through its rule."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from recon.image_io import read_recon
 from sim.listmode import read_listmode
+from tests.workflow.sandbox import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -100,18 +100,12 @@ def test_default_dag_trains_and_generates(tmp_path):
     assert "results/tubes/datasets/positron.h5" in run.output
 
 
-def _copy_workflow(dest: Path) -> None:
-    for item in ("Snakefile", "workflow", "config", "profiles", "sim", "recon", "models"):
-        src = REPO / item
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / item)
-
-
 def test_documented_command_runs_a_job_without_the_venv_activated(tmp_path):
     """The README's form `.venv/bin/snakemake ...` with the venv not on PATH: every rule's
     `python -m ...` must still be the venv's interpreter (not the system's, or none)."""
     snakemake = Path(sys.executable).parent / "snakemake"
     assert snakemake.is_file(), f"{snakemake}: the install step did not put snakemake there"
-    _copy_workflow(tmp_path)
+    copy_workflow(tmp_path)
     env = {**os.environ, "PATH": "/usr/bin:/bin"}
     run = subprocess.run([str(snakemake), "results/qa_point/phantoms/point_0000.h5", "--cores",
                           "1", "--configfile", "config/qa.yaml"], cwd=tmp_path, env=env,
@@ -124,7 +118,7 @@ def test_documented_command_runs_a_job_without_the_venv_activated(tmp_path):
 @pytest.mark.slow
 def test_phantom_and_simulate_rules_run(tmp_path):
     """Run the real rules on a copy of the workflow with a tiny QA dataset."""
-    _copy_workflow(tmp_path)
+    copy_workflow(tmp_path)
     overlay = tmp_path / "tiny.yaml"
     overlay.write_text(
         "run_datasets: [tiny]\n"
