@@ -13,7 +13,7 @@ SMK_CONFIG := $(if $(CONFIG),--configfile $(CONFIG),)
 # Rules call `python -m sim|recon|models`: make them find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test install lint dryrun clean-venv
+.PHONY: run test cluster-test install lint dryrun clean-venv
 
 install: $(STAMP)
 
@@ -33,6 +33,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --dry-run --quiet rules
+
+# A one-node Slurm cluster on this machine (Debian's packages; needs root), then the workflow's
+# cluster test through `profiles/slurm` (tests/workflow/test_cluster.py; 8 minutes on 2 cores).
+cluster-test: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[slurm]"
+	profiles/slurm/local/start.sh
+	$(BIN)/python -m pytest -m cluster -s tests/workflow/test_cluster.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -193,3 +193,24 @@ def test_phantom_and_simulate_rules_run(tmp_path):
     table = (tmp_path / "results/tiny/crosscheck/point_0001/paper/fast_vs_fast/crosscheck.md")
     assert "| prompts per 1000 decays |" in table.read_text()
     assert (table.parent / "crosscheck.png").is_file()
+
+
+@pytest.mark.slow
+def test_keep_listmode_false_deletes_list_mode_once_reconstructed(tmp_path):
+    copy_workflow(tmp_path)
+    overlay = tmp_path / "tiny.yaml"
+    overlay.write_text(
+        "run_datasets: [tiny]\nkeep_listmode: false\npositron_images: {low_count: paper}\n"
+        "datasets:\n  tiny:\n    family: point\n    n_phantoms: 1\n    acquisitions: [paper]\n"
+        "    grid: {shape: [8, 16, 16], voxel_size_mm: [1.0, 1.0, 1.0]}\n")
+    target = "results/tiny/recon/point_0000/paper.h5"
+    run = _snakemake("--cores", "1", target, "--configfile", str(overlay), cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert read_recon(tmp_path / target).attrs["prompts"] >= 0
+    assert not (tmp_path / "results/tiny/listmode/point_0000/paper.h5").exists()
+    # Kept by default: the same run without the switch leaves the file.
+    overlay.write_text(overlay.read_text().replace("keep_listmode: false\n", ""))
+    (tmp_path / target).unlink()
+    run = _snakemake("--cores", "1", target, "--configfile", str(overlay), cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    assert (tmp_path / "results/tiny/listmode/point_0000/paper.h5").is_file()

@@ -46,8 +46,17 @@ def phantom_spec_json(wildcards):
     return json.dumps(phantom_spec(config, wildcards.dataset, wildcards.phantom), sort_keys=True)
 
 
+def listmode_output(path):
+    """A list-mode output: kept, or temporary when `keep_listmode: false` (deleted once its
+    reconstructions are written)."""
+    return path if config["keep_listmode"] else temp(path)
+
+
 def all_listmode_outputs():
-    """List-mode files of every phantom and acquisition of every selected dataset."""
+    """List-mode files of every phantom and acquisition of every selected dataset (none when
+    they are temporary: the reconstructions ask for them)."""
+    if not config["keep_listmode"]:
+        return []
     return [
         f"results/{dataset}/listmode/{phantom}/{acquisition}.h5"
         for dataset in selected_datasets(config)

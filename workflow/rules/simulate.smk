@@ -4,7 +4,7 @@ rule simulate:
     input:
         phantom="results/{dataset}/phantoms/{phantom}.h5",
     output:
-        "results/{dataset}/listmode/{phantom}/{acquisition}.h5",
+        listmode_output("results/{dataset}/listmode/{phantom}/{acquisition}.h5"),
     params:
         spec=simulate_spec_json,
     log:
