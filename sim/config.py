@@ -387,14 +387,15 @@ def phantom_index(config: dict, dataset: str, phantom: str) -> int:
     """Index of a phantom in its dataset, with a clear error for a name that is not there."""
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")
-    if phantom not in phantom_names(config, dataset):
-        raise ConfigError(
-            f"phantom {phantom!r} is not part of dataset {dataset!r} "
-            f"(expected {phantom_names(config, dataset)[0]} ... "
-            f"{phantom_names(config, dataset)[-1]})"
-        )
+    # O(1), not a search of the name list: a 10,000-phantom DAG asks this 50,000 times.
+    ds = config["datasets"][dataset]
     match = PHANTOM_NAME.match(phantom)
-    assert match is not None  # guaranteed by phantom_names
+    if (match is None or match["family"] != ds["family"]
+            or not 0 <= int(match["index"]) < ds["n_phantoms"]
+            or phantom != f"{ds['family']}_{int(match['index']):04d}"):
+        first, last = (f"{ds['family']}_{i:04d}" for i in (0, max(ds["n_phantoms"] - 1, 0)))
+        raise ConfigError(f"phantom {phantom!r} is not part of dataset {dataset!r} "
+                          f"(expected {first} ... {last})")
     return int(match["index"])
 
 

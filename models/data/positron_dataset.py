@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,45 @@ def resample(image: np.ndarray, size_px: int, order: int = 1) -> np.ndarray:
 
 @dataclass
 class Slices:
-    """Images and metadata gathered before normalisation."""
+    """Metadata of the gathered slices (a few numbers each), and the largest activity and
+    truth values so far (the ``dataset`` normalisation's scales)."""
 
-    activity: list[np.ndarray] = field(default_factory=list)
-    masks: list[np.ndarray] = field(default_factory=list)
-    truth: list[np.ndarray] = field(default_factory=list)
     columns: dict[str, list] = field(default_factory=lambda: {k: [] for k in COLUMNS})
+    activity_max: float = 0.0
+    truth_max: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.columns["phantom"])
+
+
+#: Images gathered before a write, and rows normalised at once: memory is bounded by these,
+#: not by the number of phantoms.
+BATCH_ROWS = 256
+
+
+class _Rows:
+    """Growable (n, size, size) datasets of a scratch HDF5 file: raw activity, truth, masks."""
+
+    def __init__(self, f: h5py.File, size: int) -> None:
+        self.sets = {name: f.create_dataset(name, (0, size, size), dtype, maxshape=(
+            None, size, size), chunks=(min(BATCH_ROWS, 64), size, size))
+            for name, dtype in (("activity", np.float32), ("truth", np.float32),
+                                ("masks", np.uint8))}
+        self.pending: dict[str, list[np.ndarray]] = {name: [] for name in self.sets}
+
+    def append(self, activity: np.ndarray, truth: np.ndarray, masks: np.ndarray) -> None:
+        for name, image in (("activity", activity), ("truth", truth), ("masks", masks)):
+            self.pending[name].append(image)
+        if len(self.pending["activity"]) >= BATCH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for name, images in self.pending.items():
+            if images:
+                data = self.sets[name]
+                data.resize(len(data) + len(images), axis=0)
+                data[len(data) - len(images):] = np.stack(images)
+                images.clear()
 
 
 def _overlap_weights(centres_mm: np.ndarray, size_mm: float, slice_centres_mm: np.ndarray,
@@ -179,8 +213,11 @@ def input_files(spec: dict[str, Any], results_dir: str | Path) -> dict[str, dict
     return files
 
 
-def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Slices, list]:
-    """Cut, resample and describe every slice; returns the slices and the pairs (row lists)."""
+def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]], rows_out: _Rows
+           ) -> tuple[Slices, list]:
+    """Cut, resample and describe every slice, one phantom at a time, the images appended to
+    ``rows_out`` (raw activity per second, truth, masks); returns the slices' metadata and
+    the pairs (row lists)."""
     cfg = spec["positron_images"]
     size = int(cfg["size_px"])
     axis = 0 if cfg["orientation"] == "transaxial" else 2
@@ -203,10 +240,12 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
             measures = {r["label"]: r for r in measure_defects(recon.image, recon.grid, phantom)}
             for index, position, image, labels, counts in _cuts(
                     recon, phantom, cfg["min_activity_fraction"], axis):
-                rows.setdefault(index, {})[acq] = len(out.activity)
-                out.activity.append(resample(image.astype(np.float32) / duration, size))
-                out.truth.append(resample(np.take(truth, index, axis=axis), size))
-                out.masks.append(resample(labels, size, order=0))
+                rows.setdefault(index, {})[acq] = len(out)
+                activity = resample(image.astype(np.float32) / duration, size)
+                cut_truth = resample(np.take(truth, index, axis=axis), size)
+                rows_out.append(activity, cut_truth, resample(labels, size, order=0))
+                out.activity_max = max(out.activity_max, float(activity.max()))
+                out.truth_max = max(out.truth_max, float(cut_truth.max()))
                 cnr, crc = _most_visible(labels, measures)
                 out.columns["defect_cnr"].append(cnr)
                 out.columns["defect_crc"].append(crc)
@@ -222,16 +261,29 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]]) -> tuple[Sli
     return out, pairs
 
 
-def normalise(activity: list[np.ndarray], mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images in [-1, 1] and the scale of each (module docstring)."""
-    stack = np.stack(activity).astype(np.float64)
+def normalise(activity: np.ndarray, mode: str, dataset_max: float | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, H, W) in [-1, 1] and the scale of each (module docstring); ``dataset_max``
+    is the largest value of the whole set when ``activity`` is one batch of it."""
+    stack = np.asarray(activity, dtype=np.float64)
     if mode == "image":
         scale = stack.max(axis=(1, 2))
     else:
-        scale = np.full(len(stack), stack.max())
+        scale = np.full(len(stack), stack.max() if dataset_max is None else dataset_max)
     scale = np.where(scale > 0, scale, 1.0)
     images = np.clip(2.0 * stack / scale[:, None, None] - 1.0, -1.0, 1.0)
     return images.astype(np.float32), scale
+
+
+def _normalised_copy(source: h5py.Dataset, target: h5py.Dataset, mode: str,
+                     dataset_max: float) -> np.ndarray:
+    """``target`` = ``source`` normalised, BATCH_ROWS rows at a time; the scales (n,)."""
+    scales = []
+    for start in range(0, len(source), BATCH_ROWS):
+        images, scale = normalise(source[start:start + BATCH_ROWS], mode, dataset_max)
+        target[start:start + len(images)] = images
+        scales.append(scale)
+    return np.concatenate(scales) if scales else np.zeros(0)
 
 
 def write_contact_sheet(path: Path, images: np.ndarray, masks: np.ndarray, pairs: np.ndarray,
@@ -272,36 +324,45 @@ def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5
         raise ValueError(f"dataset {spec['dataset']}: none of its acquisitions is "
                          "positron_images.low_count or .reference")
     files = input_files(spec, results_dir)
-    slices, pairs = gather(spec, files)
-    if not slices.activity:
-        raise ValueError(f"dataset {spec['dataset']}: no slice holds enough activity "
-                         "(positron_images.min_activity_fraction)")
     cfg = spec["positron_images"]
-    images, scale = normalise(slices.activity, cfg["normalisation"])
-    truth, truth_scale = normalise(slices.truth, cfg["normalisation"])
-    slices.columns["scale"] = scale.tolist()
-    slices.columns["truth_scale"] = truth_scale.tolist()
-    masks = np.stack(slices.masks).astype(np.uint8)
-    pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    size = images.shape[1]
-    attrs = provenance_attrs(spec, params={"size_px": size, "orientation": cfg["orientation"]},
-                             seed=int(cfg["seed"]))
-    attrs.update(
-        normalisation=json.dumps({
-            "mode": cfg["normalisation"], "formula": "x = 2 * a / scale - 1",
-            "inverse": "a = (x + 1) / 2 * scale",
-            "activity": "reconstructed image / duration_s (relative, proportional to Bq/mL)",
-            "resampling": "linear, anti-aliased when shrinking; masks nearest"}),
-        size_px=size, orientation=cfg["orientation"], dataset=spec["dataset"],
-        acquisitions=json.dumps(spec["acquisitions"]), split_fractions=json.dumps(
-            cfg["split_fractions"]))
-    with atomic_output(out_h5, overwrite) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("images", data=images, chunks=(1, size, size), compression="gzip",
-                         compression_opts=4, shuffle=True)
-        f.create_dataset("masks", data=masks, chunks=(1, size, size), compression="gzip",
-                         compression_opts=4, shuffle=True)
-        f.create_dataset("truth", data=truth, chunks=(1, size, size), compression="gzip",
-                         compression_opts=4, shuffle=True)
+    size = int(cfg["size_px"])
+    with atomic_output(out_h5, overwrite) as tmp, h5py.File(tmp, "w") as f, \
+            tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".gather-") as scratch_dir, \
+            h5py.File(Path(scratch_dir) / "raw.h5", "w") as scratch:
+        rows = _Rows(scratch, size)
+        slices, pairs = gather(spec, files, rows)
+        rows.flush()
+        if not len(slices):
+            raise ValueError(f"dataset {spec['dataset']}: no slice holds enough activity "
+                             "(positron_images.min_activity_fraction)")
+        raw = rows.sets
+        written = {name: f.create_dataset(name, (len(slices), size, size), dtype,
+                                          chunks=(1, size, size), compression="gzip",
+                                          compression_opts=4, shuffle=True)
+                   for name, dtype in (("images", np.float32), ("masks", np.uint8),
+                                       ("truth", np.float32))}
+        scale = _normalised_copy(raw["activity"], written["images"], cfg["normalisation"],
+                                 slices.activity_max)
+        truth_scale = _normalised_copy(raw["truth"], written["truth"], cfg["normalisation"],
+                                       slices.truth_max)
+        for start in range(0, len(slices), BATCH_ROWS):
+            written["masks"][start:start + BATCH_ROWS] = raw["masks"][start:start + BATCH_ROWS]
+        slices.columns["scale"] = scale.tolist()
+        slices.columns["truth_scale"] = truth_scale.tolist()
+        pairs_array = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+        attrs = provenance_attrs(spec, params={"size_px": size,
+                                               "orientation": cfg["orientation"]},
+                                 seed=int(cfg["seed"]))
+        attrs.update(
+            normalisation=json.dumps({
+                "mode": cfg["normalisation"], "formula": "x = 2 * a / scale - 1",
+                "inverse": "a = (x + 1) / 2 * scale",
+                "activity": "reconstructed image / duration_s (relative, proportional to "
+                            "Bq/mL)",
+                "resampling": "linear, anti-aliased when shrinking; masks nearest"}),
+            size_px=size, orientation=cfg["orientation"], dataset=spec["dataset"],
+            acquisitions=json.dumps(spec["acquisitions"]), split_fractions=json.dumps(
+                cfg["split_fractions"]))
         f.create_dataset("pairs", data=pairs_array)
         for name, dtype in COLUMNS.items():
             f.create_dataset(name, data=np.asarray(slices.columns[name], dtype=object
@@ -309,10 +370,12 @@ def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5
                              dtype=dtype)
         for key, value in attrs.items():
             f.attrs[key] = value
-    write_contact_sheet(png, images, masks, pairs_array, slices.columns,
-                        f"{spec['dataset']}: {len(images)} images, {len(pairs_array)} pairs",
-                        overwrite)
+    n_images = len(slices)
+    with h5py.File(out_h5, "r") as f:  # the sheet reads its few rows back
+        write_contact_sheet(png, f["images"], f["masks"], pairs_array, slices.columns,
+                            f"{spec['dataset']}: {n_images} images, {len(pairs_array)} pairs",
+                            overwrite)
     counts = {s: int(np.sum(np.asarray(slices.columns["split"]) == s))
               for s in ("train", "val", "test")}
-    log.info("%s: %d images (%s), %d pairs", out_h5, len(images), counts, len(pairs_array))
-    return {"images": len(images), "pairs": len(pairs_array), "splits": counts}
+    log.info("%s: %d images (%s), %d pairs", out_h5, n_images, counts, len(pairs_array))
+    return {"images": n_images, "pairs": len(pairs_array), "splits": counts}

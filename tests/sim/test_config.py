@@ -151,3 +151,19 @@ def test_phantom_index_errors(default_config):
         phantom_index(default_config, "tubes", "tube_0004")
     with pytest.raises(ConfigError, match="unknown dataset 'x'"):
         phantom_index(default_config, "x", "tube_0000")
+
+
+def test_phantom_index_accepts_exactly_the_dataset_names(default_config):
+    """Against the slow reference: membership in the list of the dataset's names."""
+    cfg = copy.deepcopy(default_config)
+    cfg["datasets"]["tubes"]["n_phantoms"] = 12000
+    names = phantom_names(cfg, "tubes")
+    candidates = [*names[::997], names[-1], "tube_12000", "tube_00001", "tube_1", "tube_-001",
+                  "point_0001", "tube_0001x", "Tube_0001", "tube_10000", "tube_011999", ""]
+    for name in candidates:
+        if name in names:
+            assert phantom_index(cfg, "tubes", name) == names.index(name)
+        else:
+            with pytest.raises(ConfigError, match=f"{name!r} is not part of dataset 'tubes' "
+                                                  r"\(expected tube_0000 ... tube_11999\)"):
+                phantom_index(cfg, "tubes", name)
