@@ -45,8 +45,9 @@ def overlay(n_phantoms: int) -> dict:
             "limits": {"disk_gb": 1e6, "memory_gb": 1e4}}
 
 
-def dry_run(n_phantoms: int) -> tuple[float, float, int]:
-    """Seconds, peak memory (MB) and job count of a dry run of a dataset of ``n_phantoms``."""
+def snakemake_run(n_phantoms: int, mode: str) -> tuple[float, float, int]:
+    """Seconds, peak memory (MB) and job count of ``snakemake --dag`` (``mode`` "dag") or a
+    dry run ("dry-run") of a dataset of ``n_phantoms``."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for item in ("Snakefile", "workflow", "config", "profiles", "sim", "recon", "models"):
@@ -55,16 +56,21 @@ def dry_run(n_phantoms: int) -> tuple[float, float, int]:
         (work / "scale.yaml").write_text(yaml.safe_dump(overlay(n_phantoms)))
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
-        run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "--dry-run",
-                              "--quiet", "rules", "--cores", "1", "--configfile", "scale.yaml"],
+        flags = ["--dag"] if mode == "dag" else ["--dry-run", "--quiet", "rules"]
+        run = subprocess.run([str(Path(sys.executable).parent / "snakemake"), *flags,
+                              "--cores", "1", "--configfile", "scale.yaml"],
                              cwd=work, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if run.returncode:
         raise SystemExit(run.stdout[-2000:] + run.stderr[-2000:])
-    total = re.search(r"^total\s+(\d+)$", run.stdout + run.stderr, re.M)
+    if mode == "dag":  # one dot node per job, the target `all` included
+        jobs = len(re.findall(r"^\s*\d+\[label", run.stdout, re.M))
+    else:
+        total = re.search(r"^total\s+(\d+)$", run.stdout + run.stderr, re.M)
+        jobs = int(total.group(1)) if total else -1
     # ru_maxrss of children is the largest child so far: valid when N grows run by run.
-    return seconds, max(peak_kb, before) / 1024, int(total.group(1)) if total else -1
+    return seconds, max(peak_kb, before) / 1024, jobs
 
 
 def measured_disk(results: Path) -> dict[str, float] | None:
@@ -82,13 +88,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--phantoms", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--dry-run-max", type=int, default=1000,
+                        help="also dry-run datasets up to this many phantoms (default 1000)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}, Python {platform.python_version()}")
     for n in sorted(args.phantoms):
-        seconds, peak_mb, jobs = dry_run(n)
-        print(f"{n:>6} phantoms: {jobs} jobs, DAG and dry run {seconds:.1f} s, "
-              f"Snakemake peak memory {peak_mb:.0f} MB")
+        for mode in ("dag", "dry-run") if n <= args.dry_run_max else ("dag",):
+            seconds, peak_mb, jobs = snakemake_run(n, mode)
+            what = "DAG built (--dag)" if mode == "dag" else "dry run"
+            print(f"{n:>6} phantoms: {jobs} jobs, {what} in {seconds:.1f} s, Snakemake peak "
+                  f"memory {peak_mb:.0f} MB", flush=True)
     config = load_config()
     tubes = config["datasets"]["tubes"]
     per_phantom = dataset_needs(tubes, config["acquisitions"]).disk_bytes / tubes["n_phantoms"]

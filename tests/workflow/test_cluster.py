@@ -2,10 +2,12 @@
 cluster-test` starts a one-node cluster from Debian's packages, then runs this file).
 
 What is checked comes from Slurm's own records, not from Snakemake's: every job Snakemake
-submitted has a completion record (jobcomp/filetxt, configured by
+submitted (one per phantom for its phantom, simulate and reconstruct jobs, grouped by the
+profile, and one per gathering job) has a completion record (jobcomp/filetxt, configured by
 `profiles/slurm/local/start.sh`) with state COMPLETED, the CPUs its rule's `threads`, the
-memory its `mem_mb` and the time limit its `runtime` declare; and the dataset's outputs exist
-and read back. Skipped, with the reason, where no Slurm node or no executor plugin is there.
+memory its `mem_mb` and the time limit its `runtime` declare (for a group, what its members
+declare, run in series); and the dataset's outputs exist and read back. Skipped, with the
+reason, where no Slurm node or no executor plugin is there.
 """
 
 from __future__ import annotations
@@ -59,27 +61,48 @@ def _completion_records(path: Path) -> dict[int, dict[str, str]]:
     return records
 
 
-def _submitted_jobs(output: str) -> list[dict]:
-    """From Snakemake's log: per submitted job, its rule, threads, mem_mb, runtime and the
-    Slurm job id."""
-    blocks = {}
-    for block in re.split(r"\n(?=\[\w{3} \w{3} )", output):
-        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
-        jobid = re.search(r"^\s+jobid: (\d+)", block, re.M)
-        if rule and jobid:
-            resources = re.search(r"^\s+resources: (.*)$", block, re.M).group(1)
-            threads = re.search(r"^\s+threads: (\d+)", block, re.M)
-            blocks[int(jobid.group(1))] = {
-                "rule": rule.group(1),
-                "threads": int(threads.group(1)) if threads else 1,
-                "mem_mb": int(re.search(r"\bmem_mb=(\d+)", resources).group(1)),
-                "runtime": int(re.search(r"\bruntime=(\d+)", resources).group(1)),
-            }
-    jobs = []
-    for job, slurm_id in re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)",
+def _member(block: str) -> dict | None:
+    """A job block of Snakemake's log: rule, jobid, threads, mem_mb and runtime."""
+    rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.M)
+    jobid = re.search(r"^\s+jobid: (\d+)", block, re.M)
+    if not (rule and jobid):
+        return None
+    resources = re.search(r"^\s+resources: (.*)$", block, re.M).group(1)
+    threads = re.search(r"^\s+threads: (\d+)", block, re.M)
+    return {"rule": rule.group(1), "jobid": int(jobid.group(1)),
+            "threads": int(threads.group(1)) if threads else 1,
+            "mem_mb": int(re.search(r"\bmem_mb=(\d+)", resources).group(1)),
+            "runtime": int(re.search(r"\bruntime=(\d+)", resources).group(1))}
+
+
+def _submissions(output: str) -> list[dict]:
+    """From Snakemake's log: every Slurm submission with its Slurm job id and its members
+    (one job, or the jobs of a group), each with its rule's threads, mem_mb and runtime."""
+    singles: dict[int, dict] = {}
+    groups: list[list[dict]] = []
+    in_group = False
+    for block in re.split(r"\n(?=\s*\[\w{3} \w{3} )", output):
+        if re.search(r"\] Group job \S+ \(jobs", block):
+            groups.append([])
+            in_group = True
+            continue
+        member = _member(block)
+        if member is None:
+            continue
+        if block.startswith((" ", "\n ")) and in_group:  # group members are indented
+            groups[-1].append(member)
+        else:
+            in_group = False
+            singles[member["jobid"]] = member
+    submitted, group_index = [], 0
+    for key, slurm_id in re.findall(r"Job (\S+) has been submitted with SLURM jobid (\d+)",
                                     output):
-        jobs.append({**blocks[int(job)], "slurm_id": int(slurm_id)})
-    return jobs
+        if key.isdigit():
+            members = [singles[int(key)]]
+        else:  # a group's id; groups are submitted in the order they are printed
+            members, group_index = groups[group_index], group_index + 1
+        submitted.append({"slurm_id": int(slurm_id), "members": members})
+    return submitted
 
 
 def test_small_dataset_runs_through_slurm_with_the_declared_resources(tmp_path):
@@ -88,30 +111,42 @@ def test_small_dataset_runs_through_slurm_with_the_declared_resources(tmp_path):
         pytest.skip(reason)
     copy_workflow(tmp_path)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # --cores 2: a group job must fit a 2-CPU node, so Snakemake runs its members one after
+    # the other (2 threads each but the phantom's): its request is then the largest threads
+    # and memory of its members and the sum of their runtimes.
     run = subprocess.run(
         [str(Path(sys.executable).parent / "snakemake"), "--profile", "profiles/slurm",
-         "--slurm-status-command", "squeue", "--configfile", "config/cluster_test.yaml"],
+         "--slurm-status-command", "squeue", "--cores", "2", "--configfile",
+         "config/cluster_test.yaml"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=3600)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-4000:]
-    jobs = _submitted_jobs(output)
-    # Every job but the local target `all` went through the scheduler.
+    submitted = _submissions(output)
+    # Every job but the local target `all` went through the scheduler, each exactly once.
     planned = re.search(r"^total\s+(\d+)$", output, re.M)
-    assert planned and len(jobs) == int(planned.group(1)) - 1, output[-4000:]
+    members = [m for job in submitted for m in job["members"]]
+    assert planned and len(members) == int(planned.group(1)) - 1, output[-4000:]
+    assert len({m["jobid"] for m in members}) == len(members)
+    # One group job per phantom: its phantom, 2 simulations and 2 reconstructions.
+    groups = [job for job in submitted if len(job["members"]) > 1]
+    assert len(groups) == 3 and all(
+        sorted(m["rule"] for m in job["members"]) ==
+        ["phantom", "reconstruct", "reconstruct", "simulate", "simulate"] for job in groups)
     records = _completion_records(_jobcomp_log())
-    for job in jobs:
+    for job in submitted:
         record = records.get(job["slurm_id"])
         assert record is not None, f"{job}: no Slurm completion record"
         assert record["JobState"] == "COMPLETED", (job, record)
         assert Path(record["WorkDir"]) == tmp_path, (job, record)
         tres = dict(item.split("=") for item in record["Tres"].split(","))
-        assert int(tres["cpu"]) == job["threads"], (job, record)
-        assert tres["mem"] == f"{job['mem_mb']}M", (job, record)
-        assert int(record["TimeLimit"]) == job["runtime"], (job, record)
-    rules = {job["rule"] for job in jobs}
-    assert {"phantom", "simulate", "reconstruct", "positron_dataset"} <= rules, rules
+        assert int(tres["cpu"]) == max(m["threads"] for m in job["members"]), (job, record)
+        assert tres["mem"] == f"{max(m['mem_mb'] for m in job['members'])}M", (job, record)
+        assert int(record["TimeLimit"]) == sum(m["runtime"] for m in job["members"]), \
+            (job, record)
     with h5py.File(tmp_path / "results/cluster/datasets/positron.h5") as f:
         assert f["images"].shape[0] > 0
-    print(f"{len(jobs)} Slurm jobs: " + ", ".join(
-        f"{job['rule']} {job['threads']} CPU {job['mem_mb']} MB {job['runtime']} min"
-        for job in jobs))
+    for job in submitted:
+        record = records[job["slurm_id"]]
+        print(f"Slurm job {job['slurm_id']}: {'+'.join(m['rule'] for m in job['members'])}, "
+              f"{record['Tres']}, time limit {record['TimeLimit']} min, "
+              f"ran {record['StartTime']} to {record['EndTime']}")
