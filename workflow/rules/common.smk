@@ -1,8 +1,10 @@
 # Helpers shared by the rules: names of the jobs derived from the validated config.
 import json
+import math
 import shlex
 
 from models.methods import method_class, run_name_pattern
+from sim.budget import dataset_needs
 from sim.config import (
     ct_dataset_spec,
     method_runs,
@@ -39,6 +41,14 @@ def all_phantom_outputs():
         for dataset in selected_datasets(config)
         for phantom in phantom_names(config, dataset)
     ]
+
+
+def phantom_mem_mb(wildcards):
+    """Memory of a phantom job, MB: sim/budget.py's estimate for the dataset's grid (1 kB per
+    voxel and a base, measured), rounded up to 500 MB, at least 1 GB; 1,000 MB for the
+    default grid (measured peak 420-490 MB), 17 GB for a 256^3 grid."""
+    needs = dataset_needs(config["datasets"][wildcards.dataset], config["acquisitions"])
+    return max(1000, 500 * math.ceil(needs.job_memory_bytes / 1e6 / 500))
 
 
 def phantom_spec_json(wildcards):

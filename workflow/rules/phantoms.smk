@@ -25,7 +25,7 @@ rule phantom:
         "benchmarks/out/phantom/{dataset}/{phantom}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=phantom_mem_mb,
         runtime=20,
     conda:
         "../envs/sim.yaml"
