@@ -69,6 +69,9 @@ def overlay(statistics: float, seed: int, iterations: int, subsets: int) -> dict
             "acquisitions": {"cold": {"activity_bq": 600000.0,
                                       "duration_s": REFERENCE_DURATION_S * statistics}},
             "datasets": {"cold_spheres": tubes},
+            # The config must say which images a set cuts; no set is cut here.
+            "positron_images": {"reference": "cold"},
+            "train": {"methods": [], "acquisition": None},
             "recon": {"iterations": iterations, "subsets": subsets}}
 
 

@@ -56,6 +56,25 @@ def _loglik(y: torch.Tensor, ybar: torch.Tensor) -> float:
                  - ybar.sum())
 
 
+#: Expected counts below this share of a subset's largest are treated as zero (module note in
+#: :func:`measured_over_expected`).
+EXPECTED_FLOOR = 1e-10
+
+
+def measured_over_expected(counts: torch.Tensor | float, ybar: torch.Tensor) -> torch.Tensor:
+    """``counts / ybar`` where the model expects counts, 0 elsewhere (EM's ratio).
+
+    An expectation below ``EXPECTED_FLOOR`` of the largest one counts as none: in float32 its
+    reciprocal overflows (a 3D list-mode reconstruction of trues saw an event with ybar
+    2.2e-40 once its LOR's voxels had gone cold: an infinite ratio, then NaN voxels), and an
+    event the model gives no chance cannot be explained by raising a voxel either.
+    """
+    if ybar.numel() == 0:
+        return torch.zeros_like(ybar)
+    expected = ybar > EXPECTED_FLOOR * ybar.max()
+    return torch.where(expected, counts / torch.where(expected, ybar, 1.0), 0.0)
+
+
 def _product(matrix: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     """Sparse matrix times dense columns (n, planes); a matrix-vector product for one plane
     (several times faster than a one-column matrix product on the CPU)."""
@@ -139,7 +158,7 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
             else:
                 yb = w * _product(a, x) + background[idx]
                 y = counts[idx]
-            ratio = torch.where(yb > 0, y / yb, 0.0)
+            ratio = measured_over_expected(y, yb)
             x = x * _product(at, w * ratio) * inv_sens
         if len(blocks) > 1:
             result.loglik.append(_loglik(counts, expected(x)))
@@ -202,7 +221,7 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
             ybar = forward(x, idx)
             if n_subsets == 1 and it > 0:
                 result.loglik.append(loglik(ybar, x))
-            ratio = torch.where(ybar > 0, 1.0 / torch.where(ybar > 0, ybar, 1.0), 0.0)
+            ratio = measured_over_expected(1.0, ybar)
             tof = None if tof_mm is None else tof_mm[idx]
             back = projector.back(ratio, p1[idx], p2[idx], tof, kernel)
             x = torch.where(seen, x * back * (n_subsets / safe_sens), 0.0)

@@ -30,7 +30,7 @@ import scipy.sparse
 import torch
 
 from recon.grid import ImageGrid
-from recon.mlem import EMResult, _loglik, _progress
+from recon.mlem import EMResult, _loglik, _progress, measured_over_expected
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import SystemMatrix2D, to_torch_csr
 
@@ -278,7 +278,7 @@ def osem_oblique(counts: torch.Tensor, model: ObliqueModel, mask: torch.Tensor,
     for it in _progress(iterations, "EM (oblique SSRB)"):
         for q, idx in enumerate(index):
             ybar = model.forward(x, q) + background[idx]
-            ratio = torch.where(ybar > 0, counts[idx] / torch.where(ybar > 0, ybar, 1.0), 0.0)
+            ratio = measured_over_expected(counts[idx], ybar)
             x = x * model.back(ratio, q) * inv_sens[q]
         result.loglik.append(loglik(x))
         if callback is not None:

@@ -220,3 +220,21 @@ def test_randoms_from_the_delayed_window():
     assert (w * (a @ images[False])).sum() == pytest.approx(y[seen].sum(), rel=1e-6)
     assert y[seen].sum() > 1.15 * (w * (a @ truth)).sum()
     assert (images[False][cold] > 2 * images[True][cold]).all()
+
+
+def test_em_ratio_stays_finite_where_the_model_expects_next_to_nothing():
+    """EM's counts / ybar against float64 division, with what a cold region produces in
+    float32: a denormal expectation (2.2e-40, whose reciprocal overflows to infinity) and
+    zeros. Those give 0, every other entry the plain quotient."""
+    from recon.mlem import EXPECTED_FLOOR, measured_over_expected
+
+    ybar = torch.tensor([3.0, 0.5, 2.2e-40, 0.0, 1e-9, 4e-3], dtype=torch.float32)
+    counts = torch.tensor([2.0, 1.0, 1.0, 1.0, 1.0, 0.0], dtype=torch.float32)
+    assert not torch.isfinite(1.0 / ybar[2])  # the overflow the guard exists for
+    ratio = measured_over_expected(counts, ybar)
+    y64, c64 = ybar.double().numpy(), counts.double().numpy()
+    expected = np.where(y64 > EXPECTED_FLOOR * y64.max(), c64 / np.where(y64 > 0, y64, 1), 0.0)
+    np.testing.assert_allclose(ratio.numpy(), expected, rtol=1e-6)
+    assert ratio[2] == 0 and ratio[3] == 0 and ratio[4] > 0  # 1e-9 is 3e-10 of the largest
+    assert torch.isfinite(measured_over_expected(1.0, ybar)).all()
+    assert measured_over_expected(1.0, torch.zeros(0)).numel() == 0
