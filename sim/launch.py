@@ -109,10 +109,49 @@ def _refuse_repeated_options(argv: list[str]) -> None:
                               f"({form})")
 
 
+def requested_executor(argv: list[str]) -> tuple[str, str] | None:
+    """The executor a command line asks for, and where (``--executor``/``-e``, else the
+    ``executor:`` of the ``--profile`` folder's config.yaml); None for the default."""
+    import yaml
+
+    for i, token in enumerate(argv):
+        name, eq, value = token.partition("=")
+        if name in ("--executor", "-e"):
+            value = value if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            return value, f"{name} {value}"
+    for i, token in enumerate(argv):
+        name, eq, value = token.partition("=")
+        if name == "--profile":
+            folder = Path(value if eq else (argv[i + 1] if i + 1 < len(argv) else ""))
+            config = folder / "config.yaml"
+            if config.is_file():
+                executor = (yaml.safe_load(config.read_text()) or {}).get("executor")
+                if executor:
+                    return str(executor), f"{config}: executor {executor}"
+    return None
+
+
+def _check_executor(argv: list[str]) -> None:
+    """An executor plugin that is not installed: named with its install command (Snakemake
+    says "invalid choice: 'slurm'" after printing its whole usage)."""
+    import importlib.util
+
+    found = requested_executor(argv)
+    if found is None or found[0] in ("local", "dryrun", "touch"):
+        return
+    executor, where = found
+    module = "snakemake_executor_plugin_" + executor.replace("-", "_")
+    if importlib.util.find_spec(module) is None:
+        extra = ' (pip install -e ".[slurm]")' if executor == "slurm" else ""
+        raise ConfigError(f"{where}: the executor plugin {module.replace('_', '-')} is not "
+                          f"installed in this environment{extra}")
+
+
 def check_snakemake_config(argv: list[str]) -> dict[str, Any]:
     """The config a Snakemake run with ``argv`` would use, validated; ConfigError (one line
     naming the file and line, or the item) otherwise."""
     _refuse_repeated_options(argv)
+    _check_executor(argv)
     files, items = config_arguments(argv)
     overrides = parse_config_items(items)
     for path in files:

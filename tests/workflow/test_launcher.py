@@ -108,3 +108,15 @@ def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     # Snakemake's own summary of the dry run: the launcher handed over to it.
     assert "This was a dry-run" in out.stdout + out.stderr
+
+
+def test_a_missing_executor_plugin_is_named_with_its_install_command(tmp_path, capsys):
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    (profile / "config.yaml").write_text("executor: no-such-cluster\njobs: 10\n")
+    line = _one_error_line(["--profile", str(profile)], capsys)
+    assert line == (f"error: {profile / 'config.yaml'}: executor no-such-cluster: the executor "
+                    "plugin snakemake-executor-plugin-no-such-cluster is not installed in this "
+                    "environment")
+    assert "plugin snakemake-executor-plugin-other is not installed" in _one_error_line(
+        ["--executor", "other"], capsys)
