@@ -71,9 +71,16 @@ if [ ! -s /etc/munge/munge.key ]; then
     chown munge:munge /etc/munge/munge.key
     chmod 400 /etc/munge/munge.key
 fi
-pgrep -x munged >/dev/null || runuser -u munge -- munged
-pgrep -x slurmctld >/dev/null || slurmctld
-pgrep -x slurmd >/dev/null || slurmd
+# A working munged answers `munge -n` (a process that is still exiting does not).
+if ! munge -n </dev/null >/dev/null 2>&1; then
+    runuser -u munge -- munged --force && touch "$STATE/munged_started"
+fi
+# Not up (checked above): daemons left from a failed start are restarted with this config.
+for daemon in slurmd slurmctld; do
+    pkill -x "$daemon" && sleep 1
+done
+slurmctld
+slurmd
 for _ in $(seq 60); do
     if sinfo -h -o %T 2>/dev/null | grep -Eq '^(idle|mixed|allocated)'; then
         touch "$STATE/started"
