@@ -9,10 +9,11 @@ for daemon in slurmd slurmctld; do
 done
 # A daemon stuck retrying (slurmd without munge) can outlive SIGTERM: 10 s, then SIGKILL.
 for _ in $(seq 10); do
-    pgrep -x 'slurmd|slurmctld' >/dev/null || break
+    pgrep -x slurmd >/dev/null || pgrep -x slurmctld >/dev/null || break
     sleep 1
 done
-pkill -9 -x 'slurmd|slurmctld' 2>/dev/null
+pkill -9 -x slurmd 2>/dev/null
+pkill -9 -x slurmctld 2>/dev/null
 rm -f "$STATE/started"
 # munged only when start.sh started it (another service may rely on a munged of its own).
 if [ -f "$STATE/munged_started" ]; then
