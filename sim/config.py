@@ -182,6 +182,8 @@ def _check_dataset(name: str, ds: dict, config: dict, scanner: Scanner) -> None:
                f"{base}.{family}.position_mm", "source does not fit inside the voxel grid")
         _check((x * x + y * y) ** 0.5 + radius < bore_mm, f"{base}.{family}.position_mm",
                f"source lies outside the scanner bore ({bore_mm:.1f} mm)")
+    elif family == "part":
+        _check_part(base, ds, np.array([nx * dx, ny * dy, nz * dz]) / 2.0, bore_mm)
     elif family == "nema":
         nema = ds["nema"]
         radius = nema["diameter_mm"] / 2.0
@@ -193,6 +195,35 @@ def _check_dataset(name: str, ds: dict, config: dict, scanner: Scanner) -> None:
                f"cylinder does not fit the scanner bore ({bore_mm:.1f} mm)")
         _check(nema["line_offset_mm"] + nema["line_diameter_mm"] / 2 < radius,
                f"{base}.nema.line_offset_mm", "line source lies outside the cylinder")
+
+
+def _check_part(base: str, ds: dict, half_extent_xyz_mm: np.ndarray, bore_mm: float) -> None:
+    """A ``part`` dataset: its volumes, their mesh files (read and checked) and the fit."""
+    # Imported here: trimesh is needed by this family only.
+    from sim.parts.files import PartError
+    from sim.parts.layout import PartSettings, check_fit, load_part
+
+    _check(ds.get("part") is not None, f"{base}.part",
+           "family 'part' needs a part section (volumes and fill; see config/parts.yaml)")
+    try:
+        settings = PartSettings.from_config(ds["part"])
+    except ValueError as exc:
+        raise ConfigError(f"config key {base}.part.{exc}") from None
+    for v in settings.volumes:
+        _check(v.name not in settings.fill or v.material != "air", f"{base}.part.fill",
+               f"volume {v.name!r} is of air; a cavity holding the solution needs its carrier "
+               "(e.g. water) as material")
+    weights, count = ds["defects"]["types"], ds["defects"]["count"]
+    wall_defects = count[1] > 0 and any(weights[k] > 0 for k in ("crack", "hole", "pit"))
+    _check(not wall_defects or any(v.name not in settings.fill and v.material != "air"
+                                   for v in settings.volumes), f"{base}.defects.types",
+           "cracks, holes and pits go into the part's walls, but no volume is a solid one "
+           "(neither filled nor air); set their weights to 0")
+    lo, hi = settings.rotation_z_deg
+    try:
+        check_fit(load_part(settings, lo), half_extent_xyz_mm, bore_mm, turns_about_z=hi > lo)
+    except PartError as exc:
+        raise ConfigError(f"config key {base}.part.volumes: {exc}") from None
 
 
 def _power_of_two(value: int) -> bool:
@@ -403,7 +434,10 @@ def phantom_spec(config: dict, dataset: str, phantom: str) -> dict[str, Any]:
     """Everything a phantom job depends on: its dataset section (minus acquisitions), its
     index and name, and the scanner bore. Hashing this gives ``config_sha256``."""
     index = phantom_index(config, dataset, phantom)
-    section = {k: v for k, v in config["datasets"][dataset].items() if k != "acquisitions"}
+    # Unset optional sections (`part: null` of the other families) stay out, so that adding
+    # them to the schema left the existing phantoms' specs, hashes and files unchanged.
+    section = {k: v for k, v in config["datasets"][dataset].items()
+               if k != "acquisitions" and v is not None}
     return {
         "dataset": dataset,
         "phantom": phantom,

@@ -34,6 +34,7 @@ NEMA NU 2's scatter phantom scaled to this bore).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +44,7 @@ from sim.shapes import Box, Cylinder, EllipticCylinderZ, Shape, Sphere
 from sim.voxelise import Grid, Layer
 
 DEFECT_TYPES = ("crack", "hole", "pit", "inclusion", "bubble")
-_CLEARANCE_MM = 1.0  # between defects, and between bore defects and the wall
+CLEARANCE_MM = 1.0  # between defects, and between bore defects and the wall
 _MAX_TRIES = 1000
 
 
@@ -57,17 +58,17 @@ class PhantomModel:
     defects: list[dict[str, Any]]
 
 
-def _uniform(rng: np.random.Generator, bounds) -> float:
+def uniform_in(rng: np.random.Generator, bounds) -> float:
     lo, hi = bounds
     return float(lo) if lo == hi else float(rng.uniform(lo, hi))
 
 
-def _grid(spec: dict) -> Grid:
+def grid_of(spec: dict) -> Grid:
     shape = tuple(int(n) for n in spec["grid"]["shape"])
     return Grid(shape, tuple(float(v) for v in spec["grid"]["voxel_size_mm"]))
 
 
-def _background(grid: Grid) -> Layer:
+def background_layer(grid: Grid) -> Layer:
     half_zyx = np.asarray(grid.shape) * np.asarray(grid.voxel_size_mm) / 2.0 + 1.0
     return Layer(Box((0.0, 0.0, 0.0), np.eye(3).tolist(), tuple(half_zyx[::-1])), "air")
 
@@ -75,14 +76,14 @@ def _background(grid: Grid) -> Layer:
 # ---------------------------------------------------------------------- tube
 def _draw_tube(spec: dict, rng: np.random.Generator) -> dict[str, Any]:
     t = spec["tube"]
-    outer = _uniform(rng, t["outer_radius_mm"])
-    wall = _uniform(rng, t["wall_thickness_mm"])
-    length = _uniform(rng, t["length_mm"])
+    outer = uniform_in(rng, t["outer_radius_mm"])
+    wall = uniform_in(rng, t["wall_thickness_mm"])
+    length = uniform_in(rng, t["length_mm"])
     anisotropic = bool(rng.random() < t["anisotropic_probability"])
     if anisotropic:
-        offset = _uniform(rng, t["eccentricity_mm"])
+        offset = uniform_in(rng, t["eccentricity_mm"])
         offset_angle = float(rng.uniform(0, 2 * np.pi))
-        ellipticity = _uniform(rng, t["ellipticity"])
+        ellipticity = uniform_in(rng, t["ellipticity"])
         ellipse_angle = float(rng.uniform(0, np.pi))
     else:
         offset = offset_angle = ellipticity = ellipse_angle = 0.0
@@ -131,10 +132,10 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
         local_wall = outer - r_bore
         normal, tangent, axial = _radial_frame(phi)
     if kind == "crack":
-        length = _uniform(rng, params["length_mm"])
-        width = _uniform(rng, params["width_mm"])
-        depth_fraction = _uniform(rng, params["depth_fraction"])
-        tilt = np.deg2rad(_uniform(rng, params["tilt_deg"]))
+        length = uniform_in(rng, params["length_mm"])
+        width = uniform_in(rng, params["width_mm"])
+        depth_fraction = uniform_in(rng, params["depth_fraction"])
+        tilt = np.deg2rad(uniform_in(rng, params["tilt_deg"]))
         along = np.cos(tilt) * axial + np.sin(tilt) * tangent
         thin = np.cross(normal, along)
         half_span_t = 0.5 * length * np.sin(tilt) + width
@@ -154,7 +155,7 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
         bound_r = 0.5 * np.hypot(length, r_out - r_in)
         material, replaces = fill, (metal,)
     elif kind == "hole":
-        diameter = _uniform(rng, params["diameter_mm"])
+        diameter = uniform_in(rng, params["diameter_mm"])
         z = float(rng.uniform(-inner_half + diameter, inner_half - diameter))
         r_in, r_out = r_bore - 1.0, outer + 1.0
         centre = 0.5 * (r_in + r_out) * normal + z * axial
@@ -163,8 +164,8 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
         bound_r = 0.5 * np.hypot(diameter, r_out - r_in)
         material, replaces = fill, (metal,)
     elif kind == "pit":
-        diameter = _uniform(rng, params["diameter_mm"])
-        depth = _uniform(rng, params["depth_fraction"]) * local_wall
+        diameter = uniform_in(rng, params["diameter_mm"])
+        depth = uniform_in(rng, params["depth_fraction"]) * local_wall
         radius = max(diameter / 2.0, depth)
         z = float(rng.uniform(-inner_half + radius, inner_half - radius))
         centre = (r_bore + depth - radius) * normal + z * axial
@@ -173,9 +174,9 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
         bound_r = radius
         material, replaces = fill, (metal,)
     elif kind in ("inclusion", "bubble"):
-        diameter = _uniform(rng, params["diameter_mm"])
+        diameter = uniform_in(rng, params["diameter_mm"])
         radius = diameter / 2.0
-        margin = radius + _CLEARANCE_MM
+        margin = radius + CLEARANCE_MM
         # Uniform point in the bore's ellipse shrunk by radius + clearance (the polar form
         # sqrt(U) keeps the density uniform over the area).
         rho, angle = np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
@@ -203,26 +204,33 @@ def _draw_defect(kind: str, params: dict, tube: dict, bore: EllipticCylinderZ,
     return shape, desc, np.asarray(centre, dtype=float), float(bound_r)
 
 
-def _tube_model(spec: dict, rng: np.random.Generator, grid: Grid) -> PhantomModel:
-    tube = _draw_tube(spec, rng)
-    outer = Cylinder((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), tube["outer_radius_mm"],
-                     tube["length_mm"] / 2.0)
-    bore = _bore(tube)
-    layers = [
-        _background(grid),
-        Layer(outer, tube["material"]),
-        Layer(bore, tube["fill"], active=True),
-    ]
+#: One drawn defect: shape, description, bounding-sphere centre (x, y, z) mm and radius mm.
+DrawnDefect = tuple[Shape, dict[str, Any], np.ndarray, float]
+
+
+def place_defects(spec: dict, rng: np.random.Generator,
+                  draw: Callable[[str, dict], DrawnDefect | None],
+                  active_materials: set[str]) -> tuple[list[Layer], list[dict[str, Any]]]:
+    """Draw the number and types of defects from ``spec['defects']`` and place each with
+    ``draw(kind, params)`` (None: no site found, draw again), rejecting overlaps.
+
+    Returns one :class:`Layer` (labelled 1, 2, ...) and one description per defect; a defect
+    whose material is in ``active_materials`` carries the solution's activity.
+    """
     d = spec["defects"]
     n_defects = int(rng.integers(d["count"][0], d["count"][1] + 1))
     weights = np.array([d["types"][k] for k in DEFECT_TYPES], dtype=float)
+    layers: list[Layer] = []
     defects: list[dict[str, Any]] = []
     placed: list[tuple[np.ndarray, float]] = []
     for label in range(1, n_defects + 1):
         kind = str(rng.choice(DEFECT_TYPES, p=weights / weights.sum()))
         for _ in range(_MAX_TRIES):
-            shape, desc, centre, bound_r = _draw_defect(kind, d[kind], tube, bore, rng)
-            if all(np.linalg.norm(centre - c) > bound_r + r + _CLEARANCE_MM for c, r in placed):
+            drawn = draw(kind, d[kind])
+            if drawn is None:
+                continue
+            shape, desc, centre, bound_r = drawn
+            if all(np.linalg.norm(centre - c) > bound_r + r + CLEARANCE_MM for c, r in placed):
                 break
         else:
             raise ValueError(
@@ -231,17 +239,33 @@ def _tube_model(spec: dict, rng: np.random.Generator, grid: Grid) -> PhantomMode
                 ".defects.count or the defect sizes"
             )
         placed.append((centre, bound_r))
-        layers.append(Layer(shape, desc["material"], active=desc["material"] == tube["fill"],
+        layers.append(Layer(shape, desc["material"], active=desc["material"] in active_materials,
                             label=label, replaces=tuple(desc["replaces"])))
         defects.append({"label": label, **desc})
+    return layers, defects
+
+
+def _tube_model(spec: dict, rng: np.random.Generator, grid: Grid) -> PhantomModel:
+    tube = _draw_tube(spec, rng)
+    outer = Cylinder((0.0, 0.0, 0.0), (0.0, 0.0, 1.0), tube["outer_radius_mm"],
+                     tube["length_mm"] / 2.0)
+    bore = _bore(tube)
+    layers = [
+        background_layer(grid),
+        Layer(outer, tube["material"]),
+        Layer(bore, tube["fill"], active=True),
+    ]
+    defect_layers, defects = place_defects(
+        spec, rng, lambda kind, params: _draw_defect(kind, params, tube, bore, rng),
+        {tube["fill"]})
     tube_desc = {"family": "tube", **tube, "bore": bore.describe()}
-    return PhantomModel(layers, grid, tube_desc, defects)
+    return PhantomModel(layers + defect_layers, grid, tube_desc, defects)
 
 
 # ---------------------------------------------------------------------- QA phantoms
 def _qa_model(spec: dict, grid: Grid) -> PhantomModel:
     family = spec["family"]
-    layers = [_background(grid)]
+    layers = [background_layer(grid)]
     if family == "point":
         p = spec["point"]
         layers.append(Layer(Sphere(tuple(p["position_mm"]), p["diameter_mm"] / 2.0), "water",
@@ -265,14 +289,27 @@ def _qa_model(spec: dict, grid: Grid) -> PhantomModel:
     return PhantomModel(layers, grid, description, [])
 
 
+def _part_model(spec: dict, rng: np.random.Generator, grid: Grid) -> PhantomModel:
+    # Imported here: trimesh is needed by this family only.
+    from sim.parts.family import part_model
+
+    return part_model(spec, rng, grid)
+
+
+#: Phantom families by name (the schema's ``datasets.*.family`` enum).
+_FAMILIES: dict[str, Callable[[dict, np.random.Generator, Grid], PhantomModel]] = {
+    "tube": _tube_model,
+    "part": _part_model,
+    **{name: (lambda spec, rng, grid: _qa_model(spec, grid)) for name in ("point", "line", "nema")},
+}
+
+
 def draw_phantom(spec: dict) -> PhantomModel:
     """Draw the solid model of the phantom described by ``spec`` (deterministic in
     ``spec['seed']`` and ``spec['index']``)."""
     rng = np.random.default_rng([spec["seed"], spec["index"]])
-    grid = _grid(spec)
-    if spec["family"] == "tube":
-        return _tube_model(spec, rng, grid)
-    return _qa_model(spec, grid)
+    grid = grid_of(spec)
+    return _FAMILIES[spec["family"]](spec, rng, grid)
 
 
 def phantom_rng_for_voxelising(spec: dict) -> np.random.Generator:

@@ -39,6 +39,11 @@ class Shape:
         """Boolean mask of the points inside the solid."""
         return self.sdf_bound(points) < 0.0
 
+    def near_surface(self, points: np.ndarray, distance_mm: float) -> np.ndarray:
+        """Mask of the points that may lie within ``distance_mm`` of the surface (never misses
+        one that does; may include a few that do not)."""
+        return np.abs(self.sdf_bound(points)) < distance_mm
+
     def describe(self) -> dict:
         """JSON-serialisable parameters (type and fields)."""
         out = {"shape": type(self).__name__}

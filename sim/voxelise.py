@@ -4,8 +4,9 @@ A phantom is an ordered list of :class:`Layer` (painter's rule: a later layer wi
 applies). Each voxel gets the volume fraction of every material, of the positron-emitting
 solution and of every defect:
 
-* voxels that no surface cuts (decided with the shapes' signed distance bounds, see
-  :mod:`sim.shapes`) take the owner of their centre;
+* voxels that no surface cuts (decided with the shapes' ``near_surface``: signed distance
+  bounds for primitives, see :mod:`sim.shapes`; surface points for parts, see
+  :mod:`sim.parts.solids`) take the owner of their centre;
 * voxels that a surface may cut are sampled with ``subsamples**3`` stratified, jittered points
   (one uniform point per sub-cell, seeded), an unbiased estimate of every fraction.
 
@@ -162,8 +163,7 @@ def _boundary_mask(layers: list[Layer], grid: Grid, centres: np.ndarray) -> np.n
         region = tuple(slices)
         if any(s.stop <= s.start for s in slices):
             continue
-        sdf = layer.shape.sdf_bound(centres[region])
-        boundary[region] |= np.abs(sdf) < half_diag_mm
+        boundary[region] |= layer.shape.near_surface(centres[region], half_diag_mm)
     return boundary
 
 

@@ -51,6 +51,16 @@ def phantom_mem_mb(wildcards):
     return max(1000, 500 * math.ceil(needs.job_memory_bytes / 1e6 / 500))
 
 
+def part_files(wildcards):
+    """The mesh files and labelled image of a `part` dataset (none for the other families): a
+    changed file re-runs its phantoms, and a cluster job declares what it reads."""
+    part = config["datasets"][wildcards.dataset].get("part")
+    if not part:
+        return []
+    meshes = [volume["mesh"] for volume in part["volumes"] if volume.get("mesh")]
+    return meshes + ([part["label_image"]] if part.get("label_image") else [])
+
+
 def phantom_spec_json(wildcards):
     """The config section a phantom depends on, as JSON; a change re-runs only that phantom."""
     return json.dumps(phantom_spec(config, wildcards.dataset, wildcards.phantom), sort_keys=True)

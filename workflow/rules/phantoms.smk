@@ -1,6 +1,8 @@
 rule phantom:
     """Draw and voxelise one phantom: HDF5 (materials, activity, mu511, labels), MetaImage
     copies for GATE and a PNG preview."""
+    input:
+        part=part_files,
     output:
         h5="results/{dataset}/phantoms/{phantom}.h5",
         png=report(
