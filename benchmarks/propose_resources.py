@@ -13,7 +13,8 @@ grid-scaled memory, is shown by name). The proposals are printed as a table and 
 ``set-resources:`` block for a Snakemake profile.
 
 Run after a run that kept its benchmarks (``make run``):
-``python benchmarks/propose_resources.py [--benchmarks benchmarks/out]``.
+``python benchmarks/propose_resources.py [--benchmarks benchmarks/out] [--export jobs.tsv]``.
+The scaled requests of the rules (``sim/job_resources.py``) are fitted to such runs.
 """
 
 from __future__ import annotations
@@ -49,6 +50,20 @@ def measured(folder: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def export_jobs(folder: Path, out: Path) -> int:
+    """Write every measured job (rule, job path, wall s, peak MB) to ``out`` (TSV): the table
+    ``tests/sim/test_job_resources.py`` checks the scaled requests against."""
+    rows = []
+    for path in sorted(folder.rglob("*.tsv")):
+        with open(path) as fh:
+            last = list(csv.DictReader(fh, delimiter="\t"))[-1]
+        job = path.relative_to(folder).with_suffix("")
+        rows.append(f"{job.parts[0]}\t{'/'.join(job.parts[1:])}\t{float(last['s']):.2f}\t"
+                    f"{float(last['max_rss']):.1f}")
+    out.write_text("rule\tjob\ts\tmax_rss_mb\n" + "\n".join(rows) + "\n")
+    return len(rows)
+
+
 def declared(rules_dir: Path) -> dict[str, dict[str, str]]:
     """Per rule: threads, mem_mb and runtime as written in the rule files."""
     out = {}
@@ -75,8 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--benchmarks", type=Path, default=REPO / "benchmarks" / "out")
+    parser.add_argument("--export", type=Path, default=None,
+                        help="also write every measured job to this TSV")
     args = parser.parse_args()
     runs = measured(args.benchmarks)
+    if args.export is not None:
+        print(f"{export_jobs(args.benchmarks, args.export)} jobs written to {args.export}")
     if not runs:
         raise SystemExit(f"{args.benchmarks}: no benchmark files (run the workflow first)")
     rules = declared(REPO / "workflow" / "rules")

@@ -4,7 +4,7 @@ import math
 import shlex
 
 from models.methods import method_class, run_name_pattern
-from sim.budget import dataset_needs
+from sim import job_resources
 from sim.config import (
     ct_dataset_spec,
     method_runs,
@@ -43,12 +43,53 @@ def all_phantom_outputs():
     ]
 
 
+# Requests scaled with the config: sim/job_resources.py (measured costs and their margins).
 def phantom_mem_mb(wildcards):
-    """Memory of a phantom job, MB: sim/budget.py's estimate for the dataset's grid (1 kB per
-    voxel and a base, measured), rounded up to 500 MB, at least 1 GB; 1,000 MB for the
-    default grid (measured peak 420-490 MB), 17 GB for a 256^3 grid."""
-    needs = dataset_needs(config["datasets"][wildcards.dataset], config["acquisitions"])
-    return max(1000, 500 * math.ceil(needs.job_memory_bytes / 1e6 / 500))
+    return job_resources.phantom(config, wildcards.dataset).mem_mb
+
+
+def phantom_runtime(wildcards):
+    return job_resources.phantom(config, wildcards.dataset).runtime_min
+
+
+def simulate_mem_mb(wildcards, threads):
+    return job_resources.simulate(config, wildcards.acquisition, threads).mem_mb
+
+
+def simulate_runtime(wildcards, threads):
+    return job_resources.simulate(config, wildcards.acquisition, threads).runtime_min
+
+
+def reconstruct_mem_mb(wildcards):
+    return job_resources.reconstruct(config).mem_mb
+
+
+def reconstruct_runtime(wildcards):
+    return job_resources.reconstruct(config).runtime_min
+
+
+def positron_features_mem_mb(wildcards):
+    return job_resources.positron_features(config, wildcards.dataset).mem_mb
+
+
+def positron_features_runtime(wildcards):
+    return job_resources.positron_features(config, wildcards.dataset).runtime_min
+
+
+def train_mem_mb(wildcards):
+    return job_resources.train(config, split_run(wildcards.method)[0]).mem_mb
+
+
+def train_runtime(wildcards):
+    return job_resources.train(config, split_run(wildcards.method)[0]).runtime_min
+
+
+def pretrain_vae_mem_mb(wildcards):
+    return job_resources.pretrain_vae(config).mem_mb
+
+
+def pretrain_vae_runtime(wildcards):
+    return job_resources.pretrain_vae(config).runtime_min
 
 
 def part_files(wildcards):

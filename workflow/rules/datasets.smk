@@ -19,8 +19,8 @@ rule positron_dataset:
         "benchmarks/out/positron_dataset/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/recon.yaml"
     shell:
@@ -47,8 +47,8 @@ rule ct_dataset:
         "benchmarks/out/ct_dataset/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/recon.yaml"
     shell:

@@ -14,8 +14,8 @@ rule feature_network:
         "benchmarks/out/feature_network/{dataset}.tsv"
     threads: train_threads
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/models.yaml"
     shell:
@@ -69,8 +69,8 @@ rule evaluate:
         "benchmarks/out/evaluate/{dataset}.tsv"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=30,
+        mem_mb=2000,
+        runtime=10,
     conda:
         "../envs/models.yaml"
     shell:

@@ -28,7 +28,7 @@ rule phantom:
     threads: 1
     resources:
         mem_mb=phantom_mem_mb,
-        runtime=20,
+        runtime=phantom_runtime,
     conda:
         "../envs/sim.yaml"
     shell:

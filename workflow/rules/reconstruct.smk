@@ -10,8 +10,8 @@ rule system_matrix_2d:
         "benchmarks/out/system_matrix_2d/{dataset}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/recon.yaml"
     shell:
@@ -86,8 +86,8 @@ rule reconstruct:
         "benchmarks/out/reconstruct/{dataset}/{phantom}/{acquisition}.tsv"
     threads: 2
     resources:
-        mem_mb=6000,
-        runtime=60,
+        mem_mb=reconstruct_mem_mb,
+        runtime=reconstruct_runtime,
     conda:
         "../envs/recon.yaml"
     shell:
@@ -115,8 +115,8 @@ rule detectability:
         "benchmarks/out/detectability/{dataset}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=500,
+        runtime=5,
     conda:
         "../envs/recon.yaml"
     shell:

@@ -13,8 +13,8 @@ rule simulate:
         "benchmarks/out/simulate/{dataset}/{phantom}/{acquisition}.tsv"
     threads: 2
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=simulate_mem_mb,
+        runtime=simulate_runtime,
     conda:
         "../envs/sim.yaml"
     shell:

@@ -20,8 +20,8 @@ rule pretrain_vae:
         "benchmarks/out/pretrain_vae/{dataset}.tsv"
     threads: train_threads
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=pretrain_vae_mem_mb,
+        runtime=pretrain_vae_runtime,
         gpu=train_gpus,
     conda:
         "../envs/models.yaml"
@@ -44,8 +44,8 @@ rule positron_features:
         "benchmarks/out/positron_features/{dataset}.tsv"
     threads: train_threads
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=positron_features_mem_mb,
+        runtime=positron_features_runtime,
     conda:
         "../envs/models.yaml"
     shell:
@@ -83,8 +83,8 @@ rule train:
         "benchmarks/out/train/{dataset}/{method}.tsv"
     threads: train_threads
     resources:
-        mem_mb=6000,
-        runtime=120,
+        mem_mb=train_mem_mb,
+        runtime=train_runtime,
         gpu=train_gpus,
     conda:
         "../envs/models.yaml"
@@ -110,8 +110,8 @@ rule generate:
         "benchmarks/out/generate/{dataset}/{method}.tsv"
     threads: train_threads
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=1000,
+        runtime=5,
         gpu=train_gpus,
     conda:
         "../envs/models.yaml"
