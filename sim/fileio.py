@@ -98,21 +98,39 @@ def _write_failure(exc: OSError, folder: Path) -> str:
     return f"no space left on the device ({detail})" if full else f"cannot write ({detail})"
 
 
+@contextlib.contextmanager
+def scratch_folder(path: str | Path) -> Iterator[Path]:
+    """Yield an empty scratch folder next to ``path`` (``.{name}.{pid}.scratch``), removed on
+    exit; one left by a killed process is removed by :func:`remove_stale_temporaries`."""
+    path = Path(path)
+    folder = path.with_name(f".{path.name}.{os.getpid()}.scratch")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
-    """Remove the temporary files of earlier writes of ``path`` whose process is gone (a
-    job killed with SIGKILL, a node that went down); returns what was removed. A temporary
-    file of a live process (another job writing the same output) is left alone."""
+    """Remove the temporary files and scratch folders of earlier writes of ``path`` whose
+    process is gone (a job killed with SIGKILL, a node that went down); returns what was
+    removed. Those of a live process (another job writing the same output) are left alone."""
     path = Path(path)
     removed = []
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -len(".tmp")]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        try:
-            tmp.unlink()
-            removed.append(tmp)
-        except FileNotFoundError:
-            pass
+    for suffix in (".tmp", ".scratch"):
+        for tmp in path.parent.glob(f".{path.name}.*{suffix}"):
+            pid = tmp.name[len(path.name) + 2 : -len(suffix)]
+            if not pid.isdigit() or _alive(int(pid)):
+                continue
+            try:
+                if tmp.is_dir():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
     return removed
 
 

@@ -9,9 +9,9 @@ from typing import Any
 
 from sim.fileio import provenance_attrs
 from sim.phantom_file import write_phantom
-from sim.phantoms import draw_phantom, phantom_rng_for_voxelising
+from sim.phantoms import PhantomModel, draw_phantom, phantom_rng_for_voxelising
 from sim.preview import write_preview
-from sim.voxelise import voxelise
+from sim.voxelise import VoxelisedPhantom, voxelise
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 def preview_path(h5_path: str | Path) -> Path:
     """Where the PNG preview of a phantom file goes (beside it)."""
     return Path(h5_path).with_suffix(".png")
+
+
+def draw_and_voxelise(spec: dict[str, Any]) -> tuple[PhantomModel, VoxelisedPhantom]:
+    """The solid model of phantom ``spec`` and its voxels (no file written)."""
+    model = draw_phantom(spec)
+    return model, voxelise(model.layers, model.grid, spec["partial_volume_subsamples"],
+                           phantom_rng_for_voxelising(spec))
 
 
 def build_phantom(spec: dict[str, Any], out_h5: str | Path, overwrite: bool = False) -> list[Path]:
@@ -33,11 +40,9 @@ def build_phantom(spec: dict[str, Any], out_h5: str | Path, overwrite: bool = Fa
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
     start = time.perf_counter()
-    model = draw_phantom(spec)
+    model, vox = draw_and_voxelise(spec)
     log.info("%s: %s phantom with %d defect(s)", spec["phantom"], spec["family"],
              len(model.defects))
-    vox = voxelise(model.layers, model.grid, spec["partial_volume_subsamples"],
-                   phantom_rng_for_voxelising(spec))
     for defect in model.defects:
         defect["voxelised_volume_mm3"] = vox.label_volume_mm3.get(defect["label"], 0.0)
     log.info("voxelised %s voxels (%d cut by a surface) in %.1f s", model.grid.shape,

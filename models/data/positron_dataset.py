@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ from models.data.splits import assign_splits  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
 from recon.truth import activity_concentration, overlap_fractions  # noqa: E402
-from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
+from sim.fileio import atomic_output, provenance_attrs, scratch_folder  # noqa: E402
 from sim.phantom_file import PhantomData, read_phantom  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -327,8 +326,8 @@ def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5
     cfg = spec["positron_images"]
     size = int(cfg["size_px"])
     with atomic_output(out_h5, overwrite) as tmp, h5py.File(tmp, "w") as f, \
-            tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".gather-") as scratch_dir, \
-            h5py.File(Path(scratch_dir) / "raw.h5", "w") as scratch:
+            scratch_folder(out_h5) as scratch_dir, \
+            h5py.File(scratch_dir / "raw.h5", "w") as scratch:
         rows = _Rows(scratch, size)
         slices, pairs = gather(spec, files, rows)
         rows.flush()

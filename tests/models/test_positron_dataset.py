@@ -188,7 +188,7 @@ def test_streamed_batches_give_the_one_batch_result(results, tmp_path, monkeypat
     assert len(one["images"]) > 5 * 10
     for key in one:
         np.testing.assert_array_equal(one[key], many[key], err_msg=key)
-    assert not any(p.name.startswith(".gather-") for p in tmp_path.iterdir())
+    assert not any(p.name.endswith(".scratch") for p in tmp_path.iterdir())
 
 
 _PEAK_MEMORY_SCRIPT = """

@@ -110,7 +110,13 @@ def test_only_temporaries_of_dead_processes_are_removed(tmp_path):
     stale = tmp_path / f".x.h5.{dead.pid}.tmp"
     live = tmp_path / f".x.h5.{os.getpid()}.tmp"
     other = tmp_path / f".y.h5.{dead.pid}.tmp"
+    stale_scratch = tmp_path / f".x.h5.{dead.pid}.scratch"
+    live_scratch = tmp_path / f".x.h5.{os.getpid()}.scratch"
     for p in (stale, live, other):
         p.write_text("partial")
-    assert remove_stale_temporaries(out) == [stale]
+    for folder in (stale_scratch, live_scratch):
+        folder.mkdir()
+        (folder / "raw.h5").write_text("partial")
+    assert remove_stale_temporaries(out) == [stale, stale_scratch]
     assert not stale.exists() and live.exists() and other.exists()
+    assert not stale_scratch.exists() and live_scratch.exists()

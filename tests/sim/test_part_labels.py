@@ -12,8 +12,8 @@ import pytest
 from sim.config import ConfigError, validate_config
 from sim.metaimage import write_mhd
 from sim.parts.layout import PartSettings, load_part
-from sim.phantoms import draw_phantom, phantom_rng_for_voxelising
-from sim.voxelise import voxelise
+from sim.phantom_stage import draw_and_voxelise
+from sim.phantoms import draw_phantom
 
 SPACING_MM = np.array([0.8, 0.8, 1.5])  # (x, y, z) of the label image, unlike the phantom grid
 BODY, CHANNEL = 1, 2
@@ -66,8 +66,7 @@ def _spec(default_config, dataset, phantom="part_0000"):
 @pytest.mark.slow
 def test_label_volumes_match_the_voxel_counts(default_config, tmp_path):
     spec = _spec(default_config, _dataset(_nifti(tmp_path)))
-    model = draw_phantom(spec)
-    vox = voxelise(model.layers, model.grid, 4, phantom_rng_for_voxelising(spec))
+    _, vox = draw_and_voxelise(spec)
     labels, _ = _labels()
     voxel_mm3 = float(np.prod(SPACING_MM))
     assert vox.material_volume_mm3["aluminium"] == pytest.approx(

@@ -12,8 +12,8 @@ import trimesh
 
 from sim.config import REPO_ROOT, ConfigError, load_config, phantom_spec, validate_config
 from sim.parts.layout import PartSettings, load_part
-from sim.phantoms import draw_phantom, phantom_rng_for_voxelising
-from sim.voxelise import voxelise
+from sim.phantom_stage import draw_and_voxelise
+from sim.phantoms import draw_phantom
 
 PARTS = REPO_ROOT / "examples" / "parts"
 SECTIONS = 64  # polygon sections of the example channels (examples/parts/make_parts.py)
@@ -51,13 +51,6 @@ def _elbow(defects: dict | None = None) -> dict:
     }
 
 
-def _build(spec):
-    model = draw_phantom(spec)
-    vox = voxelise(model.layers, model.grid, spec["partial_volume_subsamples"],
-                   phantom_rng_for_voxelising(spec))
-    return model, vox
-
-
 def _prism_mm3(radius: float, length: float) -> float:
     """Volume of a regular polygon prism of SECTIONS sides inscribed in ``radius``."""
     return 0.5 * SECTIONS * radius**2 * np.sin(2 * np.pi / SECTIONS) * length
@@ -68,7 +61,7 @@ def block():
     cfg = load_config()
     cfg["datasets"] = {"t": {**cfg["datasets"]["tubes"], **_block()}}
     spec = phantom_spec(validate_config(cfg), "t", "part_0000")
-    return spec, *_build(spec)
+    return spec, *draw_and_voxelise(spec)
 
 
 @pytest.mark.slow
@@ -112,14 +105,14 @@ def test_solution_fills_exactly_the_named_channel(block):
 @pytest.mark.slow
 def test_filling_the_other_channel_moves_the_solution(make_spec):
     spec = make_spec(_block(fill=("channel_b",), b_material="water"), phantom="part_0000")
-    _, vox = _build(spec)
+    _, vox = draw_and_voxelise(spec)
     assert vox.solution_volume_mm3 == pytest.approx(_prism_mm3(4.0, 56.0), rel=0.01)
 
 
 @pytest.mark.slow
 def test_elbow_volumes_match_the_meshes(make_spec):
     spec = make_spec(_elbow(), phantom="part_0001")
-    _, vox = _build(spec)
+    _, vox = draw_and_voxelise(spec)
     body = trimesh.load(PARTS / "pipe_elbow_body.stl")
     bore = trimesh.load(PARTS / "pipe_elbow_bore.stl")
     assert vox.material_volume_mm3["aluminium"] == pytest.approx(body.volume - bore.volume,
@@ -137,7 +130,7 @@ def test_wall_defects_sit_on_the_wetted_wall(make_spec):
     spec = make_spec(_elbow({"count": [6, 6], "types": WALL_ONLY,
                              "crack": {"length_mm": [6.0, 10.0], "width_mm": [1.0, 2.0]},
                              "pit": {"diameter_mm": [3.0, 5.0]}}), phantom="part_0002")
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     body, bore = _placed(model, "body"), _placed(model, "bore")
     points = np.array([d["surface_point_mm"] for d in model.defects])
     normals = np.array([d["normal"] for d in model.defects])

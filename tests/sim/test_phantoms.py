@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from scipy import integrate
 
-from sim.phantoms import draw_phantom, phantom_rng_for_voxelising
-from sim.voxelise import Grid, voxelise
+from sim.phantom_stage import draw_and_voxelise
+from sim.phantoms import draw_phantom
+from sim.voxelise import Grid
 
 # A shorter tube than the default keeps each voxelisation to a couple of seconds.
 SHORT = {"grid": {"shape": [36, 96, 96], "voxel_size_mm": [2.0, 1.0, 1.0]},
@@ -22,13 +23,6 @@ def _only(kind: str, **params) -> dict:
     return {"count": [1, 1], "types": types, kind: params}
 
 
-def _build(spec):
-    model = draw_phantom(spec)
-    vox = voxelise(model.layers, model.grid, spec["partial_volume_subsamples"],
-                   phantom_rng_for_voxelising(spec))
-    return model, vox
-
-
 def _segment_area(radius: float, half_width: float) -> float:
     """Integral of sqrt(r^2 - y^2) dy over [-w, w] (closed form)."""
     w = half_width
@@ -40,7 +34,7 @@ def test_tube_wall_and_solution_volumes(make_spec, anisotropic):
     tube = {**SHORT["tube"], "anisotropic_probability": 1.0 if anisotropic else 0.0,
             "eccentricity_mm": [2.0, 2.0], "ellipticity": [0.06, 0.06]}
     spec = make_spec({**SHORT, "tube": tube, "defects": NO_DEFECTS})
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     d = model.description
     a, b = d["bore_semi_axes_mm"]
     bore_length = d["length_mm"] - 2 * d["end_cap_mm"]
@@ -56,7 +50,7 @@ def test_tube_wall_and_solution_volumes(make_spec, anisotropic):
 
 def test_activity_confined_to_solution_and_normalised(make_spec):
     spec = make_spec({**SHORT, "defects": NO_DEFECTS})
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     assert vox.activity.sum(dtype=np.float64) == pytest.approx(1.0, abs=1e-5)
     assert vox.activity.min() >= 0
     # Voxel centres, and a voxel's reach (half-diagonal), computed here independently.
@@ -80,7 +74,7 @@ def test_activity_confined_to_solution_and_normalised(make_spec):
 def test_bubble_and_inclusion_volumes(make_spec):
     for kind, material in (("bubble", "air"), ("inclusion", "steel")):
         defects = _only(kind, diameter_mm=[6.0, 6.0])
-        model, vox = _build(make_spec({**SHORT, "defects": defects}))
+        model, vox = draw_and_voxelise(make_spec({**SHORT, "defects": defects}))
         (defect,) = model.defects
         assert defect["type"] == kind and defect["material"] == material
         sphere = 4 / 3 * np.pi * 3.0**3
@@ -102,7 +96,7 @@ def test_through_wall_crack_volume_and_sub_voxel_width(make_spec):
     width, length = 0.5, 20.0
     defects = _only("crack", length_mm=[length, length], width_mm=[width, width],
                     depth_fraction=[1.0, 1.0], tilt_deg=[0.0, 0.0])
-    model, vox = _build(make_spec({**SHORT, "defects": defects}))
+    model, vox = draw_and_voxelise(make_spec({**SHORT, "defects": defects}))
     # Axial slot through the wall: cross-section of the annulus 35 < r < 40 within |y| < w/2.
     area = _segment_area(40.0, width / 2) - _segment_area(35.0, width / 2)
     assert vox.label_volume_mm3[1] == pytest.approx(area * length, rel=0.01)
@@ -114,7 +108,8 @@ def test_through_wall_crack_volume_and_sub_voxel_width(make_spec):
 
 def test_hole_volume(make_spec):
     diameter = 3.0
-    model, vox = _build(make_spec({**SHORT, "defects": _only("hole", diameter_mm=[3.0, 3.0])}))
+    model, vox = draw_and_voxelise(
+        make_spec({**SHORT, "defects": _only("hole", diameter_mm=[3.0, 3.0])}))
     rho = diameter / 2
     # Radial cylinder through the annulus: chord length between the two circles, over the disc.
     volume, _ = integrate.quad(
@@ -124,7 +119,7 @@ def test_hole_volume(make_spec):
 
 
 def test_pit_volume_against_monte_carlo(make_spec):
-    model, vox = _build(make_spec({**SHORT, "defects": _only(
+    model, vox = draw_and_voxelise(make_spec({**SHORT, "defects": _only(
         "pit", diameter_mm=[6.0, 6.0], depth_fraction=[0.4, 0.4])}))
     (pit,) = model.defects
     assert pit["depth_mm"] == pytest.approx(2.0)
@@ -146,7 +141,7 @@ def test_every_drawn_defect_is_in_the_label_map(make_spec, seed):
     defects = {"count": [5, 5], "crack": {"width_mm": [0.2, 0.3]}}
     spec = make_spec({**SHORT, "seed": seed, "defects": defects,
                       "tube": {**SHORT["tube"], "anisotropic_probability": 0.5}})
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     assert len(model.defects) == 5
     assert set(np.unique(vox.labels)) - {0} == {1, 2, 3, 4, 5}
     for defect in model.defects:
@@ -155,11 +150,11 @@ def test_every_drawn_defect_is_in_the_label_map(make_spec, seed):
 
 def test_determinism(make_spec):
     spec = make_spec({**SHORT, "seed": 7})
-    _, first = _build(spec)
-    _, again = _build(spec)
+    _, first = draw_and_voxelise(spec)
+    _, again = draw_and_voxelise(spec)
     for name in ("material", "activity", "mu511_per_mm", "labels"):
         np.testing.assert_array_equal(getattr(first, name), getattr(again, name))
-    other_model, other = _build(make_spec({**SHORT, "seed": 8}))
+    other_model, other = draw_and_voxelise(make_spec({**SHORT, "seed": 8}))
     assert not np.array_equal(first.activity, other.activity)
     # Phantom i is the same whatever the set size (its stream is (seed, i)).
     assert draw_phantom(make_spec({"n_phantoms": 9}, phantom="tube_0002")).defects == \
@@ -175,7 +170,7 @@ def test_point_source_centroid(make_spec, position):
                       "partial_volume_subsamples": 16,
                       "point": {"position_mm": position, "diameter_mm": 1.0}},
                      name="p")
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     z, y, x = np.meshgrid(*(model.grid.axis_centres_mm(i) for i in range(3)), indexing="ij")
     centroid = [float(np.sum(vox.activity * c)) for c in (x, y, z)]
     np.testing.assert_allclose(centroid, position, atol=0.02)
@@ -187,7 +182,7 @@ def test_nema_phantom(make_spec):
                                                  "voxel_size_mm": [4.0, 4.0, 4.0]},
                       "nema": {"diameter_mm": 180.0, "length_mm": 200.0, "line_offset_mm": 46.0,
                                "line_diameter_mm": 3.2}}, name="n")
-    model, vox = _build(spec)
+    model, vox = draw_and_voxelise(spec)
     z, y, x = np.meshgrid(*(model.grid.axis_centres_mm(i) for i in range(3)), indexing="ij")
     # Activity only in the line at (0, 46 mm), a row of voxel centres (so the voxelised
     # centroid is exact by symmetry); cold water cylinder around it.
