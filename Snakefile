@@ -1,6 +1,6 @@
 # Industrial positron imaging: phantoms -> simulation -> reconstruction -> datasets -> GAN
 # (CT VAE, positron features, training, generation).
-# The config is validated here, before any job starts (sim.config.validate_config).
+# The config is validated here, before any job starts (pipeline.config.validate_config).
 import os
 import shlex
 import sys
@@ -26,7 +26,7 @@ shell.prefix(
     + f"export PYTHONPATH={shlex.quote(workflow.basedir)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
 
-from sim.config import ConfigError, validate_config  # noqa: E402
+from pipeline.config import ConfigError, validate_config  # noqa: E402
 
 try:
     config = validate_config(config)

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.config import load_config
+from pipeline.specs import recon_spec
 from recon.detectability import read_json
 from recon.stage import build_system_matrix_file, reconstruct
-from sim.config import load_config, recon_spec
 
 CONFIGURATIONS = {
     "direct, no attenuation, no scatter": {"ssrb_model": "direct", "scatter": "none",

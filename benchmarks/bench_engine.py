@@ -35,13 +35,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.coincidences import SorterSettings  # noqa: E402
-from sim.config import load_config, phantom_spec, simulation_seed  # noqa: E402
-from sim.digitizer import DigitizerSettings  # noqa: E402
-from sim.engine_fast import EngineSettings, FastEngine  # noqa: E402
-from sim.phantom_file import read_phantom  # noqa: E402
-from sim.phantom_stage import build_phantom  # noqa: E402
-from sim.scanner import Scanner  # noqa: E402
+from pipeline.config import load_config
+from pipeline.specs import simulation_seed
+from sim.engines.embedded.coincidences import SorterSettings  # noqa: E402
+from sim.engines.embedded.digitizer import DigitizerSettings  # noqa: E402
+from sim.engines.embedded.engine import EngineSettings, FastEngine  # noqa: E402
+from sim.phantoms.file import read_phantom  # noqa: E402
+from sim.phantoms.spec import phantom_spec  # noqa: E402
+from sim.phantoms.stage import build_phantom  # noqa: E402
+from sim.scanner.geometry import Scanner  # noqa: E402
 
 
 def _run(engine: FastEngine, activity_bq: float, duration_s: float, workers: int, seed: int):

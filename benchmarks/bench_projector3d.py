@@ -25,7 +25,7 @@ from recon.grid import ImageGrid, recon_grid
 from recon.projector import HALF_C_MM_PER_NS, Projector, TOFKernel
 from recon.recon3d import select_events
 from recon.sinogram import SinogramGeometry
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 TARGET_PER_S = 1e5
 

@@ -38,7 +38,7 @@ from recon.grid import ImageGrid
 from recon.recon2d import EMSettings, plane_weights, reconstruct_2d, sinogram_stack
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import build_system_matrix
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 N_PIX, PIXEL_MM = 128, 1.0
 

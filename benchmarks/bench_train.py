@@ -30,7 +30,7 @@ from models.methods.base import StageInputs
 from models.methods.vae import VAESettings
 from models.training.loop import Trainer
 from models.training.settings import LoopSettings
-from sim.config import load_config
+from pipeline.config import load_config
 
 GOAL_IMAGES_PER_S = 100.0
 

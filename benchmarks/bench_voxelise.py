@@ -1,17 +1,17 @@
 """Benchmark: boundary-adaptive voxeliser against uniform supersampling of every voxel.
 
-:func:`sim.voxelise.voxelise` takes the owner of the centre for voxels that no surface can cut
-and sub-samples (``subsamples**3`` stratified, jittered points) only the voxels that a surface
-may cut. This script checks in one run what that buys and what it costs, on the default tube
+:func:`sim.phantoms.voxelise.voxelise` takes the owner of the centre for voxels that no surface
+can cut and sub-samples (``subsamples**3`` stratified, jittered points) only the voxels that a
+surface may cut. This script checks in one run what that buys and what it costs, on the default tube
 phantom (dataset ``tubes``, phantom ``tube_0000`` of ``config/config.yaml``):
 
-1. *adaptive*: :func:`sim.voxelise.voxelise` itself, the code under test;
+1. *adaptive*: :func:`sim.phantoms.voxelise.voxelise` itself, the code under test;
 2. *uniform*: a reference written here that sub-samples EVERY voxel with the same
    ``subsamples**3`` jittered points (same stratification, same material codes, same per-point
-   owner test :func:`sim.voxelise._owners`), chunk by chunk (~2 million points) so memory stays
-   bounded. Like the voxeliser, it passes :func:`sim.voxelise._voxel_candidates` to
-   ``_owners`` so that both sides use the same per-point machinery and the ratio measures the
-   adaptivity alone.
+   owner test :func:`sim.phantoms.voxelise._owners`), chunk by chunk (~2 million points) so
+   memory stays bounded. Like the voxeliser, it passes
+   :func:`sim.phantoms.voxelise._voxel_candidates` to ``_owners`` so that both sides use the same
+   per-point machinery and the ratio measures the adaptivity alone.
 
 Both run twice: on the full phantom (with its defects: the realistic timing) and on a copy
 without the defect layers (``layers[:3]``: air, aluminium tube, solution bore), whose aluminium
@@ -43,10 +43,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.config import load_config, phantom_spec
-from sim.materials import MATERIALS
-from sim.phantoms import draw_phantom, phantom_rng_for_voxelising
-from sim.voxelise import (
+from pipeline.config import load_config
+from sim.phantoms.families import draw_phantom, phantom_rng_for_voxelising
+from sim.phantoms.materials import MATERIALS
+from sim.phantoms.spec import phantom_spec
+from sim.phantoms.voxelise import (
     MATERIAL_IDS,
     Grid,
     Layer,
@@ -72,7 +73,7 @@ class Result:
 
 def _material_codes(layers: list[Layer]) -> tuple[list[str], np.ndarray]:
     """Materials used (in first-use order) and the global-id -> local-code table, as in
-    :func:`sim.voxelise.voxelise`."""
+    :func:`sim.phantoms.voxelise.voxelise`."""
     used = list(dict.fromkeys(layer.material for layer in layers))
     mat_code = np.full(len(MATERIALS), -1, dtype=np.int16)
     for code, name in enumerate(used):

@@ -40,8 +40,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim.config import load_config  # noqa: E402
-from sim.listmode import read_listmode, write_listmode  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
+from sim.listmode.file import read_listmode, write_listmode  # noqa: E402
 
 REFERENCE_DURATION_S = 10.0
 #: name -> (list-mode: "trues" or "prompts", recon overrides)

@@ -6,7 +6,7 @@ of N phantoms with both acquisitions (the default config's family and grid, trai
 that the DAG is the data part: phantom, simulate, reconstruct, gathering rules), and
 ``snakemake --dry-run --quiet rules`` is run on it in a fresh folder (nothing exists, so every
 job is planned). Wall time and the peak resident memory of Snakemake (``getrusage`` of the
-child) are printed with the number of jobs, then the disk estimate of ``sim/budget.py``
+child) are printed with the number of jobs, then the disk estimate of ``pipeline/budget.py``
 (per phantom and per dataset) beside the sizes measured in ``results/tubes`` when a default
 run is there.
 
@@ -33,8 +33,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sim.budget import dataset_needs  # noqa: E402
-from sim.config import load_config  # noqa: E402
+from pipeline.budget import dataset_needs  # noqa: E402
+from pipeline.config import load_config  # noqa: E402
 
 
 def overlay(n_phantoms: int) -> dict:
@@ -50,7 +50,8 @@ def snakemake_run(n_phantoms: int, mode: str) -> tuple[float, float, int]:
     dry run ("dry-run") of a dataset of ``n_phantoms``."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for item in ("Snakefile", "workflow", "config", "profiles", "sim", "recon", "models"):
+        for item in ("Snakefile", "workflow", "config", "profiles", "pipeline", "sim", "recon",
+                     "models"):
             src = REPO / item
             (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
         (work / "scale.yaml").write_text(yaml.safe_dump(overlay(n_phantoms)))
@@ -102,7 +103,7 @@ def main() -> None:
     config = load_config()
     tubes = config["datasets"]["tubes"]
     per_phantom = dataset_needs(tubes, config["acquisitions"]).disk_bytes / tubes["n_phantoms"]
-    print(f"disk estimate (sim/budget.py): {per_phantom / 1e6:.0f} MB per default tube "
+    print(f"disk estimate (pipeline/budget.py): {per_phantom / 1e6:.0f} MB per default tube "
           f"(phantom files and both acquisitions' list-mode), "
           + ", ".join(f"{n * per_phantom / 1e9:.0f} GB for {n}" for n in sorted(args.phantoms)))
     measured = measured_disk(REPO / "results" / "tubes")

@@ -14,7 +14,7 @@ grid-scaled memory, is shown by name). The proposals are printed as a table and 
 
 Run after a run that kept its benchmarks (``make run``):
 ``python benchmarks/propose_resources.py [--benchmarks benchmarks/out] [--export jobs.tsv]``.
-The scaled requests of the rules (``sim/job_resources.py``) are fitted to such runs.
+The scaled requests of the rules (``pipeline/job_resources.py``) are fitted to such runs.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ def measured(folder: Path) -> dict[str, dict[str, float]]:
 
 def export_jobs(folder: Path, out: Path) -> int:
     """Write every measured job (rule, job path, wall s, peak MB) to ``out`` (TSV): the table
-    ``tests/sim/test_job_resources.py`` checks the scaled requests against."""
+    ``tests/pipeline/test_job_resources.py`` checks the scaled requests against."""
     rows = []
     for path in sorted(folder.rglob("*.tsv")):
         with open(path) as fh:

@@ -35,6 +35,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from pipeline.config import load_config
+from pipeline.specs import phantom_names, recon_spec  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
 from recon.recon2d import sinogram_stack  # noqa: E402
 from recon.stage import (  # noqa: E402
@@ -47,8 +49,7 @@ from recon.stage import (  # noqa: E402
 )
 from recon.system_matrix import build_system_matrix  # noqa: E402
 from recon.truth import activity_concentration  # noqa: E402
-from sim.config import load_config, phantom_names, recon_spec  # noqa: E402
-from sim.listmode import read_listmode  # noqa: E402
+from sim.listmode.file import read_listmode  # noqa: E402
 
 COLD = ("inclusion", "bubble")
 

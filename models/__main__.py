@@ -26,20 +26,19 @@ import argparse
 import json
 import sys
 
-from recon.device import DEVICE_CHOICES, describe_device, resolve_device
-from sim.cli import run_command
-from sim.config import (
-    ConfigError,
+from pipeline.cli import run_command
+from pipeline.config import ConfigError, load_config
+from pipeline.specs import (
     ct_dataset_spec,
     evaluate_spec,
     feature_network_spec,
     generate_spec,
-    load_config,
     positron_dataset_spec,
     positron_features_spec,
     pretrain_vae_spec,
     train_spec,
 )
+from recon.device import DEVICE_CHOICES, describe_device, resolve_device
 
 
 def _spec(args: argparse.Namespace, build, *keys: str) -> dict:

@@ -21,9 +21,10 @@ import json
 import sys
 from pathlib import Path
 
+from pipeline.cli import run_command
+from pipeline.config import ConfigError, load_config
+from pipeline.specs import recon_spec
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
-from sim.cli import run_command
-from sim.config import ConfigError, load_config, recon_spec
 
 
 def _spec(args: argparse.Namespace) -> dict:
@@ -58,9 +59,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> None:
 
 
 def _cmd_detectability(args: argparse.Namespace) -> None:
+    from pipeline.fileio import atomic_output
     from recon.defect_figure import write_defect_figure
     from recon.detectability import read_json, write_csv
-    from sim.fileio import atomic_output
 
     docs = [read_json(p) for p in args.defects]
     for path in (args.out_csv, args.out_png):

@@ -31,7 +31,7 @@ from recon.oblique import ObliqueGeometry
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import build_system_matrix, to_torch_csr
 from recon.truth import box_average
-from sim.phantom_file import PhantomData
+from sim.phantoms.file import PhantomData
 
 
 def phantom_grid(shape, voxel_size_mm, origin_mm) -> ImageGrid:

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from recon.image_io import read_recon  # noqa: E402
 from recon.truth import activity_concentration, defect_fraction  # noqa: E402
-from sim.phantom_file import read_phantom  # noqa: E402
+from sim.phantoms.file import read_phantom  # noqa: E402
 
 #: Window of every panel, in units of the solution's bulk activity.
 VMAX = 1.6

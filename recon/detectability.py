@@ -54,7 +54,7 @@ import scipy.ndimage
 
 from recon.grid import ImageGrid
 from recon.truth import activity_concentration, defect_fraction, material_fraction
-from sim.phantom_file import PhantomData
+from sim.phantoms.file import PhantomData
 
 #: Columns of a detectability row, in CSV order.
 MEASURES = ("ratio", "core_ratio", "crc", "cnr", "cnr_voxel", "std_roi", "contrast",

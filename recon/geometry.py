@@ -1,7 +1,7 @@
 """Lines of response of the scanner: exact crystal coordinates and the ring's sinogram.
 
 LOR end points are the crystals' positions on their central axis at the mean depth of
-interaction (not uniform parallel-beam bins), from :class:`sim.scanner.Scanner`.
+interaction (not uniform parallel-beam bins), from :class:`sim.scanner.geometry.Scanner`.
 
 Sinogram of one ring of ``N`` crystals (``N`` even; 184 here). An unordered pair ``a < b``
 has ``u = a + b`` and ``w = b - a``. On an ideal ring the LOR's normal points at angle
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.materials import get_material
-from sim.scanner import Scanner
+from sim.phantoms.materials import get_material
+from sim.scanner.geometry import Scanner
 
 
 def mean_interaction_depth_mm(mu_per_mm: float, depth_mm: float) -> float:

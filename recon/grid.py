@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline import values
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5  # noqa: E402
 from recon.grid import ImageGrid  # noqa: E402
-from sim import values
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5  # noqa: E402
 
 
 @dataclass

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.geometry import RingSinogram, lor_endpoints_mm
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 
 @dataclass(frozen=True)

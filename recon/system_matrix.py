@@ -22,10 +22,10 @@ import numpy as np
 import scipy.sparse
 import torch
 
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
 from recon.grid import ImageGrid
 from recon.projector import Projector
 from recon.sinogram import SinogramGeometry
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5
 
 
 @dataclass

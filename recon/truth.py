@@ -9,7 +9,7 @@ stick out of the phantom's box average over the part inside and count the rest a
 (activity 0, no material).
 
 Defect fractions come from the defect's own solid (its ``shape`` record in the phantom file,
-:mod:`sim.shapes`) sampled ``subsamples**3`` times per image voxel and intersected with the
+:mod:`sim.phantoms.shapes`) sampled ``subsamples**3`` times per image voxel and intersected with the
 phantom voxels that carry the defect's label, because the phantom stage clips a defect to the
 material it replaces (a hole only where there was wall).
 """
@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from recon.grid import ImageGrid
-from sim import shapes
-from sim.phantom_file import PhantomData
+from sim.phantoms import shapes
+from sim.phantoms.file import PhantomData
 
 #: Sub-samples per image voxel edge when a defect's fraction is measured.
 DEFECT_SUBSAMPLES = 4

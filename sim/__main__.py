@@ -22,9 +22,11 @@ import sys
 
 import yaml
 
-from sim.cli import run_command
-from sim.config import ConfigError, load_config, phantom_spec, simulate_spec
-from sim.scanner import Scanner
+from pipeline.cli import run_command
+from pipeline.config import ConfigError, load_config
+from pipeline.specs import simulate_spec
+from sim.phantoms.spec import phantom_spec
+from sim.scanner.geometry import Scanner
 
 
 def _config_args(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +35,7 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_phantom(args: argparse.Namespace) -> None:
-    from sim.phantom_stage import build_phantom  # heavy imports only when needed
+    from sim.phantoms.stage import build_phantom  # heavy imports only when needed
 
     if args.spec:
         spec = json.loads(args.spec)
@@ -45,7 +47,7 @@ def _cmd_phantom(args: argparse.Namespace) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
-    from sim.simulate_stage import run_simulation
+    from sim.engines.stage import run_simulation
 
     if args.spec:
         spec = json.loads(args.spec)
@@ -60,7 +62,7 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
 
 
 def _cmd_import_root(args: argparse.Namespace) -> None:
-    from sim.root_import import detect_schema, gate9_primaries, import_root
+    from sim.listmode.root_import import detect_schema, gate9_primaries, import_root
 
     config = load_config(*args.configfile)
     scanner = Scanner.from_config(config["scanner"])
@@ -83,7 +85,7 @@ def _cmd_import_root(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_petsird(args: argparse.Namespace) -> None:
-    from sim.petsird_export import export_petsird
+    from sim.listmode.petsird_export import export_petsird
 
     scanner_cfg = load_config(*args.configfile)["scanner"] if args.configfile else None
     summary = export_petsird(args.listmode, args.out, overwrite=args.overwrite,
@@ -94,7 +96,7 @@ def _cmd_export_petsird(args: argparse.Namespace) -> None:
 
 
 def _cmd_crosscheck(args: argparse.Namespace) -> None:
-    from sim.crosscheck import write_crosscheck
+    from sim.listmode.crosscheck import write_crosscheck
 
     rows = write_crosscheck(args.a, args.b, args.out_dir, overwrite=args.overwrite)
     print(f"{args.out_dir}: {len(rows)} metrics compared (crosscheck.md, .csv, .png)")

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim.config import DEFAULT_CONFIG_PATH, ConfigError, deep_merge, load_config
+from pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, deep_merge, load_config
 
 #: Snakemake's options that take config files or items (nargs: one or more / any number).
 CONFIGFILE_OPTIONS = ("--configfile", "--configfiles")

@@ -6,7 +6,8 @@ import copy
 
 import pytest
 
-from sim.config import load_config, phantom_spec, validate_config
+from pipeline.config import load_config, validate_config
+from sim.phantoms.spec import phantom_spec
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@
   example fills) and ``drilled_block_channel_b.obj`` (radius 4 mm, left dry).
 
 Run ``python examples/parts/make_parts.py [out_dir]`` to rebuild them (the default writes next
-to this script); ``tests/sim/test_part_phantoms.py`` checks that the shipped files are what
+to this script); ``tests/sim/phantoms/parts/test_meshes.py`` checks that the shipped files are what
 this script makes.
 """
 

@@ -28,7 +28,7 @@ from models.data.ct_readers import CTSlices, read_deeplesion, read_dicom, read_n
 from models.data.positron_dataset import resample  # noqa: E402
 from models.data.splits import assign_splits  # noqa: E402
 from models.data.synthetic_ct import synthetic_slices  # noqa: E402
-from sim.fileio import atomic_output, provenance_attrs  # noqa: E402
+from pipeline.fileio import atomic_output, provenance_attrs  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,8 @@ def write_contact_sheet(path: Path, images: np.ndarray, title: str, overwrite: b
 
 def build_ct_dataset(spec: dict[str, Any], out_h5: str | Path,
                      overwrite: bool = False) -> dict[str, Any]:
-    """Build ``ct.h5`` and its contact sheet from a spec (:func:`sim.config.ct_dataset_spec`)."""
+    """Build ``ct.h5`` and its contact sheet from a spec
+    (:func:`pipeline.specs.ct_dataset_spec`)."""
     out_h5 = Path(out_h5)
     png = out_h5.with_suffix(".png")
     for path in (out_h5, png):

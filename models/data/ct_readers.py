@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim import values
+from pipeline import values
 
 #: DeepLesion stores HU + 32768 in unsigned 16-bit PNGs.
 DEEPLESION_OFFSET = 32768

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from sim import values
-from sim.fileio import open_hdf5
+from pipeline import values
+from pipeline.fileio import open_hdf5
 
 
 def string_column(column) -> np.ndarray:

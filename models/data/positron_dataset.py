@@ -45,11 +45,11 @@ import numpy as np  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
 from models.data.splits import assign_splits  # noqa: E402
+from pipeline.fileio import atomic_output, provenance_attrs, scratch_folder  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
 from recon.truth import activity_concentration, overlap_fractions  # noqa: E402
-from sim.fileio import atomic_output, provenance_attrs, scratch_folder  # noqa: E402
-from sim.phantom_file import PhantomData, read_phantom  # noqa: E402
+from sim.phantoms.file import PhantomData, read_phantom  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ def write_contact_sheet(path: Path, images: np.ndarray, masks: np.ndarray, pairs
 def build_positron_dataset(spec: dict[str, Any], results_dir: str | Path, out_h5: str | Path,
                            overwrite: bool = False) -> dict[str, Any]:
     """Build ``positron.h5`` and its contact sheet (``.png`` beside it) for a dataset spec
-    (:func:`sim.config.positron_dataset_spec`); returns a summary."""
+    (:func:`pipeline.specs.positron_dataset_spec`); returns a summary."""
     out_h5 = Path(out_h5)
     png = out_h5.with_suffix(".png")
     for path in (out_h5, png):

@@ -39,7 +39,7 @@ import numpy as np
 from models.data.loaders import PositronImages
 from models.nets.pca import fit_pca
 from models.nets.pcanet import PCANet
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 
 log = logging.getLogger(__name__)
 

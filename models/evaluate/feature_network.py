@@ -30,7 +30,7 @@ from models.nets.feature_cnn import FeatureCNN
 from models.nets.init import init_weights
 from models.training.augment import random_dihedral
 from models.training.checkpoint import load_checkpoint, save_checkpoint
-from sim.fileio import atomic_output, open_hdf5, provenance_attrs
+from pipeline.fileio import atomic_output, open_hdf5, provenance_attrs
 
 log = logging.getLogger(__name__)
 

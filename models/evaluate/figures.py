@@ -26,7 +26,7 @@ from models.training.checkpoint import load_checkpoint  # noqa: E402
 from models.training.grids import tile, write_panels  # noqa: E402
 from models.training.history import read_history  # noqa: E402
 from models.training.loop import in_eval_mode  # noqa: E402
-from sim.fileio import atomic_output  # noqa: E402
+from pipeline.fileio import atomic_output  # noqa: E402
 
 N_SHOWN = 16
 N_PAIRS = 6

@@ -39,7 +39,7 @@ from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
 from models.metrics.prdc import prdc
 from models.training.history import read_history
 from models.training.stage import ct_images
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
 
 log = logging.getLogger(__name__)
 

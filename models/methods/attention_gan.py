@@ -55,7 +55,7 @@ from models.nets.init import init_weights
 from models.nets.patchgan import NORMS, PatchGAN
 from models.nets.vae import Encoder, kl_divergence, reparameterise
 from models.training.checkpoint import load_checkpoint
-from sim.fileio import decoded_attrs, open_hdf5
+from pipeline.fileio import decoded_attrs, open_hdf5
 
 REAL_DOMAINS = ("positron", "ct")
 

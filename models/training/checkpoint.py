@@ -24,8 +24,8 @@ from typing import Any
 
 import torch
 
-from sim.config import canonical_json
-from sim.fileio import atomic_output
+from pipeline.fileio import atomic_output
+from pipeline.specs import canonical_json
 
 FORMAT = "positron-nde/generative-model"
 VERSION = 1

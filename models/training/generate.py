@@ -30,8 +30,8 @@ from models.methods import method_class
 from models.training.checkpoint import file_sha256, load_checkpoint
 from models.training.loop import sample_images
 from models.training.stage import SPLIT, ct_images
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 from recon.device import resolve_device
-from sim.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 
 log = logging.getLogger(__name__)
 

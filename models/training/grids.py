@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sim.fileio import atomic_output  # noqa: E402
+from pipeline.fileio import atomic_output  # noqa: E402
 
 
 def tile(images: np.ndarray, columns: int | None = None) -> np.ndarray:

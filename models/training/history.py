@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from sim.fileio import atomic_output  # noqa: E402
+from pipeline.fileio import atomic_output  # noqa: E402
 
 LEADING = ("step",)
 TRAILING = ("seconds", "images_per_s")

@@ -34,8 +34,8 @@ from models.training.grids import write_panels
 from models.training.history import plot_history, write_history
 from models.training.loop import Trainer, TrainResult, loop_record, sample_images
 from models.training.settings import RESUMABLE_KEYS, LoopSettings
+from pipeline.fileio import provenance_attrs
 from recon.device import resolve_device
-from sim.fileio import provenance_attrs
 
 log = logging.getLogger(__name__)
 

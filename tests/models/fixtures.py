@@ -13,17 +13,16 @@ from models.data.ct_dataset import build_ct_dataset
 from models.data.positron_dataset import build_positron_dataset
 from models.data.positron_features import build_positron_features
 from models.training.stage import run_pretrain_vae
-from recon.grid import ImageGrid
-from recon.image_io import write_recon
-from sim.config import (
+from pipeline.config import load_config, validate_config
+from pipeline.specs import (
     ct_dataset_spec,
-    load_config,
     phantom_names,
     positron_dataset_spec,
     positron_features_spec,
     pretrain_vae_spec,
-    validate_config,
 )
+from recon.grid import ImageGrid
+from recon.image_io import write_recon
 
 #: Phantom grid (z, y, x): 12 slices of 2 mm (odd z), 16 x 16 pixels of 2 mm.
 PHANTOM_SHAPE = (12, 16, 16)

@@ -16,7 +16,7 @@ from models.training.generate import run_generate
 from models.training.loop import Trainer
 from models.training.settings import LoopSettings
 from models.training.stage import run_train
-from sim.config import generate_spec, train_spec
+from pipeline.specs import generate_spec, train_spec
 from tests.models.fixtures import make_generative_inputs, tiny_generative_config
 
 

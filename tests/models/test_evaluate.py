@@ -15,7 +15,7 @@ from models.evaluate.feature_network import train_feature_network
 from models.evaluate.table1 import SANITY_ROWS, run_evaluate
 from models.training.generate import run_generate
 from models.training.stage import run_train
-from sim.config import evaluate_spec, feature_network_spec, generate_spec, train_spec
+from pipeline.specs import evaluate_spec, feature_network_spec, generate_spec, train_spec
 from tests.models.fixtures import make_generative_inputs, tiny_generative_config
 
 

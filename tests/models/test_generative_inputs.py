@@ -13,14 +13,8 @@ import pytest
 from models.__main__ import main as models_main
 from models.data.positron_features import build_positron_features
 from models.training.stage import run_pretrain_vae, run_train
-from sim.config import (
-    ConfigError,
-    load_config,
-    positron_features_spec,
-    pretrain_vae_spec,
-    train_spec,
-    validate_config,
-)
+from pipeline.config import ConfigError, load_config, validate_config
+from pipeline.specs import positron_features_spec, pretrain_vae_spec, train_spec
 from tests.models.fixtures import make_generative_inputs, tiny_generative_config
 
 

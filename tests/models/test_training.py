@@ -24,7 +24,7 @@ from models.training.checkpoint import load_checkpoint
 from models.training.generate import run_generate
 from models.training.history import read_history
 from models.training.stage import run_train
-from sim.config import generate_spec, train_spec
+from pipeline.specs import generate_spec, train_spec
 from tests.models.fixtures import make_generative_inputs, tiny_generative_config
 
 

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
+from pipeline.config import load_config, validate_config
+from pipeline.specs import recon_spec, simulate_spec
 from recon.attenuation import attenuation_map, rebinned_attenuation
 from recon.image_io import read_recon
 from recon.oblique import ObliqueGeometry
@@ -25,10 +27,10 @@ from recon.stage import (
 )
 from recon.system_matrix import build_system_matrix
 from recon.truth import activity_concentration
-from sim.config import load_config, phantom_spec, recon_spec, simulate_spec, validate_config
-from sim.listmode import read_listmode
-from sim.phantom_stage import build_phantom
-from sim.simulate_stage import run_simulation
+from sim.engines.stage import run_simulation
+from sim.listmode.file import read_listmode
+from sim.phantoms.spec import phantom_spec
+from sim.phantoms.stage import build_phantom
 
 pytestmark = pytest.mark.slow
 

@@ -23,7 +23,7 @@ from recon.truth import (
     overlap_fractions,
     shape_from_record,
 )
-from sim.shapes import Sphere
+from sim.phantoms.shapes import Sphere
 from tests.sim.synthetic import phantom_data
 
 FILL_RADIUS_MM = 14.0

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from recon.geometry import RingSinogram, lor_endpoints_mm, mean_interaction_depth_mm
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 
 def test_mean_depth_against_numerical_integral():

@@ -9,7 +9,7 @@ from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, box_chord_mm
 from recon.recon3d import lor_count
 from recon.sinogram import SinogramGeometry
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 SCANNER = Scanner(crystals_per_ring=48, modules_per_ring=12, rings=10,
                   crystals_per_module_axial=5, crystal_pitch_mm=4.0, axial_pitch_mm=4.0)

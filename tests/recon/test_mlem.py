@@ -23,7 +23,7 @@ from recon.recon3d import reconstruct_3d, select_events
 from recon.sensitivity import geometric_sensitivity
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import build_system_matrix
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 from tests.recon.test_projector import clip_length
 
 SMALL = Scanner(crystals_per_ring=24, modules_per_ring=6, rings=1, crystals_per_module_axial=1,

@@ -17,7 +17,7 @@ from recon.projector import Projector
 from recon.recon2d import plane_indices
 from recon.sinogram import SinogramGeometry, plane_multiplicity
 from recon.system_matrix import build_system_matrix
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 SCANNER = Scanner(crystals_per_ring=48, modules_per_ring=12, rings=10,
                   crystals_per_module_axial=5, crystal_pitch_mm=4.0, axial_pitch_mm=4.0)

@@ -19,7 +19,7 @@ from recon.recon3d import reconstruct_3d, select_events
 from recon.sensitivity import geometric_sensitivity
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import build_system_matrix
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 SOURCE_MM = np.array([21.0, -9.0, 14.0])  # x, y, z: every coordinate distinct and off-centre
 C_MM_PER_NS = 2 * HALF_C_MM_PER_NS

@@ -27,7 +27,7 @@ from recon.scatter import (
     window_efficiency,
 )
 from recon.sinogram import SinogramGeometry, plane_multiplicity
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 
 #: Total Klein-Nishina cross section of a free electron at 511 keV, barn (NIST XCOM's
 #: incoherent scattering on one electron, 0.2867 b; r_e^2 = 0.07941 b).

@@ -13,7 +13,7 @@ from recon.geometry import lor_endpoints_mm, scanner_doi_mm
 from recon.grid import ImageGrid
 from recon.sensitivity import attenuated_sensitivity, geometric_sensitivity
 from recon.sinogram import SinogramGeometry
-from sim.scanner import Scanner
+from sim.scanner.geometry import Scanner
 from tests.recon.test_projector import clip_length
 
 SMALL = Scanner(crystals_per_ring=24, modules_per_ring=6, rings=4, crystals_per_module_axial=4,

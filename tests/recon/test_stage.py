@@ -14,14 +14,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from pipeline.config import load_config, validate_config
+from pipeline.specs import recon_spec
 from recon.__main__ import main as recon_main
 from recon.detectability import read_json as read_detectability
 from recon.image_io import read_recon
 from recon.stage import build_system_matrix_file, reconstruct
-from sim.config import load_config, phantom_spec, recon_spec, validate_config
-from sim.listmode import COLUMNS, write_listmode
-from sim.phantom_stage import build_phantom
-from sim.scanner import Scanner
+from sim.listmode.file import COLUMNS, write_listmode
+from sim.phantoms.spec import phantom_spec
+from sim.phantoms.stage import build_phantom
+from sim.scanner.geometry import Scanner
 from tests.recon.test_point_source import SOURCE_MM, point_source_events
 
 

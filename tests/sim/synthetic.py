@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from sim.materials import get_material
-from sim.phantom_file import PhantomData
-from sim.voxelise import MATERIAL_IDS
+from sim.phantoms.file import PhantomData
+from sim.phantoms.materials import get_material
+from sim.phantoms.voxelise import MATERIAL_IDS
 
 
 def phantom_data(material_names: np.ndarray, activity: np.ndarray,

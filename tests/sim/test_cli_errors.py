@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.cli import describe
+from pipeline.cli import describe
 
 #: One command per package, with every input left as it is (missing or not): the output is
 #: checked first.

@@ -9,8 +9,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 #: What a command run from the repository root can reach.
-WORKFLOW_ITEMS = ("Snakefile", "workflow", "config", "profiles", "sim", "recon", "models",
-                  "examples")
+WORKFLOW_ITEMS = ("Snakefile", "workflow", "config", "profiles", "pipeline", "sim", "recon",
+                  "models", "examples")
 
 
 def copy_workflow(dest: Path, extra: tuple[str, ...] = ()) -> Path:

@@ -34,8 +34,8 @@ import pytest
 import uproot
 
 from recon.image_io import read_recon
-from sim.listmode import read_listmode
-from tests.sim.test_root_import import _events, _gate9_branches
+from sim.listmode.file import read_listmode
+from tests.sim.listmode.test_root_import import _events, _gate9_branches
 from tests.workflow.sandbox import REPO, copy_workflow
 
 README = (REPO / "README.md").read_text()
@@ -199,7 +199,8 @@ def test_one_stage_by_hand_commands_run_as_written(sandbox):
 def test_generative_stage_by_hand_commands(sandbox, monkeypatch):
     from models.__main__ import main
     from models.data.positron_dataset import build_positron_dataset
-    from sim.config import load_config, phantom_names, positron_dataset_spec
+    from pipeline.config import load_config
+    from pipeline.specs import phantom_names, positron_dataset_spec
     from tests.models.fixtures import make_results
 
     commands = _by_hand(sandbox, "models")

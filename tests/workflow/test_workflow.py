@@ -12,7 +12,7 @@ import h5py
 import pytest
 
 from recon.image_io import read_recon
-from sim.listmode import read_listmode
+from sim.listmode.file import read_listmode
 from tests.workflow.sandbox import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]

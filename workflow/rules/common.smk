@@ -4,24 +4,24 @@ import math
 import shlex
 
 from models.methods import method_class, run_name_pattern
-from sim import job_resources
-from sim.config import (
+from pipeline import job_resources
+from pipeline.config import selected_datasets
+from pipeline.specs import (
     ct_dataset_spec,
-    method_runs,
-    split_run,
     evaluate_spec,
     feature_network_spec,
     generate_spec,
+    method_runs,
     phantom_names,
-    phantom_spec,
     positron_dataset_spec,
     positron_features_spec,
     pretrain_vae_spec,
     recon_spec,
-    selected_datasets,
     simulate_spec,
+    split_run,
     train_spec,
 )
+from sim.phantoms.spec import phantom_spec
 
 
 wildcard_constraints:
@@ -43,7 +43,7 @@ def all_phantom_outputs():
     ]
 
 
-# Requests scaled with the config: sim/job_resources.py (measured costs and their margins).
+# Requests scaled with the config: pipeline/job_resources.py (measured costs and their margins).
 def phantom_mem_mb(wildcards):
     return job_resources.phantom(config, wildcards.dataset).mem_mb
 

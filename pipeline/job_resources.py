@@ -1,0 +1,146 @@
+"""What each job asks a scheduler for (``mem_mb``, ``runtime``), scaled with the config.
+
+Each model is the measured cost of the job, from the ``benchmark:`` files of runs on the
+project machine (2 cores, no GPU, 30 Nov 2026: the default run, ``config/table1.yaml`` and
+``config/parts.yaml``; ``benchmarks/measured/jobs_2026-11-30.tsv`` holds them, and
+``benchmarks/propose_resources.py`` prints the per-rule proposals of any run), written as a
+fixed part plus a part proportional to what drives the job, then given the margins of
+``propose_resources.py``: memory x 1.5 rounded up to 500 MB, runtime x 3 rounded up to 5 min
+(a cluster kills a job at its limit; the margin covers slower nodes and jobs sharing a node).
+``tests/pipeline/test_job_resources.py`` checks every measured job against its request.
+
+=================== ============================================ =========================
+job                 memory driver                                runtime driver
+=================== ============================================ =========================
+phantom             phantom voxels (:mod:`pipeline.budget`), parts     phantom voxels
+simulate (fast)     decays in flight: min(decays, workers x       decays
+                    ``simulation.chunk_decays``)
+positron_features   training images x (size_px / 64)^2           (fixed)
+train, pretrain_vae batch x (size_px / 64)^2                    steps x batch x
+                                                                 (size_px / 64)^2, per method
+=================== ============================================ =========================
+
+The GATE engines cannot run here (no Geant4 data), so their simulate jobs keep fixed requests
+(``GATE_SIMULATE``), to be set per site with ``set-resources`` in the profile. Rules whose
+cost does not move with the config keep fixed values in their rule, from the same runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.budget import dataset_needs
+
+#: Margins of benchmarks/propose_resources.py.
+MEMORY_MARGIN, RUNTIME_MARGIN = 1.5, 3.0
+#: Phantom job: seconds per phantom voxel (measured 22-40 us for tubes, 50-85 us for meshes:
+#: ray tests) and the extra memory of a mesh part (trimesh, Embree, ray batches; measured
+#: 720-770 MB for 0.2 M voxels against 420-500 MB for a tube of 0.5 M voxels).
+PHANTOM_S_PER_VOXEL = 40e-6
+PART_S_PER_VOXEL = 90e-6
+PART_EXTRA_MB = 600.0
+#: Embedded engine: fixed seconds, seconds per decay (measured 23-45 s for 6 M decays, 1-4.5 s
+#: for 60 k), fixed MB and MB per decay in flight (730-890 MB with 2 x 200 k in flight).
+SIMULATE_BASE_S, SIMULATE_S_PER_DECAY = 5.0, 8e-6
+SIMULATE_BASE_MB, SIMULATE_MB_PER_DECAY = 130.0, 1.9e-3
+#: GATE engines: not measurable here; one day and 8 GB, per site in the profile.
+GATE_SIMULATE = (8000, 1440)
+#: positron_features: fixed MB and MB per training image of 64 x 64 px (measured 1976 MB for
+#: 90 images, 2715 MB for 180: PCANet's filter responses of every image are held).
+FEATURES_BASE_MB, FEATURES_MB_PER_IMAGE = 1250.0, 8.5
+#: train: fixed seconds and seconds per step of a batch of 32 images of 64 x 64 px on 2 CPU
+#: threads, the slowest measured (two trainings sharing the 2 cores); pretrain_vae is the
+#: CT VAE's steps. Memory: fixed MB and MB per unit of batch x (size_px / 64)^2 (measured
+#: 430-640 MB).
+TRAIN_BASE_S = 30.0
+TRAIN_S_PER_STEP = {"attention_gan": 0.70, "dcgan": 0.65, "wgan_gp": 0.50, "vae": 0.13,
+                    "pretrain_vae": 0.18}
+TRAIN_BASE_MB, TRAIN_MB_PER_SCALE = 400.0, 250.0
+
+
+@dataclass(frozen=True)
+class Request:
+    """A job's request: memory, MB, and wall time, minutes."""
+
+    mem_mb: int
+    runtime_min: int
+
+
+def _request(peak_mb: float, seconds: float, min_mb: int = 500) -> Request:
+    mem = max(min_mb, 500 * math.ceil(MEMORY_MARGIN * peak_mb / 500))
+    return Request(int(mem), int(max(5, 5 * math.ceil(RUNTIME_MARGIN * seconds / 60 / 5))))
+
+
+def phantom(config: dict[str, Any], dataset: str) -> Request:
+    """A phantom job of ``dataset``."""
+    ds = config["datasets"][dataset]
+    voxels = math.prod(int(n) for n in ds["grid"]["shape"])
+    peak_mb = dataset_needs(ds, config["acquisitions"]).job_memory_bytes / 1e6
+    per_voxel = PHANTOM_S_PER_VOXEL
+    if ds["family"] == "part":
+        peak_mb += PART_EXTRA_MB
+        per_voxel = PART_S_PER_VOXEL
+    return _request(peak_mb, 5.0 + per_voxel * voxels, min_mb=1000)
+
+
+def reconstruct(config: dict[str, Any]) -> Request:
+    """A reconstruct job: 2D measured (0.4-1.1 GB, 6-88 s with the corrections on); 3D, not
+    in the measured runs, keeps the requests issue 14's 3D runs needed."""
+    if config["recon"]["mode"] == "3d":
+        return Request(6000, 60)
+    return _request(1100.0, 90.0)
+
+
+def simulate(config: dict[str, Any], acquisition: str, workers: int) -> Request:
+    """A simulate job of ``acquisition`` run with ``workers`` processes."""
+    if config["engine"] != "fast":
+        return Request(*GATE_SIMULATE)
+    preset = config["acquisitions"][acquisition]
+    decays = float(preset["activity_bq"]) * float(preset["duration_s"])
+    in_flight = min(decays, max(1, workers) * float(config["simulation"]["chunk_decays"]))
+    return _request(SIMULATE_BASE_MB + SIMULATE_MB_PER_DECAY * in_flight,
+                    SIMULATE_BASE_S + SIMULATE_S_PER_DECAY * decays)
+
+
+def training_images_bound(config: dict[str, Any], dataset: str) -> int:
+    """An upper bound on the training images of ``dataset``'s positron set (every slice of
+    every training phantom, of one acquisition when ``train.acquisition`` is set)."""
+    ds = config["datasets"][dataset]
+    images = config["positron_images"]
+    nz, _, nx = (int(n) for n in ds["grid"]["shape"])
+    slices = nz if images["orientation"] == "transaxial" else nx
+    phantoms = max(1, math.ceil(images["split_fractions"][0] / sum(images["split_fractions"])
+                                * int(ds["n_phantoms"])))
+    acquisitions = 1 if config["train"]["acquisition"] else 2
+    return phantoms * slices * acquisitions
+
+
+def positron_features(config: dict[str, Any], dataset: str) -> Request:
+    """The positron_features job of ``dataset``."""
+    scale = (config["positron_images"]["size_px"] / 64) ** 2
+    peak_mb = FEATURES_BASE_MB + FEATURES_MB_PER_IMAGE * scale * training_images_bound(
+        config, dataset)
+    return _request(peak_mb, 60.0)
+
+
+def _training(steps: int, batch_size: int, size_px: int, per_step_s: float) -> Request:
+    scale = batch_size / 32 * (size_px / 64) ** 2
+    return _request(TRAIN_BASE_MB + TRAIN_MB_PER_SCALE * scale,
+                    TRAIN_BASE_S + steps * per_step_s * scale)
+
+
+def train(config: dict[str, Any], method: str) -> Request:
+    """A train job of ``method`` (a registered name; an unknown one gets the slowest)."""
+    t = config["train"]
+    per_step = TRAIN_S_PER_STEP.get(method, max(TRAIN_S_PER_STEP.values()))
+    return _training(t["steps"], t["batch_size"], config["positron_images"]["size_px"],
+                     per_step)
+
+
+def pretrain_vae(config: dict[str, Any]) -> Request:
+    """The pretrain_vae job (the CT VAE, on ``ct_images.size_px`` images)."""
+    p = config["pretrain_vae"]
+    return _training(p["steps"], p["batch_size"], config["ct_images"]["size_px"],
+                     TRAIN_S_PER_STEP["pretrain_vae"])

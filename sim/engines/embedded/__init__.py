@@ -1,0 +1,2 @@
+"""The embedded Monte Carlo engine: positron source, photon physics, vectorised transport,
+digitizer and coincidence sorter."""

@@ -1,0 +1,250 @@
+"""List-mode files: the contract between every engine and the reconstruction (DESIGN.md).
+
+``listmode/{phantom}/{acquisition}.h5``:
+
+* group ``coincidences`` (prompts), one row per coincidence, columns :data:`COLUMNS`
+  (``crystal1/2`` int32, ``time1/2_ns`` float64, ``energy1/2_kev`` float32, ``pos1/2_mm``
+  (n, 3) float32, and the truth columns when the engine knows them);
+* group ``delayed``: the delayed-window coincidences, same columns (randoms estimate);
+* attributes: ``engine``, ``engine_version``, ``primaries`` (decays simulated),
+  ``activity_bq``, ``duration_s``, ``scanner`` (JSON geometry), counts, and the provenance
+  attributes of :func:`pipeline.fileio.provenance_attrs`.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline import values
+from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from sim.scanner.geometry import Scanner
+
+#: Column -> (dtype, columns per row; 0 for 1-D); the first eight are required.
+COLUMNS: dict[str, tuple[type, int]] = {
+    "crystal1": (np.int32, 0),
+    "crystal2": (np.int32, 0),
+    "time1_ns": (np.float64, 0),
+    "time2_ns": (np.float64, 0),
+    "energy1_kev": (np.float32, 0),
+    "energy2_kev": (np.float32, 0),
+    "pos1_mm": (np.float32, 3),
+    "pos2_mm": (np.float32, 3),
+    "event1": (np.int64, 0),
+    "event2": (np.int64, 0),
+    "annihilation_mm": (np.float32, 3),
+    "compton_phantom1": (np.uint8, 0),
+    "compton_phantom2": (np.uint8, 0),
+    "rayleigh_phantom1": (np.uint8, 0),
+    "rayleigh_phantom2": (np.uint8, 0),
+    "kind": (np.uint8, 0),
+}
+REQUIRED = tuple(COLUMNS)[:8]
+GROUPS = ("coincidences", "delayed")
+#: Free disk kept beyond each chunk (HDF5 metadata, the attributes written at the end).
+DISK_MARGIN_BYTES = 16 << 20
+REQUIRED_ATTRS = ("engine", "engine_version", "primaries", "activity_bq", "duration_s",
+                  "scanner")
+
+
+@dataclass
+class ListMode:
+    """Content of a list-mode file.
+
+    Attributes
+    ----------
+    coincidences, delayed : dict of str -> numpy.ndarray
+        Columns of the prompts and of the delayed window.
+    attrs : dict
+    scanner : Scanner
+        Geometry the crystal ids refer to.
+    """
+
+    coincidences: dict[str, np.ndarray]
+    delayed: dict[str, np.ndarray]
+    attrs: dict[str, Any]
+    scanner: Scanner
+
+    def __len__(self) -> int:
+        return int(self.coincidences["crystal1"].shape[0])
+
+
+def _check_columns(columns: dict, where: str) -> int:
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
+    n = None
+    for name, array in columns.items():
+        if name not in COLUMNS:
+            raise ValueError(f"{where}: unknown column {name!r}")
+        width = COLUMNS[name][1]
+        expected_ndim = 2 if width else 1
+        if array.ndim != expected_ndim or (width and array.shape[1] != width):
+            raise ValueError(f"{where}: column {name} has shape {array.shape}, expected "
+                             f"{'(n, 3)' if width else '(n,)'}")
+        if n is None:
+            n = array.shape[0]
+        elif array.shape[0] != n:
+            raise ValueError(f"{where}: column {name} has {array.shape[0]} rows, others {n}")
+        # NaN times or positions reach the reconstruction as NaN voxels: the measured
+        # columns are refused here, where every engine's writer and every reader passes.
+        # (Truth columns may hold NaN: annihilation_mm of a random pairs two decays.)
+        if name.startswith("energy"):
+            values.in_range(where, f"column {name}", array, 0.0, unit="keV")
+        elif name in REQUIRED:
+            values.finite(where, f"column {name}", array)
+    return int(n or 0)
+
+
+def _check_attrs(attrs: dict, where: str) -> None:
+    """The acquisition's numbers: a positive finite activity and duration, a count."""
+    missing = [a for a in REQUIRED_ATTRS if a not in attrs]
+    if missing:
+        raise ValueError(f"{where}: missing attribute(s) {', '.join(missing)}")
+    for key, unit in (("activity_bq", "Bq"), ("duration_s", "s")):
+        values.in_range(where, f"attribute {key}", values.vector(where, f"attribute {key}",
+                                                                 attrs[key], 1),
+                        0.0, exclusive_minimum=True, unit=unit)
+    values.in_range(where, "attribute primaries",
+                    values.vector(where, "attribute primaries", attrs["primaries"], 1), 0.0)
+
+
+class ListModeWriter:
+    """Write a list-mode file incrementally, atomically (a context manager).
+
+    Columns are appended chunk by chunk to resizable, compressed datasets, so a long
+    acquisition never holds all its coincidences in memory. The file appears under its name
+    only when the block exits without error and with the required attributes set.
+
+    Examples
+    --------
+    >>> with ListModeWriter(path) as out:                       # doctest: +SKIP
+    ...     for prompts, delayed in chunks:
+    ...         out.append(prompts, delayed)
+    ...     out.attrs.update(engine="fast", ...)
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False) -> None:
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.attrs: dict[str, Any] = {}
+        self._counts = dict.fromkeys(GROUPS, 0)
+
+    def __enter__(self) -> ListModeWriter:
+        self._atomic = atomic_output(self.path, self.overwrite)
+        tmp = self._atomic.__enter__()
+        self._file = h5py.File(tmp, "w")
+        for group in GROUPS:
+            g = self._file.create_group(group)
+            for name, (dtype, width) in COLUMNS.items():
+                tail = (width,) if width else ()
+                g.create_dataset(name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype,
+                                 chunks=(65536, *tail), compression="gzip",
+                                 compression_opts=4, shuffle=True)
+        return self
+
+    def append(self, coincidences: dict, delayed: dict) -> None:
+        """Append one chunk of prompts and delayed coincidences (columns of :data:`COLUMNS`)."""
+        # A full disk is refused before HDF5 meets it: HDF5's own write failure leaves its
+        # file in a state whose clean-up can crash the interpreter (h5py 3, seen).
+        chunk_bytes = sum(np.asarray(a).nbytes for t in (coincidences, delayed)
+                          for a in t.values())
+        free = shutil.disk_usage(self.path.parent).free
+        if free < 2 * chunk_bytes + DISK_MARGIN_BYTES:
+            raise OSError(errno.ENOSPC, f"no space left on the device ({free / 1e6:.1f} MB "
+                          f"free; a chunk needs up to {chunk_bytes / 1e6:.1f} MB, and "
+                          f"{DISK_MARGIN_BYTES >> 20} MB are kept for the file's metadata)",
+                          str(self.path))
+        for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
+            n = _check_columns(columns, f"{self.path} group {group}")
+            missing = [c for c in COLUMNS if c not in columns]
+            if missing:
+                raise ValueError(f"{self.path} group {group}: missing column(s) "
+                                 f"{', '.join(missing)}")
+            start = self._counts[group]
+            for name, array in columns.items():
+                dataset = self._file[group][name]
+                dataset.resize(start + n, axis=0)
+                dataset[start:] = np.asarray(array, dtype=COLUMNS[name][0])
+            self._counts[group] = start + n
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                _check_attrs(self.attrs, str(self.path))
+                for group in GROUPS:
+                    self._file[group].attrs["count"] = self._counts[group]
+                for key, value in self.attrs.items():
+                    self._file.attrs[key] = value
+        except BaseException:
+            self._file.close()
+            self._atomic.__exit__(*sys.exc_info())
+            raise
+        self._file.close()
+        self._atomic.__exit__(exc_type, exc, tb)
+
+
+def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: dict,
+                   overwrite: bool = False) -> Path:
+    """Write a whole list-mode file at once (see :class:`ListModeWriter`)."""
+    path = Path(path)
+    _check_attrs(attrs, str(path))  # before creating anything
+    for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
+        _check_columns(columns, f"{path} group {group}")
+    with ListModeWriter(path, overwrite) as out:
+        out.append(coincidences, delayed)
+        out.attrs.update(attrs)
+    return path
+
+
+def read_listmode(path: str | Path) -> ListMode:
+    """Read and check a list-mode file; errors name the file and the field."""
+    path = Path(path)
+    with open_hdf5(path, "list-mode file") as f:
+        attrs = decoded_attrs(f)
+        _check_attrs(attrs, str(path))
+        groups = {}
+        for group in GROUPS:
+            if group not in f:
+                raise ValueError(f"{path}: missing group {group}")
+            groups[group] = {name: f[group][name][...] for name in f[group]}
+    try:
+        scanner = Scanner(**json.loads(attrs["scanner"]))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{path}: attribute scanner is not a valid geometry ({exc})") from None
+    for group, columns in groups.items():
+        _check_columns(columns, f"{path} group {group}")
+        for name in ("crystal1", "crystal2"):
+            ids = columns[name]
+            if ids.size and (ids.min() < 0 or ids.max() >= scanner.n_crystals):
+                raise ValueError(f"{path} group {group}: column {name} has crystal ids outside "
+                                 f"[0, {scanner.n_crystals}) of the file's scanner")
+    return ListMode(groups["coincidences"], groups["delayed"], attrs, scanner)
+
+
+def acquisition_attrs(spec: dict[str, Any], phantom_h5: str | Path,
+                      params: dict[str, Any]) -> dict[str, Any]:
+    """Attributes every engine writes for one simulated acquisition (besides its own).
+
+    Provenance (:func:`pipeline.fileio.provenance_attrs` of the spec), the acquisition's activity,
+    duration and half-life, the scanner JSON, and where the phantom came from.
+    """
+    acquisition = spec["acquisition"]
+    scanner = Scanner.from_config(spec["scanner"])
+    attrs = provenance_attrs(spec, params=params, seed=spec["seed"])
+    attrs.update(
+        activity_bq=float(acquisition["activity_bq"]),
+        duration_s=float(acquisition["duration_s"]),
+        half_life_s=float(acquisition["half_life_s"]), acquisition=acquisition["name"],
+        scanner=json.dumps(scanner.to_dict(), sort_keys=True), phantom_file=str(phantom_h5),
+        dataset=spec["dataset"], phantom_name=spec["phantom"],
+    )
+    return attrs

@@ -1,0 +1,163 @@
+"""The user's part: its settings, and its named volumes placed in the scanner frame.
+
+A part is what an inspection engineer has from CAD or from a segmented scan: named volumes,
+each of one material, given as a closed triangle mesh or as one label of a labelled image, the
+way opengate and GATE build a geometry from tessellated volumes or a voxelised phantom with a
+label-to-material table. Volumes are painted in the order given (a later volume wins where it
+applies), so an aluminium body followed by the channel inside it, of water, gives a part with
+a water-filled channel. The volumes named in ``fill`` are the cavities that hold the
+positron-emitting solution (activity, uniform concentration); a cavity left out of ``fill``
+keeps its material (air for a dry channel) and no activity.
+
+Placement, in this order (GATE's convention for a volume: rotation about its own origin, then
+translation): file units times ``unit_mm``; with ``centre``, the box around all the volumes is
+moved to the origin; the fixed rotation ``rotation_deg`` (extrinsic x, then y, then z); the
+phantom's own turn about the scanner axis (``rotation_z_deg``, drawn per phantom); then
+``translation_mm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from sim.phantoms.parts.files import PartError, load_label_image, load_mesh
+from sim.phantoms.parts.solids import LabelRegion, MeshSolid, SurfaceSolid
+
+
+@dataclass(frozen=True)
+class VolumeSettings:
+    """One named volume: a mesh file, or a label of the part's labelled image."""
+
+    name: str
+    material: str
+    mesh: str | None = None
+    label: int | None = None
+
+
+@dataclass(frozen=True)
+class PartSettings:
+    """The ``part`` section of a dataset, parsed once (see config/schema.yaml)."""
+
+    volumes: tuple[VolumeSettings, ...]
+    fill: tuple[str, ...]
+    label_image: str | None = None
+    unit_mm: float = 1.0
+    centre: bool = True
+    rotation_deg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    rotation_z_deg: tuple[float, float] = (0.0, 0.0)
+    translation_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    @classmethod
+    def from_config(cls, part: dict[str, Any]) -> PartSettings:
+        """Parse and cross-check a ``part`` section; ValueError names the sub-key."""
+        volumes = tuple(VolumeSettings(str(v["name"]), str(v["material"]), v.get("mesh"),
+                                       v.get("label")) for v in part["volumes"])
+        names = [v.name for v in volumes]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"volumes: name(s) {', '.join(duplicated)} used twice")
+        for v in volumes:
+            if (v.mesh is None) == (v.label is None):
+                raise ValueError(f"volumes: volume {v.name!r} needs exactly one of mesh (a file) "
+                                 "and label (a value of label_image)")
+        if any(v.label is not None for v in volumes) and not part.get("label_image"):
+            raise ValueError("label_image: volumes given by label need the labelled image")
+        unknown = [n for n in part["fill"] if n not in names]
+        if unknown:
+            raise ValueError(f"fill: {', '.join(map(repr, unknown))} is not a volume; volumes: "
+                             f"{', '.join(names)}")
+        return cls(volumes, tuple(part["fill"]), part.get("label_image"), float(part["unit_mm"]),
+                   bool(part["centre"]), tuple(map(float, part["rotation_deg"])),
+                   tuple(map(float, part["rotation_z_deg"])),
+                   tuple(map(float, part["translation_mm"])))
+
+
+@dataclass(frozen=True)
+class PartVolume:
+    """One placed volume: its solid, material and whether it holds the solution."""
+
+    solid: SurfaceSolid
+    material: str
+    filled: bool
+
+
+def placement(settings: PartSettings, bounds: list[tuple[np.ndarray, np.ndarray]],
+              turn_z_deg: float) -> np.ndarray:
+    """4 x 4 transform from file coordinates to the scanner frame, mm; ``bounds`` are the
+    volumes' boxes in file coordinates."""
+    scale = np.diag([settings.unit_mm] * 3 + [1.0])
+    centre = np.eye(4)
+    if settings.centre:
+        lo = np.min([b[0] for b in bounds], axis=0) * settings.unit_mm
+        hi = np.max([b[1] for b in bounds], axis=0) * settings.unit_mm
+        centre[:3, 3] = -0.5 * (lo + hi)
+    rotate = np.eye(4)
+    rotate[:3, :3] = (Rotation.from_euler("z", turn_z_deg, degrees=True)
+                      * Rotation.from_euler("xyz", settings.rotation_deg, degrees=True)).as_matrix()
+    move = np.eye(4)
+    move[:3, 3] = settings.translation_mm
+    return move @ rotate @ centre @ scale
+
+
+def load_part(settings: PartSettings, turn_z_deg: float = 0.0,
+              spacing_mm: float = 0.5) -> list[PartVolume]:
+    """Read, check and place every volume of a part (order kept: painter's rule).
+
+    ``spacing_mm`` is the surface-point spacing of mesh volumes (half the phantom's smallest
+    voxel size keeps the voxeliser's near-surface test tight).
+    """
+    meshes = {v.name: load_mesh(v.mesh) for v in settings.volumes if v.mesh is not None}
+    labels, affine = (load_label_image(settings.label_image) if settings.label_image
+                      else (None, None))
+    raw: dict[str, SurfaceSolid] = {}
+    for v in settings.volumes:
+        if v.mesh is not None:
+            raw[v.name] = MeshSolid(v.name, v.mesh, meshes[v.name])
+        else:
+            if not np.any(labels == v.label):
+                raise PartError(f"label image {settings.label_image}: holds no voxel of label "
+                                f"{v.label} (volume {v.name!r}); labels present: "
+                                f"{np.unique(labels).tolist()}")
+            raw[v.name] = LabelRegion(v.name, settings.label_image, labels, v.label, affine)
+    transform = placement(settings, [s.bounds_mm() for s in raw.values()], turn_z_deg)
+    out = []
+    for v in settings.volumes:
+        if v.mesh is not None:
+            placed = meshes[v.name].copy()
+            placed.apply_transform(transform)
+            solid: SurfaceSolid = MeshSolid(v.name, v.mesh, placed, spacing_mm)
+        else:
+            solid = LabelRegion(v.name, settings.label_image, labels, v.label,
+                                transform @ affine)
+        out.append(PartVolume(solid, v.material, v.name in settings.fill))
+    return out
+
+
+def check_fit(volumes: list[PartVolume], half_extent_xyz_mm: np.ndarray,
+              bore_radius_mm: float, turns_about_z: bool) -> None:
+    """Refuse a part that leaves the voxel grid or the scanner bore.
+
+    With ``turns_about_z`` the part is turned by a random angle per phantom, so it must fit
+    the grid's inscribed cylinder, not only its box.
+    """
+    for v in volumes:
+        vertices = v.solid.mesh.vertices
+        radius = float(np.max(np.hypot(vertices[:, 0], vertices[:, 1])))
+        where = f"{v.solid.path} (volume {v.solid.name!r})"
+        if radius >= bore_radius_mm:
+            raise PartError(f"{where}: reaches {radius:.1f} mm from the scanner axis; it does "
+                            f"not fit the scanner bore ({bore_radius_mm:.1f} mm)")
+        reach = np.max(np.abs(vertices), axis=0)
+        limit = np.asarray(half_extent_xyz_mm, dtype=float).copy()
+        if turns_about_z:
+            reach[:2] = radius
+            limit[:2] = min(limit[0], limit[1])
+        if np.any(reach > limit):
+            axis = "xyz"[int(np.argmax(reach - limit))]
+            raise PartError(f"{where}: extends to {reach.max():.1f} mm along {axis}; it does not "
+                            f"fit the voxel grid (half-extent {np.round(limit, 1).tolist()} mm "
+                            "along x, y, z)")

@@ -1,0 +1,1 @@
+"""Scanner geometry: crystal positions, modules and rings (:mod:`sim.scanner.geometry`)."""

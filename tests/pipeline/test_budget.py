@@ -1,0 +1,62 @@
+"""Memory and disk estimates of a config, refused before any job starts when they cannot fit:
+checked against sizes computed by hand in the test and against a real phantom job."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.budget import GB, dataset_needs
+from pipeline.config import ConfigError, deep_merge, load_config, validate_config
+
+
+def test_needs_are_the_documented_per_voxel_and_per_decay_costs():
+    ds = {"grid": {"shape": [10, 20, 30]}, "n_phantoms": 7, "acquisitions": ["a", "b"]}
+    acquisitions = {"a": {"activity_bq": 1000.0, "duration_s": 2.0},
+                    "b": {"activity_bq": 5.0, "duration_s": 4.0}}
+    needs = dataset_needs(ds, acquisitions)
+    voxels = 10 * 20 * 30
+    assert needs.job_memory_bytes == pytest.approx(150e6 + 1000 * voxels)
+    assert needs.disk_bytes == pytest.approx(7 * (6 * voxels + 10 * (2000 + 20)))
+
+
+@pytest.mark.parametrize("overlay, key, text", [
+    ({"datasets": {"tubes": {"grid": {"shape": [4000, 4000, 4000]}}}},
+     "datasets.tubes.grid.shape",
+     "a phantom of 4000x4000x4000 voxels needs about 6.4e+04 GB of memory"),
+    ({"datasets": {"tubes": {"n_phantoms": 10**9}}}, "datasets.tubes.n_phantoms",
+     "1000000000 phantoms of 56x96x96 voxels with acquisitions fast, reference need about"),
+    ({"acquisitions": {"reference": {"duration_s": 1e9}}}, "datasets.tubes.n_phantoms",
+     "need about 2.4e+07 GB of disk"),
+    ({"limits": {"memory_gb": 0.1}}, "datasets.tubes.grid.shape",
+     "more than the 0.1 GB available (limits.memory_gb)"),
+    ({"limits": {"disk_gb": 0.01}}, "datasets.tubes.n_phantoms",
+     "more than the 0.01 GB free (limits.disk_gb)"),
+])
+def test_what_cannot_fit_is_refused_with_the_numbers(overlay, key, text):
+    cfg = deep_merge(load_config(), overlay)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    assert f"config key {key}: " in str(info.value) and text in str(info.value), info.value
+
+
+def test_the_default_config_fits_and_the_memory_estimate_bounds_a_real_phantom_job(tmp_path):
+    cfg = load_config()
+    needs = dataset_needs(cfg["datasets"]["tubes"], cfg["acquisitions"])
+    assert needs.disk_bytes < 1 * GB
+    # The estimate is an upper bound of a real phantom job's peak memory, and not a loose one.
+    out = tmp_path / "t.h5"
+    # The peak of this process's own memory (VmHWM): ru_maxrss would also count the pytest
+    # process it was forked from, which Linux carries across exec.
+    code = ("import sys; from sim.__main__ import main; "
+            "code = main(['phantom', '--dataset', 'tubes', '--phantom', 'tube_0001', '--out', "
+            f"'{out}']); print(open('/proc/self/status').read()); sys.exit(code)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    peak_kb = next(int(line.split()[1]) for line in run.stdout.splitlines()
+                   if line.startswith("VmHWM:"))
+    peak_bytes = peak_kb * 1024
+    assert 0.5 * needs.job_memory_bytes < peak_bytes < needs.job_memory_bytes

@@ -1,0 +1,210 @@
+"""ROOT import: files written with uproot in GATE 9's and opengate's coincidence schemas
+convert to list-mode with the right units and crystal ids; damaged files give one clear error.
+
+The expected ids are computed here from the GATE hierarchy written out by hand
+(rsector = transaxial index // 8, module = ring // 8, crystal = j + 8 k), not with the
+converter's own mapping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import uproot
+
+from sim.listmode.file import read_listmode
+from sim.listmode.root_import import OPENGATE_COMPTON, OPENGATE_RAYLEIGH, import_root
+from sim.scanner.geometry import Scanner
+
+SCANNER = Scanner()
+
+
+def _events(n: int, seed: int) -> dict:
+    """Random coincidences between crystals at least 2 modules apart, with truth."""
+    rng = np.random.default_rng(seed)
+    ring = rng.integers(0, 64, (n, 2))
+    index1 = rng.integers(0, 184, n)
+    index2 = (index1 + rng.integers(40, 144, n)) % 184  # 5..18 modules away
+    index = np.stack([index1, index2], axis=1)
+    event = rng.integers(0, 10**6, (n, 2))
+    same = rng.random(n) < 0.7
+    event[same, 1] = event[same, 0]
+    return {
+        "ring": ring, "index": index, "event": event,
+        "time_s": np.sort(rng.uniform(0, 0.1, n))[:, None] + rng.normal(0, 1e-9, (n, 2)),
+        "energy_mev": rng.uniform(0.35, 0.65, (n, 2)),
+        "source_mm": rng.uniform(-40, 40, (n, 3)),
+        "compton": rng.integers(0, 3, (n, 2)) * (rng.random((n, 2)) < 0.3),
+        "rayleigh": (rng.random((n, 2)) < 0.05).astype(int),
+    }
+
+
+def _gate9_branches(ev: dict) -> dict:
+    out = {}
+    ids = ev["ring"] * 184 + ev["index"]
+    pos = SCANNER.crystal_centres_mm(ids)
+    for n in (1, 2):
+        k = n - 1
+        j, kz = ev["index"][:, k] % 8, ev["ring"][:, k] % 8
+        out |= {
+            f"eventID{n}": ev["event"][:, k].astype(np.int32),
+            f"time{n}": ev["time_s"][:, k],
+            f"energy{n}": ev["energy_mev"][:, k].astype(np.float32),
+            f"globalPosX{n}": pos[:, k, 0].astype(np.float32),
+            f"globalPosY{n}": pos[:, k, 1].astype(np.float32),
+            f"globalPosZ{n}": pos[:, k, 2].astype(np.float32),
+            f"sourcePosX{n}": ev["source_mm"][:, 0].astype(np.float32),
+            f"sourcePosY{n}": ev["source_mm"][:, 1].astype(np.float32),
+            f"sourcePosZ{n}": ev["source_mm"][:, 2].astype(np.float32),
+            f"rsectorID{n}": (ev["index"][:, k] // 8).astype(np.int32),
+            f"moduleID{n}": (ev["ring"][:, k] // 8).astype(np.int32),
+            f"submoduleID{n}": np.zeros(len(j), np.int32),
+            f"crystalID{n}": (j + 8 * kz).astype(np.int32),
+            f"layerID{n}": np.zeros(len(j), np.int32),
+            f"comptonPhantom{n}": ev["compton"][:, k].astype(np.int32),
+            f"RayleighPhantom{n}": ev["rayleigh"][:, k].astype(np.int32),
+        }
+    return out
+
+
+def _opengate_branches(ev: dict) -> dict:
+    out = {}
+    ids = ev["ring"] * 184 + ev["index"]
+    pos = SCANNER.crystal_centres_mm(ids)
+    for n in (1, 2):
+        k = n - 1
+        out |= {
+            f"EventID{n}": ev["event"][:, k].astype(np.int64),
+            f"GlobalTime{n}": ev["time_s"][:, k] * 1e9,  # Geant4 internal unit: ns
+            f"TotalEnergyDeposit{n}": ev["energy_mev"][:, k],
+            f"PostPosition{n}_X": pos[:, k, 0], f"PostPosition{n}_Y": pos[:, k, 1],
+            f"PostPosition{n}_Z": pos[:, k, 2],
+            f"EventPosition{n}_X": ev["source_mm"][:, 0],
+            f"EventPosition{n}_Y": ev["source_mm"][:, 1],
+            f"EventPosition{n}_Z": ev["source_mm"][:, 2],
+            f"{OPENGATE_COMPTON}{n}": ev["compton"][:, k].astype(np.int32),
+            f"{OPENGATE_RAYLEIGH}{n}": ev["rayleigh"][:, k].astype(np.int32),
+            f"PreStepUniqueVolumeID{n}": np.zeros(len(ids), np.int32),
+        }
+    return out
+
+
+ATTRS = {"engine": "gate9", "engine_version": "9.4", "primaries": 1000,
+         "activity_bq": 1e4, "duration_s": 0.1}
+
+
+def _check(data_group: dict, ev: dict) -> None:
+    expected_ids = ev["ring"] * 184 + ev["index"]
+    np.testing.assert_array_equal(data_group["crystal1"], expected_ids[:, 0])
+    np.testing.assert_array_equal(data_group["crystal2"], expected_ids[:, 1])
+    np.testing.assert_allclose(data_group["time1_ns"], ev["time_s"][:, 0] * 1e9, rtol=0,
+                               atol=1e-6)
+    np.testing.assert_allclose(data_group["energy2_kev"], ev["energy_mev"][:, 1] * 1e3,
+                               rtol=1e-6)
+    random = ev["event"][:, 0] != ev["event"][:, 1]
+    scattered = (ev["compton"] > 0).any(axis=1) | (ev["rayleigh"] > 0).any(axis=1)
+    expected_kind = np.where(random, 2, np.where(scattered, 1, 0))
+    np.testing.assert_array_equal(data_group["kind"], expected_kind)
+    assert np.isnan(data_group["annihilation_mm"][random]).all()
+    np.testing.assert_allclose(data_group["annihilation_mm"][~random],
+                               ev["source_mm"][~random], atol=1e-4)
+    np.testing.assert_array_equal(data_group["compton_phantom1"], ev["compton"][:, 0])
+
+
+def test_gate9_coincidences_convert_with_units_and_ids(tmp_path):
+    prompts, delayed = _events(500, 1), _events(40, 2)
+    path = tmp_path / "gate.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = _gate9_branches(prompts)
+        f["delay"] = _gate9_branches(delayed)
+    counts = import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS)
+    assert counts == {"coincidences": 500, "delayed": 40}
+    data = read_listmode(tmp_path / "lm.h5")
+    _check(data.coincidences, prompts)
+    _check(data.delayed, delayed)
+    assert data.attrs["root_schema"] == "gate9" and data.scanner == SCANNER
+
+
+def test_opengate_coincidences_convert_with_units_and_ids(tmp_path):
+    prompts = _events(300, 3)
+    path = tmp_path / "og.root"
+    with uproot.recreate(path) as f:
+        f["coincidences"] = _opengate_branches(prompts)
+        f["delayed"] = _opengate_branches(_events(10, 4))
+    counts = import_root(path, tmp_path / "lm.h5", SCANNER, {**ATTRS, "engine": "opengate"},
+                         schema="opengate", min_sector_difference=2)
+    assert counts == {"coincidences": 300, "delayed": 10}
+    _check(read_listmode(tmp_path / "lm.h5").coincidences, prompts)
+
+
+def test_opengate_import_applies_the_sector_difference_rule(tmp_path):
+    ev = _events(200, 5)
+    ev["index"][:100, 1] = (ev["index"][:100, 0] + 8) % 184  # neighbouring module
+    path = tmp_path / "og.root"
+    with uproot.recreate(path) as f:
+        f["coincidences"] = _opengate_branches(ev)
+    counts = import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS, schema="opengate",
+                         min_sector_difference=2)
+    assert counts["coincidences"] == 100
+
+
+def test_wrong_geometry_ids_are_refused(tmp_path):
+    branches = _gate9_branches(_events(20, 6))
+    branches["rsectorID2"][3] = 30  # a 23-module scanner has rsectors 0..22
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = branches
+    with pytest.raises(ValueError, match=r"g\.root.*rsector id out of range"):
+        import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS)
+    assert not (tmp_path / "lm.h5").exists()
+
+
+def test_missing_branch_is_named(tmp_path):
+    branches = _gate9_branches(_events(20, 7))
+    del branches["comptonPhantom2"]
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = branches
+    with pytest.raises(ValueError, match=r"g\.root: tree 'Coincidences' lacks branch\(es\) "
+                                         r"comptonPhantom2"):
+        import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS, schema="gate9")
+
+
+def test_missing_tree_and_unknown_layout_are_named(tmp_path):
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Singles"] = {"energy": np.ones(3)}
+    with pytest.raises(ValueError, match=r"g\.root: no tree 'Coincidences'.*Singles"):
+        import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS, schema="gate9")
+    with pytest.raises(ValueError, match=r"g\.root: neither a GATE 9"):
+        import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_damaged_root_file_gives_one_error(tmp_path, damage):
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = _gate9_branches(_events(2000, 8))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"not root" * 100)
+    with pytest.raises(ValueError, match=r"g\.root"):
+        import_root(path, tmp_path / "lm.h5", SCANNER, ATTRS)
+    assert not (tmp_path / "lm.h5").exists()
+
+
+def test_cli_import_root_reads_gate9_and_asks_for_primaries(tmp_path, capsys):
+    from sim.__main__ import main
+
+    prompts = _events(50, 9)
+    path = tmp_path / "elsewhere.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = _gate9_branches(prompts)
+    args = ["import-root", "--root", str(path), "--out", str(tmp_path / "lm.h5"),
+            "--activity-bq", "1e5", "--duration-s", "2"]
+    assert main(args) == 2  # no total_nb_primaries histogram and no --primaries
+    assert "give --primaries" in capsys.readouterr().err
+    assert main([*args, "--primaries", "200000"]) == 0
+    data = read_listmode(tmp_path / "lm.h5")
+    assert data.attrs["primaries"] == 200_000 and data.attrs["duration_s"] == 2.0
+    _check(data.coincidences, prompts)
+    assert len(data.delayed["crystal1"]) == 0  # no delay tree: empty group, with a warning
