@@ -124,6 +124,9 @@ _check = check
 def stage_checks() -> list[Callable[[dict[str, Any]], None]]:
     """The stages' own checks (entry-point group ``positron_nde.config_checks``, by name)."""
     found = sorted(metadata.entry_points(group=CHECKS_GROUP), key=lambda e: e.name)
+    if not found:  # a source tree that was never installed: say so, do not check less
+        raise ConfigError(f"no stage registered its config checks (entry points "
+                          f"{CHECKS_GROUP}); install the project first: pip install -e .")
     return [entry.load() for entry in found]
 
 

@@ -161,3 +161,16 @@ def test_phantom_index_accepts_exactly_the_dataset_names(default_config):
             with pytest.raises(ConfigError, match=f"{name!r} is not part of dataset 'tubes' "
                                                   r"\(expected tube_0000 ... tube_11999\)"):
                 phantom_index(cfg, "tubes", name)
+
+
+def test_the_stages_checks_run_and_their_absence_is_an_error(monkeypatch):
+    """The core runs the checks a stage registered (sim's refuses a scanner whose modules do
+    not tile the ring) and refuses to validate with none registered (an uninstalled tree)."""
+    import pipeline.config as core
+
+    assert "sim" in {e.name for e in core.metadata.entry_points(group=core.CHECKS_GROUP)}
+    with pytest.raises(ConfigError, match="config key scanner"):
+        validate_config({"scanner": {"crystals_per_ring": 185}})
+    monkeypatch.setattr(core.metadata, "entry_points", lambda group: [])
+    with pytest.raises(ConfigError, match="pip install -e"):
+        validate_config({})
