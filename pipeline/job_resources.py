@@ -50,12 +50,14 @@ GATE_SIMULATE = (8000, 1440)
 #: positron_features: fixed MB and MB per training image of 64 x 64 px (measured 1976 MB for
 #: 90 images, 2715 MB for 180: PCANet's filter responses of every image are held).
 FEATURES_BASE_MB, FEATURES_MB_PER_IMAGE = 1250.0, 8.5
-#: train: fixed seconds and seconds per step of a batch of 32 images of 64 x 64 px on 2 CPU
-#: threads, the slowest measured (two trainings sharing the 2 cores); pretrain_vae is the
-#: CT VAE's steps. Memory: fixed MB and MB per unit of batch x (size_px / 64)^2 (measured
-#: 430-640 MB).
+#: train: fixed seconds and seconds per step of a batch of 32 images of 64 x 64 px on one CPU
+#: thread each, two trainings sharing the 2 cores, as in the default run (measured 30 Nov 2026,
+#: two fresh-clone runs: attention GAN 260 s, DCGAN 254-261 s, WGAN-GP 331-337 s, VAE 64-66 s
+#: for 600 steps); pretrain_vae is the CT VAE's steps (39-86 s for 500). The runtime margin
+#: covers the slower steps of longer runs (Table 1's 2,000 steps: up to 0.68 s per step).
+#: Memory: fixed MB and MB per unit of batch x (size_px / 64)^2 (measured 430-640 MB).
 TRAIN_BASE_S = 30.0
-TRAIN_S_PER_STEP = {"attention_gan": 0.70, "dcgan": 0.65, "wgan_gp": 0.50, "vae": 0.13,
+TRAIN_S_PER_STEP = {"attention_gan": 0.44, "dcgan": 0.44, "wgan_gp": 0.56, "vae": 0.11,
                     "pretrain_vae": 0.18}
 TRAIN_BASE_MB, TRAIN_MB_PER_SCALE = 400.0, 250.0
 
@@ -125,10 +127,23 @@ def positron_features(config: dict[str, Any], dataset: str) -> Request:
     return _request(peak_mb, 60.0)
 
 
+def _scale(batch_size: int, size_px: int) -> float:
+    return batch_size / 32 * (size_px / 64) ** 2
+
+
 def _training(steps: int, batch_size: int, size_px: int, per_step_s: float) -> Request:
-    scale = batch_size / 32 * (size_px / 64) ** 2
+    scale = _scale(batch_size, size_px)
     return _request(TRAIN_BASE_MB + TRAIN_MB_PER_SCALE * scale,
                     TRAIN_BASE_S + steps * per_step_s * scale)
+
+
+def train_seconds(config: dict[str, Any], method: str) -> float:
+    """Expected wall time of a train job of ``method``, s (no margin): what orders the
+    trainings, longest first."""
+    t = config["train"]
+    per_step = TRAIN_S_PER_STEP.get(method, max(TRAIN_S_PER_STEP.values()))
+    return TRAIN_BASE_S + t["steps"] * per_step * _scale(
+        t["batch_size"], config["positron_images"]["size_px"])
 
 
 def train(config: dict[str, Any], method: str) -> Request:

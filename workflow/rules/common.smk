@@ -84,6 +84,12 @@ def train_runtime(wildcards):
     return job_resources.train(config, split_run(wildcards.method)[0]).runtime_min
 
 
+def train_priority(wildcards):
+    """Longest training first (its expected seconds, sim/job_resources.py), so that on few
+    cores the trainings pack tightly instead of the longest starting last."""
+    return int(job_resources.train_seconds(config, split_run(wildcards.method)[0]))
+
+
 def pretrain_vae_mem_mb(wildcards):
     return job_resources.pretrain_vae(config).mem_mb
 
