@@ -12,6 +12,7 @@ from snakemake.cli import get_argument_parser, parse_config
 
 from sim.__main__ import main
 from sim.launch import config_arguments, parse_config_items
+from tests.workflow.sandbox import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,8 +103,10 @@ def test_the_merged_config_is_validated_with_the_key_named(tmp_path, capsys):
 def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text("engine: fast\n")
+    # In a copy of the workflow: the repository's own results/ would leave nothing to do.
+    workflow = copy_workflow(tmp_path / "workflow")
     out = subprocess.run([sys.executable, "-m", "sim", "run", "--dry-run", "--quiet", "rules",
-                          "--configfile", str(overlay)], cwd=REPO, capture_output=True,
+                          "--configfile", str(overlay)], cwd=workflow, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     # Snakemake's own summary of the dry run: the launcher handed over to it.
