@@ -104,6 +104,7 @@ def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text("engine: fast\n")
     # In a copy of the workflow: the repository's own results/ would leave nothing to do.
+    (tmp_path / "workflow").mkdir()
     workflow = copy_workflow(tmp_path / "workflow")
     out = subprocess.run([sys.executable, "-m", "sim", "run", "--dry-run", "--quiet", "rules",
                           "--configfile", str(overlay)], cwd=workflow, capture_output=True,
