@@ -12,6 +12,8 @@ makes five images, each with ``--iterations`` x ``--subsets`` OSEM:
 * 3D list-mode trues, attenuation only; 3D all prompts, every correction (``--skip-3d``
   leaves both out: they take minutes each at 10x).
 
+``--kernel`` runs all five with the kernel method (``recon.kernel: mu``, :mod:`recon.kernel`).
+
 For every sphere it prints the centre (``core``: the mean of the voxels wholly inside, over the
 local background; 0 a fully recovered cold sphere, 1 an invisible one), the whole-sphere ratio
 and the NEMA ROI CNR (``recon/detectability.py``), then the criterion: every core below 0.3
@@ -107,6 +109,11 @@ def main() -> None:
     parser.add_argument("--subsets", type=int, default=23)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-3d", action="store_true", help="2D reconstructions only")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the phantom and list-mode files of an earlier run in "
+                             "--out-dir (same --statistics and --seed)")
+    parser.add_argument("--kernel", action="store_true",
+                        help="every reconstruction with the kernel method (recon.kernel: mu)")
     args = parser.parse_args()
     out = args.out_dir.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -118,22 +125,34 @@ def main() -> None:
               "--dataset", "cold_spheres"]
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; {args.threads} threads; "
-          f"statistics {args.statistics:g} x reference; OSEM {args.iterations} x {args.subsets}")
+          f"statistics {args.statistics:g} x reference; OSEM {args.iterations} x {args.subsets}"
+          f"{'; kernel method (mu)' if args.kernel else ''}")
     phantom, prompts, trues = out / "phantom.h5", out / "prompts.h5", out / "trues.h5"
-    seconds = run(["-m", "sim", "phantom", *common, "--phantom", "tube_0000", "--out",
-                   str(phantom), "--overwrite"], log)
-    print(f"phantom {seconds:.0f} s")
-    seconds = run(["-m", "sim", "simulate", *common, "--phantom", "tube_0000", "--acquisition",
-                   "cold", "--phantom-file", str(phantom), "--out", str(prompts), "--threads",
-                   str(args.threads), "--overwrite"], log)
-    n_trues = trues_only(prompts, trues)
-    print(f"simulation {seconds:.0f} s: {len(read_listmode(prompts))} prompts, {n_trues} trues")
+    reuse = args.reuse and all(p.exists() for p in (phantom, prompts, trues))
+    if reuse:
+        duration_s = float(read_listmode(prompts).attrs["duration_s"])
+        if abs(duration_s - REFERENCE_DURATION_S * args.statistics) > 1e-9:
+            raise SystemExit(f"--reuse: {prompts} is a {duration_s:g} s acquisition, not "
+                             f"--statistics {args.statistics:g}; drop --reuse or change "
+                             "--out-dir")
+        print(f"reusing {phantom}, {prompts} and {trues}")
+    else:
+        seconds = run(["-m", "sim", "phantom", *common, "--phantom", "tube_0000", "--out",
+                       str(phantom), "--overwrite"], log)
+        print(f"phantom {seconds:.0f} s")
+        seconds = run(["-m", "sim", "simulate", *common, "--phantom", "tube_0000",
+                       "--acquisition", "cold", "--phantom-file", str(phantom), "--out",
+                       str(prompts), "--threads", str(args.threads), "--overwrite"], log)
+        n_trues = trues_only(prompts, trues)
+        print(f"simulation {seconds:.0f} s: {len(read_listmode(prompts))} prompts, "
+              f"{n_trues} trues")
     results = {}
     for name, (data, recon) in RECONSTRUCTIONS.items():
         if args.skip_3d and recon.get("mode") == "3d":
             continue
         settings = out / f"recon_{len(results)}.yaml"
-        settings.write_text(yaml.safe_dump({"recon": recon}))
+        settings.write_text(yaml.safe_dump({"recon": {**recon, **(
+            {"kernel": "mu"} if args.kernel else {})}}))
         image = out / f"recon_{len(results)}.h5"
         seconds = run(["-m", "recon", "reconstruct", *common, "--configfile", str(settings),
                        "--listmode", str(trues if data == "trues" else prompts),
@@ -148,6 +167,53 @@ def main() -> None:
                   f"core {_f(r['core_ratio'])}  ratio {_f(r['ratio'])}  CNR {_f(r['cnr'])} "
                   f"({r['status']})")
     verdict(results)
+    figure(out / "cold_spheres.png", phantom, [out / f"recon_{i}.h5" for i in range(len(results))],
+           list(results))
+    print(f"\nfigure: {out / 'cold_spheres.png'}")
+
+
+def figure(path: Path, phantom_h5: Path, images: list[Path], names: list[str]) -> None:
+    """One row per sphere (the slice through its centre, 40 mm around it), one column per
+    image: the phantom's activity, then each reconstruction, each on its own grey scale from 0
+    to its 99th percentile."""
+    import h5py
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sim.phantoms.file import read_phantom
+    phantom = read_phantom(phantom_h5)
+    centres = [d["shape"]["centre_mm"] for d in phantom.defects]
+    volumes = [(phantom.activity, np.asarray(phantom.origin_mm), np.asarray(phantom.voxel_size_mm))]
+    for path_h5 in images:
+        with h5py.File(path_h5) as fh:
+            volumes.append((fh["image"][:], np.asarray(fh.attrs["origin_mm"]),
+                            np.asarray(fh.attrs["voxel_size_mm"])))
+    titles = ["truth (activity)", *names]
+    fig, axes = plt.subplots(len(centres), len(volumes), squeeze=False,
+                             figsize=(2.2 * len(volumes), 2.3 * len(centres)))
+    for row, (x, y, z) in enumerate(centres):
+        for col, (volume, origin, voxel) in enumerate(volumes):
+            # origin is the centre of voxel 0 (the phantom file's convention)
+            k = int(np.clip(np.rint((z - origin[0]) / voxel[0]), 0, volume.shape[0] - 1))
+            lower = origin - voxel / 2
+            extent = [lower[2], lower[2] + voxel[2] * volume.shape[2],
+                      lower[1] + voxel[1] * volume.shape[1], lower[1]]
+            ax = axes[row, col]
+            ax.imshow(volume[k], cmap="gray", vmin=0, extent=extent,
+                      vmax=np.percentile(volume[volume > 0], 99))
+            ax.set_xlim(x - 20, x + 20)
+            ax.set_ylim(y + 20, y - 20)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(titles[col], fontsize=7)
+            if col == 0:
+                ax.set_ylabel(f"{phantom.defects[row]['type']} "
+                              f"{phantom.defects[row]['diameter_mm']:.1f} mm", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
 
 
 def _f(value: float | None) -> str:

@@ -226,6 +226,9 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     _check(recon["scatter"] == "none" or recon["attenuation_correction"], "recon.scatter",
            "scatter estimation (sss) needs recon.attenuation_correction: true (the mu map); "
            "set recon.scatter: none to reconstruct without both")
+    _check(recon["kernel"] == "none" or recon["attenuation_correction"], "recon.kernel",
+           "the kernel method (mu) is built from the mu map and needs "
+           "recon.attenuation_correction: true; set recon.kernel: none for plain EM")
     views = resolved["scanner"]["crystals_per_ring"] // 2
     _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
            f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")

@@ -15,6 +15,12 @@ for the same events.
 
 OSEM subsets: interleaved views for sinograms (view ``v`` goes to subset ``v mod n``), every
 ``n``-th event for list mode, with the sensitivity of a subset taken as ``s / n``.
+
+Image model (:class:`recon.kernel.ImageModel`): with the kernel method the unknowns are the
+coefficients ``alpha`` of the image ``x = K alpha``, and with a resolution model the projector
+sees ``G x``; the update is the same EM with ``A G K`` for ``A``:
+``alpha <- alpha / (K^T G^T A_S^T w_S) * K^T G^T A_S^T (w_S y_S / ybar_S)``. The image
+returned (and handed to callbacks) is ``x = K alpha``.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import scipy.sparse
 import torch
 from tqdm import tqdm
 
+from recon.kernel import ImageModel
 from recon.projector import Projector, TOFKernel
 from recon.system_matrix import to_torch_csr
 
@@ -83,6 +90,18 @@ def _product(matrix: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
     return matrix @ columns
 
 
+def image_maps(model: ImageModel | None, columns: bool
+               ) -> tuple[Callable[[torch.Tensor], torch.Tensor], ...]:
+    """``(K, G K, K^T G^T)`` of an image model as functions on images stored as
+    (pixels, planes) (``columns``) or (z, y, x); identities without a model."""
+    if model is None:
+        same = lambda x: x  # noqa: E731
+        return same, same, same
+    if columns:
+        return model.image_columns, model.forward_columns, model.back_columns
+    return model.image, model.forward, model.back
+
+
 def _progress(n: int, what: str):
     return tqdm(range(n), desc=what, unit="it", disable=None, leave=False)
 
@@ -100,7 +119,8 @@ def view_subsets(shape: tuple[int, int], n_subsets: int) -> list[np.ndarray]:
 def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights: torch.Tensor,
                   mask: torch.Tensor, iterations: int, subsets: list[np.ndarray],
                   background: torch.Tensor | None = None,
-                  callback: Callable[[int, torch.Tensor], None] | None = None) -> EMResult:
+                  callback: Callable[[int, torch.Tensor], None] | None = None,
+                  image_model: ImageModel | None = None) -> EMResult:
     """OSEM (MLEM with one subset) on a stack of sinograms sharing one system matrix.
 
     Parameters
@@ -118,6 +138,8 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
         Additive expected counts ``r``, (bins, planes).
     callback : callable, optional
         Called as ``callback(iteration, image)`` after each iteration.
+    image_model : ImageModel, optional
+        Kernel method and resolution model (module docstring); the planes are its image.
 
     Returns
     -------
@@ -125,6 +147,7 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
         ``image`` (pixels, planes), starting from a uniform image inside the mask.
     """
     device, dtype = counts.device, counts.dtype
+    k_image, k_forward, k_back = image_maps(image_model, columns=True)
     if background is None:
         background = torch.zeros_like(counts)
     n_planes = counts.shape[1]
@@ -136,7 +159,7 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
         at = to_torch_csr(sub.T.tocsr(), device, dtype)
         idx = torch.as_tensor(rows, device=device)
         w = weights[idx]
-        sens = _product(at, w)
+        sens = k_back(_product(at, w))
         seen = mask & (sens > 0)
         inv_sens = torch.where(seen, 1.0 / torch.where(seen, sens, 1.0), 0.0)
         blocks.append((a, at, idx, w, inv_sens))
@@ -144,8 +167,8 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
     # Voxels outside the mask (or unseen) start at zero and stay there: inv_sens is 0.
     x = torch.where(mask, 1.0, 0.0).to(dtype)
 
-    def expected(image):
-        return weights * _product(full_a, image) + background
+    def expected(alpha):
+        return weights * _product(full_a, k_forward(alpha)) + background
 
     result = EMResult(x)
     for it in _progress(iterations, "EM"):
@@ -156,17 +179,17 @@ def osem_sinogram(counts: torch.Tensor, matrix: scipy.sparse.csr_matrix, weights
                     result.loglik.append(_loglik(counts, yb))
                 y = counts
             else:
-                yb = w * _product(a, x) + background[idx]
+                yb = w * _product(a, k_forward(x)) + background[idx]
                 y = counts[idx]
             ratio = measured_over_expected(y, yb)
-            x = x * _product(at, w * ratio) * inv_sens
+            x = x * k_back(_product(at, w * ratio)) * inv_sens
         if len(blocks) > 1:
             result.loglik.append(_loglik(counts, expected(x)))
         if callback is not None:
-            callback(it, x)
+            callback(it, k_image(x))
     if len(blocks) == 1:
         result.loglik.append(_loglik(counts, expected(x)))
-    result.image = x
+    result.image = k_image(x)
     return result
 
 
@@ -174,7 +197,8 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
                   sensitivity: torch.Tensor, mask: torch.Tensor, iterations: int,
                   n_subsets: int = 1, tof_mm: torch.Tensor | None = None,
                   kernel: TOFKernel | None = None,
-                  background: torch.Tensor | None = None) -> EMResult:
+                  background: torch.Tensor | None = None,
+                  image_model: ImageModel | None = None) -> EMResult:
     """List-mode OSEM (MLEM with one subset), optional TOF.
 
     Parameters
@@ -193,6 +217,8 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
         attenuation factor, in the units of the forward projection (per mm along the LOR with
         TOF), (n,): ``ybar_e = a_e ((A x)_e + b_e)``, the ``a_e`` cancelling in the update.
         The log-likelihood then omits the constant total background.
+    image_model : ImageModel, optional
+        Kernel method and resolution model (module docstring).
 
     Returns
     -------
@@ -200,12 +226,14 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
         ``image`` (z, y, x).
     """
     n = p1.shape[0]
-    seen = mask & (sensitivity > 0)
+    k_image, k_forward, k_back = image_maps(image_model, columns=False)
+    alpha_sensitivity = k_back(sensitivity)
+    seen = mask & (alpha_sensitivity > 0)
     x = torch.where(seen, 1.0, 0.0).to(dtype=projector.dtype, device=projector.device)
     if n == 0:
         return EMResult(torch.zeros_like(x), [0.0] * iterations)
     groups = [torch.arange(q, n, n_subsets, device=p1.device) for q in range(n_subsets)]
-    safe_sens = torch.where(seen, sensitivity, 1.0)
+    safe_sens = torch.where(seen, alpha_sensitivity, 1.0)
     result = EMResult(x)
 
     def loglik(ybar, image):
@@ -218,14 +246,15 @@ def osem_listmode(projector: Projector, p1: torch.Tensor, p2: torch.Tensor,
 
     for it in _progress(iterations, "list-mode EM"):
         for idx in groups:
-            ybar = forward(x, idx)
+            ybar = forward(k_forward(x), idx)
             if n_subsets == 1 and it > 0:
-                result.loglik.append(loglik(ybar, x))
+                result.loglik.append(loglik(ybar, k_forward(x)))
             ratio = measured_over_expected(1.0, ybar)
             tof = None if tof_mm is None else tof_mm[idx]
-            back = projector.back(ratio, p1[idx], p2[idx], tof, kernel)
+            back = k_back(projector.back(ratio, p1[idx], p2[idx], tof, kernel))
             x = torch.where(seen, x * back * (n_subsets / safe_sens), 0.0)
         if n_subsets > 1 or it == iterations - 1:
-            result.loglik.append(loglik(forward(x, slice(None)), x))
-    result.image = x
+            seen_image = k_forward(x)
+            result.loglik.append(loglik(forward(seen_image, slice(None)), seen_image))
+    result.image = k_image(x)
     return result

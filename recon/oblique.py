@@ -30,7 +30,8 @@ import scipy.sparse
 import torch
 
 from recon.grid import ImageGrid
-from recon.mlem import EMResult, _loglik, _progress, measured_over_expected
+from recon.kernel import ImageModel
+from recon.mlem import EMResult, _loglik, _progress, image_maps, measured_over_expected
 from recon.sinogram import SinogramGeometry
 from recon.system_matrix import SystemMatrix2D, to_torch_csr
 
@@ -249,20 +250,24 @@ class ObliqueModel:
 
 def osem_oblique(counts: torch.Tensor, model: ObliqueModel, mask: torch.Tensor,
                  iterations: int, background: torch.Tensor | None = None,
-                 callback: Callable[[int, torch.Tensor], None] | None = None) -> EMResult:
+                 callback: Callable[[int, torch.Tensor], None] | None = None,
+                 image_model: ImageModel | None = None) -> EMResult:
     """OSEM (MLEM with one subset) of rebinned counts (bins, planes) with the oblique model.
 
     The EM update and the masking are those of :func:`recon.mlem.osem_sinogram`; ``mask`` is
     bool (pixels,) and the image is returned as (pixels, planes). ``callback(iteration,
-    image)`` is called after each full iteration (convergence studies).
+    image)`` is called after each full iteration (convergence studies). ``image_model``: kernel
+    method and resolution model (:mod:`recon.mlem`).
     """
     device, dtype = counts.device, counts.dtype
+    k_image, k_forward, k_back = image_maps(image_model, columns=True)
     if background is None:
         background = torch.zeros_like(counts)
     mask = mask.reshape(-1, 1).expand(-1, model.nz)
     inv_sens = []
     for q, bins in enumerate(model.subsets):
-        sens = model.back(torch.ones(len(bins), model.nz, device=device, dtype=dtype), q)
+        sens = k_back(model.back(torch.ones(len(bins), model.nz, device=device, dtype=dtype),
+                                    q))
         seen = mask & (sens > 0)
         inv_sens.append(torch.where(seen, 1.0 / torch.where(seen, sens, 1.0), 0.0))
     index = [torch.as_tensor(b, device=device) for b in model.subsets]
@@ -277,11 +282,11 @@ def osem_oblique(counts: torch.Tensor, model: ObliqueModel, mask: torch.Tensor,
 
     for it in _progress(iterations, "EM (oblique SSRB)"):
         for q, idx in enumerate(index):
-            ybar = model.forward(x, q) + background[idx]
+            ybar = model.forward(k_forward(x), q) + background[idx]
             ratio = measured_over_expected(counts[idx], ybar)
-            x = x * model.back(ratio, q) * inv_sens[q]
-        result.loglik.append(loglik(x))
+            x = x * k_back(model.back(ratio, q)) * inv_sens[q]
+        result.loglik.append(loglik(k_forward(x)))
         if callback is not None:
-            callback(it, x)
-    result.image = x
+            callback(it, k_image(x))
+    result.image = k_image(x)
     return result

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from recon.grid import ImageGrid, rebinning_planes_mm
+from recon.kernel import ImageModel
 from recon.mlem import EMResult, osem_sinogram, view_subsets
 from recon.oblique import ObliqueGeometry, ObliqueModel, osem_oblique
 from recon.sinogram import SinogramGeometry, plane_multiplicity, ssrb_histogram
@@ -88,7 +89,8 @@ def uniform_randoms(delayed: np.ndarray, geometry: SinogramGeometry) -> np.ndarr
 def reconstruct_2d(counts: np.ndarray, weights: torch.Tensor, system: SystemMatrix2D,
                    geometry: SinogramGeometry, grid: ImageGrid, settings: EMSettings,
                    device: torch.device | str = "cpu",
-                   background: np.ndarray | None = None) -> EMResult:
+                   background: np.ndarray | None = None,
+                   image_model: ImageModel | None = None) -> EMResult:
     """OSEM of a rebinned sinogram stack.
 
     Parameters
@@ -99,6 +101,8 @@ def reconstruct_2d(counts: np.ndarray, weights: torch.Tensor, system: SystemMatr
         (bins, planes) from :func:`plane_weights`.
     background : numpy.ndarray, optional
         Expected additive counts (randoms), (bins, planes), e.g. :func:`uniform_randoms`.
+    image_model : ImageModel, optional
+        Kernel method and resolution model on ``grid`` (:mod:`recon.kernel`).
 
     Returns
     -------
@@ -111,7 +115,8 @@ def reconstruct_2d(counts: np.ndarray, weights: torch.Tensor, system: SystemMatr
         weights.to(device), mask[:, None], settings.iterations,
         view_subsets(geometry.shape, settings.subsets),
         None if background is None else torch.as_tensor(background, dtype=torch.float32,
-                                                         device=device))
+                                                         device=device),
+        image_model=image_model)
     result.image = result.image.T.reshape(grid.shape)
     return result
 
@@ -121,7 +126,8 @@ def reconstruct_oblique(counts: np.ndarray, oblique: ObliqueGeometry, max_ring_d
                         mu_per_mm: np.ndarray | None = None,
                         device: torch.device | str = "cpu",
                         background: np.ndarray | None = None,
-                        callback: Callable[[int, np.ndarray], None] | None = None) -> EMResult:
+                        callback: Callable[[int, np.ndarray], None] | None = None,
+                        image_model: ImageModel | None = None) -> EMResult:
     """OSEM of a rebinned sinogram stack with the oblique SSRB model (:mod:`recon.oblique`).
 
     Parameters
@@ -134,6 +140,8 @@ def reconstruct_oblique(counts: np.ndarray, oblique: ObliqueGeometry, max_ring_d
         Expected additive counts, (bins, planes).
     callback : callable, optional
         ``callback(iteration, image (z, y, x) numpy)`` after each iteration.
+    image_model : ImageModel, optional
+        Kernel method and resolution model on ``grid`` (:mod:`recon.kernel`).
 
     Returns
     -------
@@ -150,6 +158,7 @@ def reconstruct_oblique(counts: np.ndarray, oblique: ObliqueGeometry, max_ring_d
     mask = torch.as_tensor(grid.fov_mask(geometry.fov_radius_mm()).ravel(), device=device)
     as_t = lambda a: torch.as_tensor(a, dtype=torch.float32, device=device)  # noqa: E731
     result = osem_oblique(as_t(counts), model, mask, settings.iterations,
-                          None if background is None else as_t(background), hook)
+                          None if background is None else as_t(background), hook,
+                          image_model)
     result.image = result.image.T.reshape(grid.shape)
     return result

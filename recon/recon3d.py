@@ -10,6 +10,7 @@ import torch
 
 from recon.geometry import lor_endpoints_mm
 from recon.grid import ImageGrid, box_chord_mm
+from recon.kernel import ImageModel
 from recon.mlem import EMResult, osem_listmode
 from recon.projector import HALF_C_MM_PER_NS, Projector, TOFKernel
 from recon.sinogram import SinogramGeometry
@@ -59,9 +60,11 @@ def select_events(columns: dict[str, np.ndarray], geometry: SinogramGeometry,
 def reconstruct_3d(events: ListModeEvents, sensitivity: torch.Tensor, geometry: SinogramGeometry,
                    grid: ImageGrid, iterations: int, subsets: int,
                    kernel: TOFKernel | None = None, device: torch.device | str = "cpu",
-                   chunk: int = 20000, background: np.ndarray | None = None) -> EMResult:
+                   chunk: int = 20000, background: np.ndarray | None = None,
+                   image_model: ImageModel | None = None) -> EMResult:
     """List-mode OSEM on ``grid``; TOF when ``kernel`` is given; ``background`` per event as
-    in :func:`recon.mlem.osem_listmode`. Returns ``image`` (z, y, x)."""
+    in :func:`recon.mlem.osem_listmode`; kernel method and resolution model with
+    ``image_model`` (:mod:`recon.kernel`). Returns ``image`` (z, y, x)."""
     projector = Projector(grid, device=device, chunk=chunk)
     mask = torch.as_tensor(grid.fov_mask(geometry.fov_radius_mm()), device=device)
     mask = mask[None].expand(grid.shape)
@@ -69,7 +72,7 @@ def reconstruct_3d(events: ListModeEvents, sensitivity: torch.Tensor, geometry: 
     return osem_listmode(projector, as_t(events.p1), as_t(events.p2), sensitivity.to(device),
                          mask, iterations, subsets,
                          as_t(events.tof_mm) if kernel is not None else None, kernel,
-                         None if background is None else as_t(background))
+                         None if background is None else as_t(background), image_model)
 
 
 def lor_count(geometry: SinogramGeometry, max_ring_difference: int) -> int:

@@ -41,6 +41,7 @@ from recon.filters import gaussian_fwhm
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid, check_grid_in_ring, recon_grid
 from recon.image_io import write_nifti, write_preview, write_recon
+from recon.kernel import GaussianPSF, ImageKernel, ImageModel, KernelSettings
 from recon.mlem import EMResult
 from recon.oblique import ObliqueGeometry
 from recon.projector import Projector, TOFKernel
@@ -278,6 +279,28 @@ def postfilter(image: np.ndarray, grid: ImageGrid, fwhm_mm: float) -> np.ndarray
     return gaussian_fwhm(image, grid.voxel_size_mm, fwhm_mm)
 
 
+def image_model(spec: dict[str, Any], phantom: PhantomData | None, mu_grid: ImageGrid | None,
+                grid: ImageGrid, geometry: SinogramGeometry,
+                device: torch.device | str = "cpu") -> ImageModel | None:
+    """The image side of the model (:mod:`recon.kernel`): the kernel method's ``K`` from the
+    phantom's mu map averaged over the image voxels, inside the transaxial field of view
+    (``recon.kernel``), and the resolution model ``G`` (``recon.psf_fwhm_mm``); None when
+    neither is set."""
+    r = spec["recon"]
+    settings = KernelSettings.from_config(r)
+    kernel = psf = None
+    if settings.enabled:
+        if phantom is None or mu_grid is None:
+            raise ValueError("recon.kernel: mu needs the phantom's mu map "
+                             "(recon.attenuation_correction: true and the phantom file)")
+        mu = mu_on_grid(phantom.mu511_per_mm, mu_grid, grid)
+        mask = np.broadcast_to(grid.fov_mask(geometry.fov_radius_mm())[None], grid.shape)
+        kernel = ImageKernel(mu, mask, grid.voxel_size_mm, settings, device)
+    if float(r.get("psf_fwhm_mm", 0.0)) > 0:
+        psf = GaussianPSF(float(r["psf_fwhm_mm"]), grid.voxel_size_mm, device)
+    return None if kernel is None and psf is None else ImageModel(grid.shape, kernel, psf)
+
+
 def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarray,
                          geometry: SinogramGeometry, grid: ImageGrid, system: SystemMatrix2D,
                          phantom: PhantomData | None, mu_grid: ImageGrid | None,
@@ -311,12 +334,13 @@ def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarra
     background = randoms
     if scatter is not None:
         background = scatter if randoms is None else randoms + scatter
+    model = image_model(spec, phantom, mu_grid, grid, geometry, device)
     if r["ssrb_model"] == "oblique":
         result = reconstruct_oblique(counts, oblique, d_max, geometry, grid, settings, mu,
-                                     device, background, callback)
+                                     device, background, callback, model)
     else:
         result = reconstruct_2d(counts, direct_weights, system, geometry, grid, settings,
-                                device, background)
+                                device, background, model)
     return result, n_delayed, scatter
 
 
@@ -486,7 +510,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
             spec, data, events, geometry, grid, attenuation_phantom, mu_grid, kernel, device)
         result = reconstruct_3d(events, sensitivity, geometry, grid, int(r["iterations"]),
                                 int(r["subsets"]), kernel, device, int(r["chunk_lors"]),
-                                background)
+                                background, image_model(spec, attenuation_phantom, mu_grid,
+                                                        grid, geometry, device))
         image, loglik = result.image.cpu().numpy(), result.loglik
     seconds = time.perf_counter() - start
     image = postfilter(image.astype(np.float32), grid, float(r["postfilter_fwhm_mm"]))
@@ -501,7 +526,8 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     attrs.update(
         algorithm=f"{algorithm} ({mode})", iterations=int(r["iterations"]),
         subsets=int(r["subsets"]), attenuation_corrected=bool(attenuation_phantom is not None),
-        tof=bool(kernel is not None),
+        tof=bool(kernel is not None), kernel=str(r["kernel"]),
+        psf_fwhm_mm=float(r["psf_fwhm_mm"]),
         randoms_corrected=bool(r["randoms"] == "delayed"),
         scatter_corrected=bool(n_scatter is not None),
         scatter_estimated=float("nan") if n_scatter is None else n_scatter,

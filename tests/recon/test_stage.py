@@ -254,3 +254,29 @@ def test_non_finite_images_are_neither_written_nor_read(tmp_path):
         f.attrs["voxel_size_mm"] = [2.0, 0.0, 2.0]
     with pytest.raises(ValueError, match="ok.h5: attribute voxel_size_mm must be above 0 mm"):
         read_recon(path)
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_kernel_method_and_psf_through_the_stage(setup, tmp_path, mode):
+    """``recon.kernel: mu`` and ``psf_fwhm_mm`` reach the EM of either mode: the point stays
+    where it is, the counts are kept (K's rows sum to one, G is normalised), and the file says
+    what was done; without the mu map the kernel is refused before any work."""
+    cfg, _, phantom_h5, listmode_h5 = setup
+    images = {}
+    for name, extra in (("plain", {}), ("kernel", {"kernel": "mu", "psf_fwhm_mm": 3.0})):
+        spec = recon_spec(cfg, "pt")
+        spec["recon"].update(mode=mode, max_ring_difference=4, iterations=2, scatter="none",
+                             **extra)
+        reconstruct(spec, listmode_h5, phantom_h5, tmp_path / f"{name}.h5")
+        images[name] = read_recon(tmp_path / f"{name}.h5")
+    rec = images["kernel"]
+    assert rec.attrs["kernel"] == "mu" and rec.attrs["psf_fwhm_mm"] == 3.0
+    assert images["plain"].attrs["kernel"] == "none"
+    np.testing.assert_allclose(peak_xyz(rec.image, rec.grid.origin_mm, rec.grid.voxel_size_mm),
+                               SOURCE_MM, atol=2.0)
+    assert rec.image.sum() == pytest.approx(images["plain"].image.sum(), rel=0.1)
+    spec = recon_spec(cfg, "pt")
+    spec["recon"].update(mode=mode, kernel="mu", attenuation_correction=False, scatter="none")
+    with pytest.raises(ValueError, match="recon.kernel"):
+        reconstruct(spec, listmode_h5, phantom_h5, tmp_path / "refused.h5")
+    assert not (tmp_path / "refused.h5").exists()
