@@ -52,7 +52,8 @@ def layers_for_size(image_size: int) -> int:
     return n
 
 
-def _norm(kind: str, channels: int) -> nn.Module:
+def norm_layer(kind: str, channels: int) -> nn.Module:
+    """A normalisation layer by name (``NORMS``) after a convolution of ``channels``."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
     if kind == "instance":
@@ -79,7 +80,7 @@ class PatchGAN(nn.Module):
             c_out = base_channels * min(2**i, 8)
             hidden.append(nn.Sequential(
                 nn.Conv2d(c_in, c_out, KERNEL, stride, 1, bias=norm == "none"),
-                _norm(norm, c_out), nn.LeakyReLU(0.2)))
+                norm_layer(norm, c_out), nn.LeakyReLU(0.2)))
             c_in = c_out
         self.hidden = nn.ModuleList(hidden)
         self.out = nn.Conv2d(c_in, 1, KERNEL, 1, 1)

@@ -1,0 +1,101 @@
+"""Metrics of a defect detector on real test images (issue 15's downstream test: train on
+synthetic, test on real).
+
+* **Presence AUC**: the area under the ROC curve of a defect-presence score, computed as the
+  Mann-Whitney statistic ``U / (n_pos n_neg)`` from average ranks (ties count one half), which
+  is the trapezoidal ROC area scikit-learn's ``roc_auc_score`` gives.
+* **Per-class accuracy**: for each defect type (``none`` included), the share of its images
+  given that type (the recall of the class; their mean is the balanced accuracy). A class with
+  no test image has no accuracy: NaN, never 0 or 1.
+* **Dice** of predicted against true defect masks, per image: ``2 |P and T| / (|P| + |T|)``;
+  an image where both masks are empty scores 1 (nothing to find, nothing found), one where
+  only one is empty scores 0. The mean over images is reported.
+
+Written here rather than imported because the training loop evaluates them on torch tensors
+every epoch; the tests check them against scikit-learn on fixed predictions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.stats import rankdata
+
+#: Defect classes of the image sets, in label order (``none``: no defect in the image).
+DEFECT_CLASSES = ("none", "crack", "hole", "pit", "inclusion", "bubble")
+
+
+def _finite(name: str, values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return values
+
+
+def presence_auc(scores: Sequence[float], present: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` (higher: more likely a defect) for the labels
+    ``present`` (bool, one per image).
+
+    Raises
+    ------
+    ValueError
+        Scores not finite, lengths differing, or only one label among the images (the
+        curve is then undefined).
+    """
+    scores = _finite("presence scores", scores).ravel()
+    present = np.asarray(present, dtype=bool).ravel()
+    if scores.shape != present.shape:
+        raise ValueError(f"{scores.size} presence scores for {present.size} labels")
+    n_pos = int(present.sum())
+    n_neg = present.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("presence AUC needs images with and without a defect "
+                         f"({n_pos} with, {n_neg} without)")
+    ranks = rankdata(scores)  # average ranks: a tie between the two groups counts one half
+    u = ranks[present].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def per_class_accuracy(predicted: Sequence[int], truth: Sequence[int],
+                       n_classes: int = len(DEFECT_CLASSES)) -> np.ndarray:
+    """Share of each class's images predicted as that class, (n_classes,); NaN for a class
+    without images.
+
+    Raises
+    ------
+    ValueError
+        Labels outside ``0 .. n_classes - 1`` or lengths differing.
+    """
+    predicted = np.asarray(predicted).ravel()
+    truth = np.asarray(truth).ravel()
+    if predicted.shape != truth.shape:
+        raise ValueError(f"{predicted.size} predicted classes for {truth.size} true ones")
+    for name, labels in (("predicted", predicted), ("true", truth)):
+        bad = labels[(labels < 0) | (labels >= n_classes) | (labels != np.floor(labels))]
+        if bad.size:
+            raise ValueError(f"{name} class {bad[0].item()!r} is not one of 0 .. {n_classes - 1}")
+    truth = truth.astype(np.int64)
+    hits = np.bincount(truth[predicted == truth], minlength=n_classes).astype(np.float64)
+    counts = np.bincount(truth, minlength=n_classes).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts > 0, hits / np.where(counts > 0, counts, 1.0), np.nan)
+
+
+def dice_per_image(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Dice of boolean masks (n, height, width) image by image, (n,) (module docstring for
+    empty masks).
+
+    Raises
+    ------
+    ValueError
+        Shapes differing or not a stack of 2D masks.
+    """
+    predicted = np.asarray(predicted, dtype=bool)
+    truth = np.asarray(truth, dtype=bool)
+    if predicted.shape != truth.shape or predicted.ndim != 3:
+        raise ValueError(f"masks must be two stacks (n, height, width) of one shape, got "
+                         f"{predicted.shape} and {truth.shape}")
+    overlap = (predicted & truth).sum(axis=(1, 2)).astype(np.float64)
+    total = (predicted.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))).astype(np.float64)
+    return np.where(total > 0, 2.0 * overlap / np.where(total > 0, total, 1.0), 1.0)
