@@ -66,8 +66,12 @@ class KernelSettings:
     def from_config(cls, recon_cfg: dict[str, Any]) -> KernelSettings:
         """From the ``recon`` section (keys ``kernel``, ``kernel_window``,
         ``kernel_sigma_mu``, ``kernel_sigma_mm``)."""
+        method = str(recon_cfg.get("kernel", "none"))
+        if method not in KERNEL_METHODS:  # a spec that did not come through the validator
+            raise ValueError(f"recon.kernel must be one of {', '.join(KERNEL_METHODS)}, got "
+                             f"{method!r}")
         window = recon_cfg.get("kernel_window", list(cls.window))
-        return cls(str(recon_cfg.get("kernel", "none")), tuple(int(w) for w in window),
+        return cls(method, tuple(int(w) for w in window),
                    float(recon_cfg.get("kernel_sigma_mu", cls.sigma_mu)),
                    float(recon_cfg.get("kernel_sigma_mm", cls.sigma_mm)))
 

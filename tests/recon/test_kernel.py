@@ -9,9 +9,10 @@ import pytest
 import scipy.ndimage
 import torch
 
+from pipeline.config import load_schema
 from recon.geometry import scanner_doi_mm
 from recon.grid import ImageGrid
-from recon.kernel import GaussianPSF, ImageKernel, ImageModel, KernelSettings
+from recon.kernel import KERNEL_METHODS, GaussianPSF, ImageKernel, ImageModel, KernelSettings
 from recon.mlem import osem_sinogram, view_subsets
 from recon.projector import FWHM_PER_SIGMA
 from recon.recon2d import EMSettings, plane_weights, reconstruct_2d
@@ -181,3 +182,11 @@ def test_kernel_refuses_bad_priors():
         ImageKernel(np.zeros((3, 3)), mask[0], (1, 1, 1), KernelSettings("mu"))
     with pytest.raises(ValueError, match="positive"):
         GaussianPSF(0.0, (1, 1, 1))
+
+
+def test_kernel_methods_are_the_schemas_and_others_are_refused():
+    recon = load_schema()["properties"]["recon"]["properties"]
+    assert tuple(recon["kernel"]["enum"]) == KERNEL_METHODS
+    assert KernelSettings.from_config({"kernel": "mu"}).enabled
+    with pytest.raises(ValueError, match="recon.kernel must be one of none, mu, got 'mri'"):
+        KernelSettings.from_config({"kernel": "mri"})
