@@ -147,6 +147,15 @@ def _power_of_two(value: int) -> bool:
 def _check_generative(config: dict) -> None:
     """Settings of the generative stage that the schema alone cannot check."""
     train = config["train"]
+    chosen = config["downstream"]["methods"] or []
+    missing = [m for m in chosen if m not in train["methods"]]
+    _check(not missing, "downstream.methods",
+           f"{missing} are not in train.methods ({train['methods']}): the detector can only "
+           "use generated sets the DAG makes")
+    _check(train["attention_gan_conditional"]["real_domain"] == "positron"
+           or "attention_gan_conditional" not in train["methods"],
+           "train.attention_gan_conditional.real_domain",
+           "must be positron: CT images carry no defect class to condition on")
     if not train["methods"]:
         return
     images, ct = config["positron_images"], config["ct_images"]

@@ -115,8 +115,29 @@ def positron_features_spec(config: dict, dataset: str) -> dict[str, Any]:
             "acquisition": _train_acquisition(config)}
 
 
+#: The method the ``enhance`` rule trains (not a row of Table 1).
+ENHANCE_METHOD = "pix2pix"
+#: Methods whose generated images carry labels for the downstream detector.
+LABELLED_METHODS = ("dcgan_conditional", "attention_gan_conditional", "mask2image_patch",
+                    "mask2image_global")
+
+
+def enhance_enabled(config: dict) -> bool:
+    """Whether the DAG trains pix2pix and writes the enhancement table: ``enhance.enabled``
+    and a generative stage at all (``train.methods`` not empty)."""
+    return bool(config["enhance"]["enabled"] and config["train"]["methods"])
+
+
+def downstream_methods(config: dict) -> list[str]:
+    """The labelled methods the downstream test trains detectors with."""
+    chosen = config["downstream"]["methods"]
+    if chosen is None:
+        return [m for m in config["train"]["methods"] if m in LABELLED_METHODS]
+    return list(chosen)
+
+
 #: A training run of a method with its own seed: ``{method}__seed{seed}``.
-RUN_NAME = re.compile(r"^(?P<method>[a-z_]+?)(__seed(?P<seed>\d+))?$")
+RUN_NAME = re.compile(r"^(?P<method>[a-z][a-z0-9_]*?)(__seed(?P<seed>\d+))?$")
 
 
 def method_runs(config: dict, method: str) -> list[str]:
@@ -137,6 +158,8 @@ def split_run(run: str) -> tuple[str, int | None]:
 
 def _known_run(config: dict, run: str) -> tuple[str, int | None]:
     method, seed = split_run(run)
+    if method == ENHANCE_METHOD and enhance_enabled(config) and seed is None:
+        return method, seed
     if method not in config["train"]["methods"]:
         raise ConfigError(f"config key train.methods: {method!r} is not one of "
                           f"{config['train']['methods']}")

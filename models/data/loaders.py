@@ -4,6 +4,12 @@
 * :class:`PositronImages`: single positron images of one split (optionally one acquisition);
 * :class:`CTImages`: CT slices of one split.
 
+Positron images also give their defect class (:meth:`PositronImages.labels`, from
+:mod:`models.data.labels`) and, as a second channel, their defect mask
+(``with_masks=True``: -1 outside, +1 inside a defect, the [-1, 1] range of the images, so the
+loop flips image and mask together); pairs give ``batch`` as two channels (low-count,
+reference) and the reference image's class.
+
 Images are read once into memory (a 64 px set of thousands of slices is a few MB; pass
 ``in_memory=False`` for large 256 px sets, which reads each item from the chunked file).
 Augmentation (``augment=True``) applies one of the 8 flips and quarter turns of the square,
@@ -21,6 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models.data.labels import image_classes
 from pipeline import values
 from pipeline.fileio import open_hdf5
 
@@ -112,6 +119,16 @@ class PositronPairs(_H5Images):
         k = self._transform(index)
         return dihedral(self._image(int(low)), k), dihedral(self._image(int(ref)), k)
 
+    def batch(self, indices: np.ndarray) -> torch.Tensor:
+        """Pairs at positions ``indices``, (B, 2, H, W): channel 0 the low-count image,
+        channel 1 the reference (not augmented: the loop flips both channels together)."""
+        picked = self.pairs[np.asarray(indices, dtype=np.int64)]
+        return torch.cat([_read_rows(self, picked[:, 0]), _read_rows(self, picked[:, 1])], 1)
+
+    def labels(self, indices: np.ndarray) -> torch.Tensor:
+        """Defect class (B,) int64 of the pairs' slices (their reference image's)."""
+        return _classes(self)[self.pairs[np.asarray(indices, dtype=np.int64), 1]]
+
 
 class _SplitImages(_H5Images):
     def __init__(self, path, what, split, augment, seed, in_memory, extra=None) -> None:
@@ -133,28 +150,51 @@ class _SplitImages(_H5Images):
     def batch(self, indices: np.ndarray) -> torch.Tensor:
         """Images at positions ``indices`` of this split, (B, 1, H, W), not augmented (the
         training loop draws its own flips)."""
-        rows = self.rows[np.asarray(indices, dtype=np.int64)]
-        if self._memory is not None:
-            return self._memory[torch.from_numpy(rows)][:, None]
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        order = np.argsort(rows)  # h5py reads increasing, unique indices
-        unique, inverse = np.unique(rows[order], return_inverse=True)
-        block = torch.from_numpy(self._file["images"][unique])[torch.from_numpy(inverse)]
-        out = torch.empty_like(block)
-        out[torch.from_numpy(order)] = block
-        return out[:, None]
+        return _read_rows(self, self.rows[np.asarray(indices, dtype=np.int64)])
 
 
 class PositronImages(_SplitImages):
-    """Single images of one split of ``positron.h5`` (of one acquisition when given)."""
+    """Single images of one split of ``positron.h5`` (of one acquisition when given);
+    ``with_masks``: :meth:`batch` gives the defect mask as a second channel."""
 
     def __init__(self, path: str | Path, split: str = "train", acquisition: str | None = None,
-                 augment: bool = False, seed: int = 0, in_memory: bool = True) -> None:
+                 augment: bool = False, seed: int = 0, in_memory: bool = True,
+                 with_masks: bool = False) -> None:
         def only(f):
             return (string_column(f["acquisition"]) == acquisition) if acquisition else True
 
         super().__init__(path, "positron image set", split, augment, seed, in_memory, only)
+        self.with_masks = bool(with_masks)
+        self._masks = None
+        if with_masks:
+            with open_hdf5(self.path, "positron image set") as f:
+                if "masks" not in f:
+                    raise ValueError(f"{self.path}: missing dataset masks (defect masks); "
+                                     "rebuild the image set")
+                masks = f["masks"]
+                if masks.shape[0] != f["images"].shape[0] or masks.shape[1:] != f[
+                        "images"].shape[1:]:
+                    raise ValueError(f"{self.path}: dataset masks has shape {masks.shape}, the "
+                                     f"images {f['images'].shape}: masks of the wrong size")
+                self._masks = torch.from_numpy(masks[...][self.rows] > 0)
+
+    def batch(self, indices: np.ndarray) -> torch.Tensor:
+        images = super().batch(indices)
+        if not self.with_masks:
+            return images
+        masks = self._masks[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+        return torch.cat([images, masks[:, None].to(images.dtype) * 2 - 1], dim=1)
+
+    def masks(self, indices: np.ndarray) -> torch.Tensor:
+        """Defect masks (B, H, W) bool of the images at positions ``indices``."""
+        if self._masks is None:
+            with open_hdf5(self.path, "positron image set") as f:
+                self._masks = torch.from_numpy(f["masks"][...][self.rows] > 0)
+        return self._masks[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
+
+    def labels(self, indices: np.ndarray) -> torch.Tensor:
+        """Defect class (B,) int64 of the images at positions ``indices``."""
+        return _classes(self)[self.rows[np.asarray(indices, dtype=np.int64)]]
 
 
 class CTImages(_SplitImages):
@@ -163,6 +203,27 @@ class CTImages(_SplitImages):
     def __init__(self, path: str | Path, split: str = "train", augment: bool = False,
                  seed: int = 0, in_memory: bool = True) -> None:
         super().__init__(path, "CT image set", split, augment, seed, in_memory)
+
+
+def _read_rows(data: _H5Images, rows: np.ndarray) -> torch.Tensor:
+    """Images of file rows ``rows`` (any order, repeats allowed), (B, 1, H, W)."""
+    if data._memory is not None:
+        return data._memory[torch.from_numpy(rows)][:, None]
+    if data._file is None:
+        data._file = h5py.File(data.path, "r")
+    order = np.argsort(rows)  # h5py reads increasing, unique indices
+    unique, inverse = np.unique(rows[order], return_inverse=True)
+    block = torch.from_numpy(data._file["images"][unique])[torch.from_numpy(inverse)]
+    out = torch.empty_like(block)
+    out[torch.from_numpy(order)] = block
+    return out[:, None]
+
+
+def _classes(data: _H5Images) -> torch.Tensor:
+    """Defect class of every row of the file, (N,) int64 (read once)."""
+    if getattr(data, "_class_rows", None) is None:
+        data._class_rows = torch.from_numpy(image_classes(data.path))
+    return data._class_rows
 
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = True, seed: int = 0,

@@ -12,6 +12,9 @@
 * per-image columns (length N): ``phantom``, ``acquisition``, ``split`` (train/val/test),
   ``slice_index`` (plane or column of the reconstruction), ``position_mm`` (its z, or x for
   axial slices), ``defect_types`` (comma-separated types present in the slice, "" for none),
+  ``defect_class`` (the one class of the slice for class-conditional generation and the
+  detector: the type of the defect covering most of the slice's pixels, ties broken by the
+  order of :data:`models.data.labels.DEFECT_CLASSES`; ``none`` without a defect),
   ``defect_count``, ``counts`` (coincidences in the plane; NaN for axial slices), ``scale``,
   ``truth_scale``, ``defect_cnr`` and ``defect_crc`` (of the most visible defect in the slice,
   measured in 3D on its reconstruction by :mod:`recon.detectability`; NaN without a defect
@@ -44,6 +47,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from skimage.transform import resize  # noqa: E402
 
+from models.data.labels import DEFECT_CLASSES  # noqa: E402
 from models.data.splits import assign_splits  # noqa: E402
 from pipeline.fileio import atomic_output, provenance_attrs, scratch_folder  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
@@ -56,7 +60,8 @@ log = logging.getLogger(__name__)
 #: Per-image columns and their HDF5 types.
 COLUMNS = {"phantom": h5py.string_dtype(), "acquisition": h5py.string_dtype(),
            "split": h5py.string_dtype(), "slice_index": np.int32, "position_mm": np.float32,
-           "defect_types": h5py.string_dtype(), "defect_count": np.int32,
+           "defect_types": h5py.string_dtype(), "defect_class": h5py.string_dtype(),
+           "defect_count": np.int32,
            "counts": np.float32, "scale": np.float32, "truth_scale": np.float32,
            "defect_cnr": np.float32, "defect_crc": np.float32}
 
@@ -124,10 +129,18 @@ def _overlap_weights(centres_mm: np.ndarray, size_mm: float, slice_centres_mm: n
     return overlap_fractions(centres_mm, size_mm, slice_centres_mm, slice_size_mm) * size_mm
 
 
-def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, int]:
-    present = set(np.unique(labels[labels > 0]).tolist())
-    types = sorted({d["type"] for d in defects if d["label"] in present})
-    return ",".join(types), len(present)
+def _defects_in(labels: np.ndarray, defects: list[dict]) -> tuple[str, str, int]:
+    """Types present in a slice of defect labels (comma-separated), its one class (the
+    type covering most pixels; ties by :data:`DEFECT_CLASSES` order) and its defect count."""
+    numbers, pixels = np.unique(labels[labels > 0], return_counts=True)
+    type_of = {d["label"]: d["type"] for d in defects}
+    area: dict[str, int] = {}
+    for number, n in zip(numbers.tolist(), pixels.tolist(), strict=True):
+        if number in type_of:
+            area[type_of[number]] = area.get(type_of[number], 0) + n
+    rank = {name: i for i, name in enumerate(DEFECT_CLASSES)}
+    dominant = min(area, key=lambda t: (-area[t], rank.get(t, len(rank)), t)) if area else "none"
+    return ",".join(sorted(area)), dominant, len(numbers)
 
 
 def _most_visible(labels: np.ndarray, measures: dict[int, dict]) -> tuple[float, float]:
@@ -248,10 +261,11 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]], rows_out: _R
                 cnr, crc = _most_visible(labels, measures)
                 out.columns["defect_cnr"].append(cnr)
                 out.columns["defect_crc"].append(crc)
-                types, count = _defects_in(labels, phantom.defects)
+                types, dominant, count = _defects_in(labels, phantom.defects)
                 for key, value in (("phantom", phantom_name), ("acquisition", acq),
                                    ("split", splits[phantom_name]), ("slice_index", index),
                                    ("position_mm", position), ("defect_types", types),
+                                   ("defect_class", dominant),
                                    ("defect_count", count), ("counts", counts)):
                     out.columns[key].append(value)
         if len(spec["acquisitions"]) == 2:

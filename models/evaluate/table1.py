@@ -38,7 +38,7 @@ from models.metrics.memorisation import copy_statistics, nearest
 from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
 from models.metrics.prdc import prdc
 from models.training.history import read_history
-from models.training.stage import ct_images
+from models.training.stage import sampling_sources
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
 
 log = logging.getLogger(__name__)
@@ -341,11 +341,8 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
         with atomic_output(out_dir / "metrics" / f"{slug}.json", overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(row, indent=2))
     def sources_for(cls) -> dict[str, Any]:
-        if "query" not in cls.sources:
-            return {}
-        if ct_h5 is None:
-            raise ValueError(f"method {cls.name} samples from CT images: give --ct")
-        return {"query": ct_images(Path(ct_h5))}
+        return sampling_sources(cls, positron_h5, None if ct_h5 is None else Path(ct_h5),
+                                acquisition)
 
     first = {m: runs[m][0] for m in spec["methods"]}
     write_figures(out_dir, train, per_set, spec["methods"],

@@ -28,7 +28,14 @@ def register(name: str):
 
 def _load_all() -> None:
     # Importing the modules registers their classes.
-    from models.methods import attention_gan, dcgan, vae, wgan_gp  # noqa: F401
+    from models.methods import (  # noqa: F401
+        attention_gan,
+        conditional,
+        dcgan,
+        image_to_image,
+        vae,
+        wgan_gp,
+    )
 
 
 def method_class(name: str) -> type[Method]:

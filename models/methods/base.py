@@ -87,6 +87,13 @@ class Method:
         ``encoder``); the stage checks they exist before any work.
     settings_class : type
         Frozen dataclass with ``from_section(config_section)``.
+    data : str
+        What a ``real`` batch holds: ``images`` (B, 1, H, W); ``masked``: each image with its
+        defect mask as channel 1 (mask-to-image); ``paired``: channel 0 a low-count image,
+        channel 1 the reference image of the same slice (enhancement).
+    conditional : bool
+        The method generates to a given defect class: the loop adds ``real_label`` (B,)
+        to every batch, and sampling inputs carry ``label``.
     """
 
     name: ClassVar[str] = ""
@@ -94,6 +101,8 @@ class Method:
     sampler_nets: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[tuple[str, ...]] = ()
     settings_class: ClassVar[type] = object
+    data: ClassVar[str] = "images"
+    conditional: ClassVar[bool] = False
 
     def __init__(self, settings: Any, arch: dict[str, Any]) -> None:
         self.settings = settings

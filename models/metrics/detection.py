@@ -22,8 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.stats import rankdata
 
-#: Defect classes of the image sets, in label order (``none``: no defect in the image).
-DEFECT_CLASSES = ("none", "crack", "hole", "pit", "inclusion", "bubble")
+from models.data.labels import DEFECT_CLASSES
 
 
 def _finite(name: str, values: np.ndarray) -> np.ndarray:

@@ -38,18 +38,19 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    """Image (B, 1, S, S) -> one logit per image, (B, 1, 1, 1).
+    """Image (B, in_channels, S, S) -> one logit per image, (B, 1, 1, 1).
 
     ``norm="none"`` drops the batch norms (and gives the convolutions biases): the critic of
     WGAN-GP, whose gradient penalty is per image and must not mix images of a batch
     (Gulrajani et al. 2017)."""
 
-    def __init__(self, image_size: int, channels: int = 64, norm: str = "batch") -> None:
+    def __init__(self, image_size: int, channels: int = 64, norm: str = "batch",
+                 in_channels: int = 1) -> None:
         super().__init__()
         if norm not in ("batch", "none"):
             raise ValueError(f"DCGAN discriminator norm must be batch or none, got {norm!r}")
         levels = n_doublings(check_image_size(image_size, "DCGAN discriminator"))
-        layers: list[nn.Module] = [nn.Conv2d(1, channels, 4, 2, 1, bias=False),
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 4, 2, 1, bias=False),
                                    nn.LeakyReLU(0.2)]
         c = channels
         for _ in range(levels - 1):

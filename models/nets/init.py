@@ -1,8 +1,9 @@
 """Weight initialisation shared by every network: the DCGAN / pix2pix convention.
 
-Convolution and linear weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), biases 0
-(Radford et al. 2015; pix2pix's ``init_weights(init_type="normal")``). Drawn from an explicit
-``torch.Generator``, so a network's initial weights depend on the seed only, never on what
+Convolution and linear weights ~ N(0, 0.02), batch-norm scales ~ N(1, 0.02), biases 0,
+class embeddings ~ N(0, 1) (Radford et al. 2015; pix2pix's
+``init_weights(init_type="normal")``). Drawn from an explicit ``torch.Generator``, so a
+network's initial weights depend on the seed only, never on what
 else used torch's global random stream before.
 """
 
@@ -25,6 +26,8 @@ def init_weights(module: nn.Module, generator: torch.Generator, std: float = INI
         elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d | nn.InstanceNorm2d) and m.affine:
             m.weight.copy_(1.0 + torch.randn(m.weight.shape, generator=generator) * std)
             m.bias.zero_()
+        elif isinstance(m, nn.Embedding):  # class embeddings: N(0, 1), torch's own scale
+            m.weight.copy_(torch.randn(m.weight.shape, generator=generator))
 
 
 def check_image_size(size_px: int, what: str, smallest: int = 16) -> int:

@@ -6,6 +6,10 @@ Content (DESIGN.md's generated-set contract):
   (the EMA weights when EMA was on), inputs drawn from ``generate.seed`` (for the attention
   GAN: CT images of the training split of ``ct.h5`` in a seeded order, cycled when N is
   larger, each with its own reparameterisation noise);
+* ``labels`` (N,) int64 and ``defect_class`` (N,) str, for conditional and mask-to-image
+  methods: the class each image was generated to (``generate.classes``: the classes to make,
+  equally many of each; by default drawn with the training split's class frequencies);
+* ``masks`` (N, H, W) uint8, for mask-to-image methods: the defect mask of each image;
 * ``scale`` (N,) float32: each generated image gets the scale of a training image drawn at
   random (seeded), so ``models.data.positron_dataset.to_activity(images, scale)`` maps it to
   activity exactly as for ``positron.h5`` (with ``normalisation: dataset`` every scale is the
@@ -25,11 +29,13 @@ import h5py
 import numpy as np
 import torch
 
+from models.data.labels import class_names
 from models.data.loaders import string_column
 from models.methods import method_class
+from models.methods.conditional import conditional_names
 from models.training.checkpoint import file_sha256, load_checkpoint
 from models.training.loop import sample_images
-from models.training.stage import SPLIT, ct_images
+from models.training.stage import SPLIT, sampling_sources
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
 from recon.device import resolve_device
 
@@ -67,11 +73,12 @@ def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | 
     state = load_checkpoint(model_pt, "final", spec["method"])
     cls = method_class(state["method"])
     scales, attrs = training_scales(positron_h5, spec["acquisition"])
-    sources = {}
-    if "query" in cls.sources:
-        if ct_h5 is None:
-            raise ValueError(f"method {state['method']} samples from CT queries: give --ct")
-        sources["query"] = ct_images(Path(ct_h5))
+    classes = cfg.get("classes") or None
+    if classes and not cls.conditional:
+        raise ValueError(f"config key generate.classes is set, but {state['method']} cannot be "
+                         "conditioned on a class (conditional methods: "
+                         f"{', '.join(conditional_names())}); unset it or train one of those")
+    sources = sampling_sources(cls, positron_h5, ct_h5, spec["acquisition"])
     settings = cls.settings_class.from_section(state["settings"]["method"])
     try:
         method = cls.restore(settings, state["arch"], state["nets"])
@@ -82,7 +89,9 @@ def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | 
     method.to(device)
     n, seed = int(cfg["n_images"]), int(cfg["seed"])
     rng = torch.Generator().manual_seed(seed)
-    inputs = {k: v.to(device) for k, v in method.sampling_inputs(n, sources, rng).items()}
+    drawn = (method.sampling_inputs(n, sources, rng, classes) if cls.conditional
+             else method.sampling_inputs(n, sources, rng))
+    inputs = {k: v.to(device) for k, v in drawn.items()}
     images = sample_images(method, inputs, batch_size=int(cfg["batch_size"]))[:, 0].numpy()
     if not np.all(np.isfinite(images)):
         raise RuntimeError(f"{model_pt}: the generator produced NaN or infinite values")
@@ -103,6 +112,14 @@ def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | 
         f.create_dataset("images", data=images.astype(np.float32), chunks=(1, size, size),
                          compression="gzip", compression_opts=4, shuffle=True)
         f.create_dataset("scale", data=scale)
+        if "label" in drawn:  # the class each image was generated to (its label)
+            labels = drawn["label"].cpu().numpy().astype(np.int64)
+            f.create_dataset("labels", data=labels)
+            f.create_dataset("defect_class", data=np.asarray(class_names(labels), dtype=object),
+                             dtype=h5py.string_dtype())
+        if "mask" in drawn:  # the defect mask each image was generated from
+            f.create_dataset("masks", data=(drawn["mask"][:, 0].cpu().numpy() > 0).astype(
+                np.uint8), chunks=(1, size, size), compression="gzip")
         for key, value in out_attrs.items():
             f.attrs[key] = value
     log.info("%s: %d images from %s (step %d)", out_h5, n, model_pt, state["step"])

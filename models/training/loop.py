@@ -193,10 +193,13 @@ class Trainer:
     def _batch(self, draw: int) -> dict[str, torch.Tensor]:
         batch = {}
         for src, order in self.orders.items():
-            images = self.sources[src].batch(order.indices(draw)).to(self.device)
-            if src == "real" and self.s.flips:
+            indices = order.indices(draw)
+            images = self.sources[src].batch(indices).to(self.device)
+            if src == "real" and self.s.flips:  # every channel (mask, pair) turns together
                 images = random_dihedral(images, self.rng)
             batch[src] = images
+            if src == "real" and getattr(self.method, "conditional", False):
+                batch["real_label"] = self.sources[src].labels(indices).to(self.device)
         return batch
 
     def _freeze(self, frozen: set[str]) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.data.loaders import CTImages, PositronImages
+from models.data.loaders import CTImages, PositronImages, PositronPairs
 from models.methods import method_class
 from models.methods.base import Method, StageInputs
 from models.methods.vae import VAE, VAESettings
@@ -59,16 +59,44 @@ def _checked_images(dataset, path: Path, what: str) -> Any:
     return dataset
 
 
-def positron_images(path: Path, acquisition: str | None) -> PositronImages:
+def positron_images(path: Path, acquisition: str | None, with_masks: bool = False
+                    ) -> PositronImages:
     """Training-split positron images (of one acquisition when given), checked."""
-    data = PositronImages(path, SPLIT, acquisition=acquisition)
+    data = PositronImages(path, SPLIT, acquisition=acquisition, with_masks=with_masks)
     which = f"positron ({acquisition})" if acquisition else "positron"
     return _checked_images(data, path, which)
+
+
+def positron_pairs(path: Path) -> PositronPairs:
+    """Training-split (low-count, reference) pairs, checked."""
+    pairs = PositronPairs(path, SPLIT)
+    if len(pairs) == 0:
+        raise ValueError(f"{path}: no (low-count, reference) pairs in the {SPLIT} split; "
+                         "enhancement needs datasets with both positron_images.low_count and "
+                         "positron_images.reference acquisitions")
+    _checked_images(PositronImages(path, SPLIT), path, "positron")
+    return pairs
 
 
 def ct_images(path: Path) -> CTImages:
     """Training-split CT images, checked."""
     return _checked_images(CTImages(path, SPLIT), path, "CT")
+
+
+def sampling_sources(cls: type[Method], positron_h5: Path, ct_h5: Path | None,
+                     acquisition: str | None) -> dict[str, Any]:
+    """The image sets a trained method samples from: CT queries (attention GAN), training
+    masks with their classes (mask-to-image), training pairs (enhancement)."""
+    sources: dict[str, Any] = {}
+    if "query" in cls.sources:
+        if ct_h5 is None:
+            raise ValueError(f"method {cls.name} samples from CT queries: give --ct")
+        sources["query"] = ct_images(Path(ct_h5))
+    if cls.data == "masked":
+        sources["real"] = positron_images(Path(positron_h5), acquisition, with_masks=True)
+    elif cls.data == "paired":
+        sources["real"] = positron_pairs(Path(positron_h5))
+    return sources
 
 
 def _with_optimiser(loop: LoopSettings, section: dict[str, Any]) -> LoopSettings:
@@ -184,10 +212,14 @@ def run_train(spec: dict[str, Any], files: dict[str, Path | None], out_dir: str 
     uses_ct = "query" in cls.sources or real_domain == "ct"
     roles = ("positron", *(("ct",) if uses_ct else ()),
              *(r for r in cls.needs if r not in ("positron", "ct")))
+    if real_domain == "ct" and (cls.conditional or cls.data != "images"):
+        raise ValueError(f"config key train.{name}.real_domain: {name} learns labelled positron "
+                         "images; real_domain ct has no defect labels or masks")
     paths = _require(files, roles, name)
-    positron = positron_images(paths["positron"], spec["acquisition"])
+    positron = positron_images(paths["positron"], spec["acquisition"], cls.data == "masked")
     ct = ct_images(paths["ct"]) if uses_ct else None
-    available = {"real": ct if real_domain == "ct" else positron, "query": ct}
+    real = positron_pairs(paths["positron"]) if cls.data == "paired" else positron
+    available = {"real": ct if real_domain == "ct" else real, "query": ct}
     sources = {k: available[k] for k in cls.sources}
     size = int(sources["real"].batch([0]).shape[-1])
     method = cls.build(settings, StageInputs(sources, size, paths),
