@@ -213,6 +213,23 @@ def evaluate_spec(config: dict, dataset: str) -> dict[str, Any]:
             "acquisition": _train_acquisition(config)}
 
 
+def enhance_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the enhancement table depends on: the ``enhance`` section and the device."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset, "enhance": copy.deepcopy(config["enhance"]),
+            "device": config["device"]}
+
+
+def downstream_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the downstream test depends on: its section, the labelled methods, the
+    acquisition of the real images, the held-out split and the device."""
+    _known_dataset(config, dataset)
+    return {"dataset": dataset, "downstream": copy.deepcopy(config["downstream"]),
+            "methods": downstream_methods(config), "acquisition": _train_acquisition(config),
+            "held_out_split": config["evaluate"]["held_out_split"],
+            "device": config["device"]}
+
+
 def _known_dataset(config: dict, dataset: str) -> None:
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")
