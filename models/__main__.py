@@ -12,6 +12,9 @@ positron-features fit PCANet + PCA on the training positron images: features.h5
 train             train a generative method (``train`` rule; resumes from checkpoint.pt)
 generate          sample a trained method into generated/{method}.h5 (``generate`` rule)
 feature-network   train the domain feature network of the metrics (``feature_network`` rule)
+downstream        train defect detectors on real and generated images, score them on real
+                  held-out images (``downstream`` rule)
+enhance           pix2pix against a post-filter on held-out low-count images (``enhance`` rule)
 evaluate          Table 1, metrics and figures of every method (``evaluate`` rule)
 device            print the torch device the config's ``device`` switch resolves to
 
@@ -30,6 +33,8 @@ from pipeline.cli import run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import (
     ct_dataset_spec,
+    downstream_spec,
+    enhance_spec,
     evaluate_spec,
     feature_network_spec,
     generate_spec,
@@ -145,7 +150,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
                  _by_method(args.generated, "--generated"),
                  _by_method(args.history, "--history"), args.out_dir,
                  models=_by_method(args.model, "--model"), ct_h5=args.ct,
-                 overwrite=args.overwrite)
+                 overwrite=args.overwrite, downstream_json=args.downstream)
+
+
+def _cmd_downstream(args: argparse.Namespace) -> None:
+    from models.evaluate.downstream import run_downstream
+
+    spec = _spec(args, downstream_spec, "dataset")
+    _threads(args)
+    run_downstream(spec, args.positron, _by_method(args.generated, "--generated"),
+                   args.out_dir, overwrite=args.overwrite)
+
+
+def _cmd_enhance(args: argparse.Namespace) -> None:
+    from models.evaluate.enhance import run_enhance
+
+    spec = _spec(args, enhance_spec, "dataset")
+    _threads(args)
+    run_enhance(spec, args.positron, args.model, args.out_dir, overwrite=args.overwrite)
 
 
 def _common(p: argparse.ArgumentParser, method: bool = False) -> None:
@@ -230,8 +252,25 @@ def main(argv: list[str] | None = None) -> int:
                    help="a method's history.csv (training images/s)")
     p.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
                    help="a method's final.pt (latent walks)")
+    p.add_argument("--downstream", help="downstream.json of the downstream rule (detector "
+                   "columns and class agreement)")
     p.add_argument("--out-dir", required=True, help="output folder (eval)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("downstream", help="train on synthetic, test on real")
+    _common(p)
+    p.add_argument("--positron", required=True, help="positron.h5 (the real images)")
+    p.add_argument("--generated", action="append", default=[], metavar="METHOD=PATH",
+                   help="a labelled method's generated set (repeat for every method)")
+    p.add_argument("--out-dir", required=True, help="output folder (eval)")
+    p.set_defaults(func=_cmd_downstream)
+
+    p = sub.add_parser("enhance", help="pix2pix enhancement against a post-filter")
+    _common(p)
+    p.add_argument("--positron", required=True, help="positron.h5 (pairs, truth, masks)")
+    p.add_argument("--model", required=True, help="pix2pix's final.pt")
+    p.add_argument("--out-dir", required=True, help="output folder (enhance)")
+    p.set_defaults(func=_cmd_enhance)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")

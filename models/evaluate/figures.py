@@ -6,6 +6,8 @@
 * ``latent_walks.png``: per method, two walks of ``walk_steps`` images along a straight line
   in its latent space (RadioGAN): smooth change generalises, jumps between training images
   memorise;
+* ``class_walks.png``: per conditional method, one walk per defect class of the training
+  split with the class held and only the noise moving (RadioGAN's per-class walk);
 * ``curves.png``: every method's logged losses against the step, from ``history.csv``.
 """
 
@@ -72,6 +74,48 @@ def latent_walks(models: dict[str, Path], walk_steps: int, seed: int,
     return walks
 
 
+def class_walks(models: dict[str, Path], walk_steps: int, seed: int, sources_for
+                ) -> dict[str, tuple[list[str], np.ndarray]]:
+    """Per conditional method: the classes of its training split and one walk per class,
+    (n_classes * walk_steps, H, W), between the same two noise draws for every class."""
+    from models.data.labels import DEFECT_CLASSES
+
+    out = {}
+    for name, path in models.items():
+        cls = method_class(name)
+        if not cls.conditional:
+            continue
+        state = load_checkpoint(path, "final", name)
+        method = cls.restore(cls.settings_class.from_section(state["settings"]["method"]),
+                             state["arch"], state["nets"])
+        classes = [k for k, n in enumerate(state["arch"]["class_counts"]) if n > 0]
+        inputs = method.sampling_inputs(2, sources_for(cls), torch.Generator().manual_seed(seed))
+        rows = []
+        with torch.no_grad(), in_eval_mode(method):
+            for k in classes:
+                held = {**inputs, "label": torch.full_like(inputs["label"], k)}
+                rows.append(method.latent_walk(held, walk_steps)[:, 0].numpy())
+        out[name] = ([DEFECT_CLASSES[k] for k in classes], np.concatenate(rows))
+    return out
+
+
+def class_walks_figure(path: Path, walks: dict[str, tuple[list[str], np.ndarray]],
+                       walk_steps: int) -> None:
+    fig, axes = plt.subplots(max(1, len(walks)), 1, figsize=(1.3 * walk_steps, 1.6 + 1.4 * max(
+        [len(c) for c, _ in walks.values()] or [1])), squeeze=False)
+    for ax, (name, (classes, images)) in zip(axes[:, 0], walks.items(), strict=False):
+        ax.imshow(tile(images, columns=walk_steps), cmap="gray_r", vmin=-1, vmax=1,
+                  origin="lower", interpolation="nearest")
+        ax.set_title(f"{name}: one walk per class, rows bottom to top: {', '.join(classes)}",
+                     fontsize=8)
+        ax.set_axis_off()
+    if not walks:
+        axes[0, 0].text(0.5, 0.5, "no conditional method in train.methods", ha="center")
+        axes[0, 0].set_axis_off()
+    fig.tight_layout()
+    _save(fig, path)
+
+
 def curves_figure(path: Path, histories: dict[str, Path]) -> None:
     present = {m: read_history(p) for m, p in histories.items() if p and Path(p).is_file()}
     fig, axes = plt.subplots(1, max(1, len(present)), figsize=(4.2 * max(1, len(present)), 3.2),
@@ -108,4 +152,7 @@ def write_figures(out_dir: Path, train: np.ndarray, sets: dict[str, np.ndarray],
             ax.set_axis_off()
         fig.tight_layout()
         _save(fig, out_dir / "latent_walks.png")
+        class_walks_figure(out_dir / "class_walks.png",
+                           class_walks(models, settings.walk_steps, settings.seed, sources_for),
+                           settings.walk_steps)
     curves_figure(out_dir / "curves.png", histories)

@@ -33,6 +33,7 @@ from scipy.ndimage import gaussian_filter
 
 from models.data.loaders import PositronImages, check_images
 from models.evaluate.feature_network import embed, load_feature_network
+from models.methods import method_class
 from models.metrics.distances import frechet_distance, kernel_distance
 from models.metrics.memorisation import copy_statistics, nearest
 from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
@@ -61,7 +62,13 @@ COLUMNS = [
     ("copy_share", "copy share (features)", 3),
     ("copy_z", "data-copying z (features)", 2),
     ("images_per_s", "training images/s", 1),
+    ("detector_auc_real_plus", "detector AUC, real + generated", 3),
+    ("detector_delta_auc", "Δ AUC vs real only", 3),
+    ("detector_auc_only", "detector AUC, generated only", 3),
 ]
+#: Table 1's downstream columns (:mod:`models.evaluate.downstream`), NaN for a method whose
+#: images carry no labels and for the sanity rows.
+DOWNSTREAM_COLUMNS = ("detector_auc_real_plus", "detector_delta_auc", "detector_auc_only")
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,60 @@ def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarra
     return out
 
 
+def read_labels(path: Path) -> np.ndarray | None:
+    """Class numbers (N,) of a generated set, or None for a set without labels."""
+    with open_hdf5(path, "generated image set") as f:
+        return f["labels"][...].astype(np.int64) if "labels" in f else None
+
+
+def per_class_rows(method: str, images: np.ndarray, labels: np.ndarray, train: np.ndarray,
+                   train_labels: np.ndarray, train_features: np.ndarray,
+                   features: np.ndarray, agreement: dict[str, float] | None,
+                   s: EvalSettings) -> list[dict[str, Any]]:
+    """One row per class a conditional method generated: images, training images of the
+    class, the domain-feature Fréchet distance between the two (NaN below 2 images on a
+    side), MS-SSIM diversity within the class and the real-trained detector's class
+    agreement."""
+    from models.data.labels import DEFECT_CLASSES
+
+    rows = []
+    for k in np.unique(labels):
+        mine, real = labels == k, train_labels == k
+        frechet = (frechet_distance(features[mine], train_features[real])
+                   if mine.sum() > 1 and real.sum() > 1 else float("nan"))
+        diversity = (mean_ms_ssim(images[mine], None, min(s.msssim_pairs, 200), s.seed,
+                                  **s.msssim_kwargs())[0] if mine.sum() > 1 else float("nan"))
+        name = DEFECT_CLASSES[int(k)]
+        rows.append({"method": method, "class": name, "n_generated": int(mine.sum()),
+                     "n_train": int(real.sum()), "frechet": frechet,
+                     "msssim_diversity": diversity,
+                     "class_agreement": float("nan") if agreement is None else float(
+                         agreement.get(name, float("nan")))})
+    return rows
+
+
+def per_class_markdown(rows: list[dict[str, Any]], call_rate: dict[str, float] | None) -> str:
+    if not rows:
+        return ""
+    def f(v, d):
+        return "n/a" if not np.isfinite(v) else f"{v:.{d}f}"
+
+    lines = ["| method | class | generated | real (train) | Fréchet distance (class) | "
+             "MS-SSIM diversity | class agreement | detector's rate on real |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rate = float("nan") if call_rate is None else call_rate.get(r["class"], float("nan"))
+        lines.append(f"| {r['method']} | {r['class']} | {r['n_generated']} | {r['n_train']} | "
+                     f"{f(r['frechet'], 3)} | {f(r['msssim_diversity'], 4)} | "
+                     f"{f(r['class_agreement'], 2)} | {f(rate, 2)} |")
+    return ("\n## Per class (conditional methods)\n\n" + "\n".join(lines) + "\n\nFréchet "
+            "distance between the generated images of a class and the real training images of "
+            "that class (domain features as above; n/a below 2 images on a side). Class "
+            "agreement: the share of the images generated to a class that the detectors "
+            "trained on real images only (downstream test) call that class; compare it with "
+            "the rate at which those detectors call that class on real held-out images.\n")
+
+
 def aggregate(runs: list[dict[str, float]]) -> dict[str, float]:
     """Mean of every number over training runs, with ``{key}_std`` (sample standard
     deviation; 0 for one run) and ``n_runs``."""
@@ -193,8 +254,9 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
         if not np.isfinite(row[key]):
             return "n/a"
         text = f"{row[key]:.{digits}f}"
-        if row.get("n_runs", 1) > 1 and key != "kid_std_x1e3":
-            text += f" ± {row[key + '_std']:.{digits}f}"
+        spread = row.get(key + "_std", float("nan"))
+        if row.get("n_runs", 1) > 1 and key != "kid_std_x1e3" and np.isfinite(spread):
+            text += f" ± {spread:.{digits}f}"
         return text
 
     for row in rows:
@@ -263,10 +325,58 @@ def check_inception(weights: str | None) -> None:
                          "install them (torch-fidelity imports torchvision)") from None
 
 
+def _read_downstream(path: str | Path | None) -> dict[str, Any] | None:
+    """The downstream test's results (``downstream.json``), or None without one."""
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a downstream.json of the downstream rule ({exc})"
+                         ) from None
+    fields = ("training_set", "auc", "delta_auc")
+    if (not isinstance(data, dict) or not isinstance(data.get("rows"), list)
+            or "class_agreement" not in data
+            or any(not isinstance(r, dict) or not all(k in r for k in fields[:2])
+                   for r in data["rows"])):
+        raise ValueError(f"{path}: not a downstream.json of the downstream rule (needs rows "
+                         "with training_set and auc, and class_agreement)")
+    return data
+
+
+def _downstream_columns(downstream: dict[str, Any] | None, method: str) -> dict[str, float]:
+    """A method's Table 1 downstream columns (NaN when it was not in the test)."""
+    out = dict.fromkeys(DOWNSTREAM_COLUMNS, float("nan"))
+    if downstream is None:
+        return out
+    by_set = {r["training_set"]: r for r in downstream["rows"]}
+    if f"real + {method}" in by_set:
+        out["detector_auc_real_plus"] = by_set[f"real + {method}"]["auc"]
+        out["detector_delta_auc"] = by_set[f"real + {method}"].get("delta_auc", float("nan"))
+        out["detector_auc_only"] = by_set[f"{method} only"]["auc"]
+    return out
+
+
+def downstream_caption(downstream: dict[str, Any] | None) -> str:
+    """The sentence under Table 1 about its detector columns."""
+    if downstream is None:
+        return (" Detector columns: n/a, the downstream test did not run (downstream.enabled "
+                "or no labelled method).")
+    real = next(r for r in downstream["rows"] if r["training_set"] == "real")
+    return (f" Detector columns (train on synthetic, test on real; downstream.md): presence "
+            f"AUC on the {downstream['n_test']} real held-out images of a defect detector "
+            f"trained on the {downstream['n_train']} real training images plus the method's "
+            f"labelled images, the change from the real-only detector (AUC {real['auc']:.3f}), "
+            "and trained on the method's images alone; means over the detector seeds; n/a for "
+            "methods without labels.")
+
+
 def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str | Path,
                  generated: dict[str, Path], histories: dict[str, Path], out_dir: str | Path,
                  models: dict[str, Path] | None = None, ct_h5: str | Path | None = None,
-                 overwrite: bool = False) -> list[dict[str, Any]]:
+                 overwrite: bool = False, downstream_json: str | Path | None = None
+                 ) -> list[dict[str, Any]]:
     """Compute Table 1 and write ``table1.csv``, ``table1.md``, ``metrics/*.json`` and the
     figures (:mod:`models.evaluate.figures`) into ``out_dir``; returns the rows."""
     from models.evaluate.figures import write_figures
@@ -316,15 +426,25 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
             metrics["fid_inception"] = inception_fid(s.inception_weights, train, images)
         return metrics
 
+    downstream = _read_downstream(downstream_json)
     n_sanity = max(len(v) for v in sets.values())
-    rows, per_set = [], {}
+    rows, per_set, class_rows = [], {}, []
+    train_labels = PositronImages(positron_h5, "train", acquisition=acquisition).labels(
+        np.arange(len(train))).numpy()
     for method in spec["methods"]:
         per_run = {r: measure(sets[r], histories.get(r)) for r in runs[method]}
         rows.append({"method": method, **aggregate(list(per_run.values())),
-                     "runs": per_run})
+                     **_downstream_columns(downstream, method), "runs": per_run})
         per_set[method] = sets[runs[method][0]]
+        labels = read_labels(Path(generated[runs[method][0]]))
+        if labels is not None and method_class(method).conditional:
+            class_rows += per_class_rows(
+                method, per_set[method], labels, train, train_labels, train_features,
+                embed(net, per_set[method]) / feature_scale, None if downstream is None else
+                downstream["class_agreement"].get(method), s)
     for name, images in [(SANITY_ROWS[0], held), *sanity_sets(train, n_sanity, s.seed).items()]:
-        rows.append({"method": name, **aggregate([measure(images, None)])})
+        rows.append({"method": name, **aggregate([measure(images, None)]),
+                     **_downstream_columns(None, name)})
         per_set[name] = images
     for row in rows:
         log.info("%s: %s", row["method"], ", ".join(
@@ -334,8 +454,17 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     text = caption(s, train.shape[-1], len(train), len(held), feature_report, acquisition)
     with atomic_output(out_dir / "table1.csv", overwrite=True) as tmp:
         Path(tmp).write_text(csv_text)
+    text += downstream_caption(downstream)
+    class_md = per_class_markdown(class_rows, None if downstream is None else
+                                  downstream.get("real_call_rate"))
     with atomic_output(out_dir / "table1.md", overwrite=True) as tmp:
-        Path(tmp).write_text(f"# Table 1: {spec['dataset']}\n\n{md_text}\n{text}\n")
+        Path(tmp).write_text(f"# Table 1: {spec['dataset']}\n\n{md_text}\n{text}\n{class_md}")
+    with atomic_output(out_dir / "table1_per_class.csv", overwrite=True) as tmp:
+        keys = ["method", "class", "n_generated", "n_train", "frechet", "msssim_diversity",
+                "class_agreement"]
+        Path(tmp).write_text(",".join(keys) + "\n" + "".join(
+            ",".join(str(r[k]) if isinstance(r[k], str | int) else f"{r[k]:.6g}" for k in keys)
+            + "\n" for r in class_rows))
     for row in rows:
         slug = row["method"].replace(" ", "_").replace("(", "").replace(")", "")
         with atomic_output(out_dir / "metrics" / f"{slug}.json", overwrite=True) as tmp:

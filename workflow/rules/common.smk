@@ -7,7 +7,12 @@ from models.methods import method_class, run_name_pattern
 from pipeline import job_resources
 from pipeline.config import selected_datasets
 from pipeline.specs import (
+    ENHANCE_METHOD,
     ct_dataset_spec,
+    downstream_methods,
+    downstream_spec,
+    enhance_enabled,
+    enhance_spec,
     evaluate_spec,
     feature_network_spec,
     generate_spec,
@@ -294,7 +299,42 @@ def all_model_outputs():
                 outputs.append(f"results/{dataset}/generated/{run}.h5")
         if train_methods():
             outputs.append(f"results/{dataset}/eval/table1.md")
+        if downstream_active():
+            outputs.append(f"results/{dataset}/eval/downstream.md")
+        if enhance_enabled(config):
+            outputs.append(f"results/{dataset}/models/{ENHANCE_METHOD}/final.pt")
+            outputs.append(f"results/{dataset}/enhance/enhance.md")
     return outputs
+
+
+def downstream_active():
+    """Whether the downstream test runs: enabled, and a labelled method to test."""
+    return bool(config["downstream"]["enabled"] and downstream_methods(config))
+
+
+def downstream_spec_json(wildcards):
+    """What the downstream test depends on, as JSON."""
+    return json.dumps(downstream_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def downstream_inputs(wildcards):
+    """The real set and the generated set of every labelled method of the test."""
+    base = f"results/{wildcards.dataset}"
+    inputs = {"positron": f"{base}/datasets/positron.h5"}
+    for method in downstream_methods(config):
+        inputs[f"generated_{method}"] = f"{base}/generated/{method}.h5"
+    return inputs
+
+
+def downstream_method_args(wildcards, input):
+    """--generated METHOD=PATH for every labelled method of the test."""
+    pairs = [f"{m}={getattr(input, f'generated_{m}')}" for m in downstream_methods(config)]
+    return " ".join(f"--generated {shlex.quote(pair)}" for pair in pairs)
+
+
+def enhance_spec_json(wildcards):
+    """What the enhancement table depends on, as JSON."""
+    return json.dumps(enhance_spec(config, wildcards.dataset), sort_keys=True)
 
 
 def feature_network_spec_json(wildcards):
@@ -317,6 +357,8 @@ def evaluate_inputs(wildcards):
             inputs[f"generated_{run}"] = f"{base}/generated/{run}.h5"
             inputs[f"model_{run}"] = f"{base}/models/{run}/final.pt"
             inputs[f"history_{run}"] = f"{base}/models/{run}/history.csv"
+    if downstream_active():
+        inputs["downstream"] = f"{base}/eval/downstream.json"
     return inputs
 
 
@@ -328,6 +370,8 @@ def evaluate_method_args(wildcards, input):
             for kind in ("generated", "model", "history"):
                 path = getattr(input, f"{kind}_{run}")
                 args.append(f"--{kind} {shlex.quote(f'{run}={path}')}")
+    if "downstream" in input.keys():
+        args.append(f"--downstream {shlex.quote(input.downstream)}")
     return " ".join(args)
 
 

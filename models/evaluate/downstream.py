@@ -1,0 +1,307 @@
+"""Train on synthetic, test on real (``downstream`` rule, ``results/{dataset}/eval/
+downstream.*``): does generated data help a defect detector find real defects?
+
+A :class:`~models.nets.detector.DefectDetector` (defect class per image, presence score
+``1 - p(none)``, defect mask per pixel) is trained on each training set:
+
+* ``real``: the real training images (``train.acquisition``) with their classes and masks;
+* ``real + {method}``: those plus the method's generated images with their labels (the
+  class each was generated to; the mask too for mask-to-image methods);
+* ``{method} only``: the generated images alone.
+
+Every set gets the same number of optimisation steps (``epochs`` passes over the real
+training images), batches drawn uniformly from the set, random flips and quarter turns
+(image and mask together), Adam, cross-entropy with inverse-frequency class weights of that
+set plus ``segmentation_weight`` times the per-pixel BCE of the mask on the images that have
+one (conditional methods give a class but no mask). Each set is trained once per seed of
+``downstream.seeds``. Scores on the real held-out split (:mod:`models.metrics.detection`):
+presence AUC, balanced accuracy over the classes present and the accuracy of each, and the
+mean Dice of the predicted masks (logit > 0) on the held-out images with a defect. Numbers
+are means over the seeds with their standard deviation; ``delta_auc`` is a set's AUC minus
+the real set's, seed by seed.
+
+The detectors trained on real images alone also classify every conditional method's
+generated images: the share of images of class k the detector calls k is the method's
+per-class **class agreement** (chance is the detector's rate of calling k on real images).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.data.labels import DEFECT_CLASSES
+from models.data.loaders import PositronImages, check_images
+from models.metrics.detection import dice_per_image, per_class_accuracy, presence_auc
+from models.nets.detector import DefectDetector
+from models.nets.init import init_weights
+from models.training.augment import random_dihedral
+from pipeline.fileio import atomic_output, open_hdf5
+
+log = logging.getLogger(__name__)
+
+N_CLASSES = len(DEFECT_CLASSES)
+
+
+@dataclass(frozen=True)
+class DownstreamSettings:
+    """The ``downstream`` config section, parsed."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    channels: int
+    segmentation_weight: float
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def from_section(cls, s: dict[str, Any]) -> DownstreamSettings:
+        weight = float(s["segmentation_weight"])
+        if not np.isfinite(weight) or weight < 0:
+            raise ValueError(f"config key downstream.segmentation_weight: {weight} must be a "
+                             "finite number >= 0")
+        return cls(int(s["epochs"]), int(s["batch_size"]), float(s["lr"]), int(s["channels"]),
+                   weight, tuple(int(x) for x in s["seeds"]))
+
+
+@dataclass
+class LabelledSet:
+    """Images (n, H, W) float32 in [-1, 1], classes (n,) int64, masks (n, H, W) bool and
+    whether each image has a mask (n,) bool."""
+
+    images: np.ndarray
+    classes: np.ndarray
+    masks: np.ndarray
+    has_mask: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @staticmethod
+    def join(a: LabelledSet, b: LabelledSet) -> LabelledSet:
+        return LabelledSet(*(np.concatenate([x, y]) for x, y in (
+            (a.images, b.images), (a.classes, b.classes), (a.masks, b.masks),
+            (a.has_mask, b.has_mask))))
+
+
+def real_set(positron_h5: Path, split: str, acquisition: str | None) -> LabelledSet:
+    """The real images of a split with their classes and masks."""
+    data = PositronImages(positron_h5, split, acquisition=acquisition, with_masks=True)
+    if len(data) == 0:
+        raise ValueError(f"{positron_h5}: no {acquisition or ''} images in the {split} split")
+    every = np.arange(len(data))
+    both = data.batch(every).numpy()
+    return LabelledSet(both[:, 0].astype(np.float32), data.labels(every).numpy(),
+                       both[:, 1] > 0, np.ones(len(data), bool))
+
+
+def generated_set(path: Path, method: str, size_px: int) -> LabelledSet:
+    """A generated set's images and labels; a set without labels is refused naming the
+    config key (its method cannot be conditioned)."""
+    with open_hdf5(path, "generated image set") as f:
+        if "images" not in f:
+            raise ValueError(f"{path}: missing dataset images (not a generated set)")
+        if "labels" not in f:
+            raise ValueError(f"config key downstream.methods: {method} cannot be conditioned on "
+                             f"a defect class ({path} holds no labels); use a conditional or "
+                             "mask-to-image method")
+        images = f["images"][...]
+        classes = f["labels"][...].astype(np.int64)
+        masks = f["masks"][...] > 0 if "masks" in f else np.zeros(images.shape, bool)
+        has_mask = np.full(len(images), "masks" in f)
+    check_images(path, images)
+    if images.shape[1:] != (size_px, size_px) or masks.shape != images.shape:
+        raise ValueError(f"{path}: images {images.shape[1:]} and masks {masks.shape[1:]} do "
+                         f"not match the real images' {size_px} x {size_px} px")
+    if len(classes) != len(images) or classes.min(initial=0) < 0 or classes.max(
+            initial=0) >= N_CLASSES:
+        raise ValueError(f"{path}: labels must be {len(images)} class numbers in "
+                         f"[0, {N_CLASSES})")
+    return LabelledSet(images.astype(np.float32), classes, masks, has_mask)
+
+
+def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: int,
+                   device: torch.device) -> DefectDetector:
+    """A detector trained for ``steps`` batches drawn uniformly from ``train``."""
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = DefectDetector(N_CLASSES, s.channels)
+    init_weights(net, gen)
+    net = net.to(device)
+    x = torch.from_numpy(train.images)[:, None]
+    m = torch.from_numpy(train.masks)[:, None].float()
+    y = torch.from_numpy(train.classes)
+    has = torch.from_numpy(train.has_mask).float()
+    counts = torch.bincount(y, minlength=N_CLASSES).double()
+    weight = torch.where(counts > 0, counts.sum() / (N_CLASSES * counts.clamp(min=1)), 0.0)
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    net.train()
+    for _ in range(steps):
+        pick = torch.randint(0, len(train), (s.batch_size,), generator=gen)
+        both = random_dihedral(torch.cat([x[pick], m[pick]], dim=1), gen).to(device)
+        logits, mask_logits = net(both[:, :1])
+        loss = F.cross_entropy(logits, y[pick].to(device), weight=weight.float().to(device))
+        if s.segmentation_weight > 0 and has[pick].any():
+            per_image = F.binary_cross_entropy_with_logits(
+                mask_logits, both[:, 1:], reduction="none").mean(dim=(1, 2, 3))
+            w = has[pick].to(device)
+            loss = loss + s.segmentation_weight * (per_image * w).sum() / w.sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def predict(net: DefectDetector, images: np.ndarray, device: torch.device, batch: int = 128
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities (n, N_CLASSES) and predicted masks (n, H, W) bool."""
+    probs, masks = [], []
+    for i in range(0, len(images), batch):
+        logits, mask_logits = net(torch.from_numpy(images[i : i + batch])[:, None].to(device))
+        probs.append(torch.softmax(logits, 1).cpu())
+        masks.append((mask_logits[:, 0] > 0).cpu())
+    return torch.cat(probs).numpy(), torch.cat(masks).numpy()
+
+
+def score(net: DefectDetector, test: LabelledSet, device: torch.device) -> dict[str, Any]:
+    """Presence AUC, balanced and per-class accuracy, and Dice on the defect images."""
+    probs, masks = predict(net, test.images, device)
+    present = test.classes > 0
+    try:
+        auc = presence_auc(1.0 - probs[:, 0], present)
+    except ValueError as exc:  # a held-out split without (or with only) defects
+        log.warning("presence AUC undefined on the held-out split: %s", exc)
+        auc = float("nan")
+    per_class = per_class_accuracy(probs.argmax(1), test.classes, N_CLASSES)
+    dice = dice_per_image(masks[present], test.masks[present]) if present.any() else np.array(
+        [np.nan])
+    return {"auc": auc, "balanced_accuracy": float(np.nanmean(per_class)),
+            "per_class": {c: float(a) for c, a in zip(DEFECT_CLASSES, per_class, strict=True)},
+            "dice": float(np.mean(dice))}
+
+
+def class_agreement(nets: list[DefectDetector], data: LabelledSet, device: torch.device
+                    ) -> dict[str, float]:
+    """Share of each class's generated images the real-trained detectors call that class
+    (mean over the detectors); NaN for a class the set does not hold."""
+    out = {}
+    calls = np.stack([predict(net, data.images, device)[0].argmax(1) for net in nets])
+    for k, name in enumerate(DEFECT_CLASSES):
+        of_k = data.classes == k
+        out[name] = float(np.mean(calls[:, of_k] == k)) if of_k.any() else float("nan")
+    return out
+
+
+def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("auc", "balanced_accuracy", "dice"):
+        v = np.asarray([r[key] for r in runs], np.float64)
+        out[key], out[f"{key}_std"] = float(np.mean(v)), float(np.std(v, ddof=1)) if len(
+            v) > 1 else 0.0
+    for c in DEFECT_CLASSES:
+        out[f"accuracy_{c}"] = float(np.mean([r["per_class"][c] for r in runs]))
+    if base is not None:
+        d = np.asarray([r["auc"] - b["auc"] for r, b in zip(runs, base, strict=True)])
+        out["delta_auc"], out["delta_auc_std"] = float(np.mean(d)), float(
+            np.std(d, ddof=1)) if len(d) > 1 else 0.0
+    return out
+
+
+def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_classes: list,
+                    s: DownstreamSettings, steps: int) -> str:
+    present = [c for c in DEFECT_CLASSES if c in test_classes]
+
+    def pm(row, key, d=3):
+        v = row.get(key, float("nan"))
+        if not np.isfinite(v):
+            return "n/a"
+        sd = row.get(f"{key}_std")
+        return f"{v:.{d}f}" + (f" ± {sd:.{d}f}" if sd is not None and len(s.seeds) > 1 else "")
+
+    head = ("| training set | images | presence AUC | Δ AUC vs real | balanced accuracy | Dice | "
+            + " | ".join(f"acc. {c}" for c in present) + " |\n|" + "---|" * (6 + len(present))
+            + "\n")
+    body = "".join(
+        f"| {r['training_set']} | {r['n_images']} | {pm(r, 'auc')} | {pm(r, 'delta_auc')} | "
+        f"{pm(r, 'balanced_accuracy')} | {pm(r, 'dice')} | "
+        + " | ".join(f"{r[f'accuracy_{c}']:.2f}" for c in present) + " |\n" for r in rows)
+    return (f"{head}{body}\nDetector trained {steps} steps of {s.batch_size} images per set "
+            f"({s.epochs} passes over the {n_train} real training images), seeds "
+            f"{list(s.seeds)} (mean ± standard deviation); scored on {n_test} real held-out "
+            "images. Δ AUC: the set's AUC minus the real set's, seed by seed.\n")
+
+
+def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dict[str, Path],
+                   out_dir: str | Path, overwrite: bool = False) -> list[dict[str, Any]]:
+    """Write ``downstream.csv``, ``downstream.md`` and ``downstream.json`` into ``out_dir``."""
+    from recon.device import resolve_device
+
+    positron_h5, out_dir = Path(positron_h5), Path(out_dir)
+    for name in ("downstream.csv", "downstream.md", "downstream.json"):
+        if (out_dir / name).exists() and not overwrite:
+            raise FileExistsError(f"{out_dir / name} exists; pass --overwrite to replace it")
+    s = DownstreamSettings.from_section(spec["downstream"])
+    missing = [m for m in spec["methods"] if m not in generated]
+    if missing:
+        raise ValueError(f"config key downstream.methods: no generated set given for "
+                         f"{', '.join(missing)} (pass --generated METHOD=PATH)")
+    device = resolve_device(spec["device"])
+    train = real_set(positron_h5, "train", spec["acquisition"])
+    test = real_set(positron_h5, spec["held_out_split"], spec["acquisition"])
+    size = train.images.shape[-1]
+    synthetic = {m: generated_set(Path(generated[m]), m, size) for m in spec["methods"]}
+    steps = s.epochs * int(np.ceil(len(train) / s.batch_size))
+    sets = {"real": train}
+    for m, data in synthetic.items():
+        sets[f"real + {m}"] = LabelledSet.join(train, data)
+        sets[f"{m} only"] = data
+    runs: dict[str, list[dict[str, Any]]] = {}
+    real_nets = []
+    for name, data in sets.items():
+        runs[name] = []
+        for seed in s.seeds:
+            net = train_detector(data, steps, s, seed, device)
+            runs[name].append(score(net, test, device))
+            if name == "real":
+                real_nets.append(net)
+        log.info("%s: AUC %.3f, balanced accuracy %.3f, Dice %.3f", name,
+                 np.mean([r["auc"] for r in runs[name]]),
+                 np.mean([r["balanced_accuracy"] for r in runs[name]]),
+                 np.mean([r["dice"] for r in runs[name]]))
+    rows = []
+    for name, data in sets.items():
+        row = {"training_set": name, "n_images": len(data),
+               **_summary(runs[name], None if name == "real" else runs["real"]), "runs": runs[
+                   name]}
+        rows.append(row)
+    agreement = {m: class_agreement(real_nets, data, device) for m, data in synthetic.items()}
+    test_classes = sorted({DEFECT_CLASSES[k] for k in test.classes})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = ["n_images", "auc", "auc_std", "delta_auc", "delta_auc_std", "balanced_accuracy",
+            "balanced_accuracy_std", "dice", "dice_std", *(f"accuracy_{c}" for c in
+                                                           DEFECT_CLASSES)]
+    with atomic_output(out_dir / "downstream.csv", overwrite=True) as tmp:
+        Path(tmp).write_text("training_set," + ",".join(keys) + "\n" + "".join(
+            f"{r['training_set']}," + ",".join(f"{r.get(k, float('nan')):.6g}" for k in keys)
+            + "\n" for r in rows))
+    with atomic_output(out_dir / "downstream.md", overwrite=True) as tmp:
+        Path(tmp).write_text(f"# Train on synthetic, test on real: {spec['dataset']}\n\n"
+                             + format_markdown(rows, len(train), len(test), test_classes, s,
+                                               steps))
+    with atomic_output(out_dir / "downstream.json", overwrite=True) as tmp:
+        Path(tmp).write_text(json.dumps({
+            "rows": rows, "class_agreement": agreement, "steps": steps,
+            "n_train": len(train), "n_test": len(test), "test_classes": test_classes,
+            "train_class_counts": np.bincount(train.classes, minlength=N_CLASSES).tolist(),
+            "real_call_rate": {c: float(np.mean(np.concatenate([
+                predict(n, test.images, device)[0].argmax(1) for n in real_nets]) == k))
+                for k, c in enumerate(DEFECT_CLASSES)}}, indent=2))
+    return rows
