@@ -12,8 +12,9 @@ A :class:`~models.nets.detector.DefectDetector` (defect class per image, presenc
 Every set gets the same number of optimisation steps (``epochs`` passes over the real
 training images), batches drawn uniformly from the set, random flips and quarter turns
 (image and mask together), Adam, cross-entropy with inverse-frequency class weights of that
-set plus ``segmentation_weight`` times the per-pixel BCE of the mask on the images that have
-one (conditional methods give a class but no mask). Each set is trained once per seed of
+set plus ``segmentation_weight`` times the mask loss (per-pixel BCE plus soft Dice,
+:func:`mask_loss`) on the images that have a mask (conditional methods give a class but no
+mask). Each set is trained once per seed of
 ``downstream.seeds``. Scores on the real held-out split (:mod:`models.metrics.detection`):
 presence AUC, balanced accuracy over the classes present and the accuracy of each, and the
 mean Dice of the predicted masks (logit > 0) on the held-out images with a defect. Numbers
@@ -127,6 +128,21 @@ def generated_set(path: Path, method: str, size_px: int) -> LabelledSet:
     return LabelledSet(images.astype(np.float32), classes, masks, has_mask)
 
 
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
+              ) -> torch.Tensor:
+    """Per-pixel BCE plus soft Dice (Milletari et al. 2016) over the images with a mask
+    (``weight`` (B,) 1 or 0): defects cover a few per cent of the pixels, and BCE alone
+    settles on an empty mask; the Dice term is over the batch, so images without a defect
+    count through their false positives."""
+    per_image = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(
+        dim=(1, 2, 3))
+    bce = (per_image * weight).sum() / weight.sum()
+    p = torch.sigmoid(logits) * weight.view(-1, 1, 1, 1)
+    t = target * weight.view(-1, 1, 1, 1)
+    dice = (2 * (p * t).sum() + 1.0) / (p.sum() + t.sum() + 1.0)
+    return bce + (1.0 - dice)
+
+
 def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: int,
                    device: torch.device) -> DefectDetector:
     """A detector trained for ``steps`` batches drawn uniformly from ``train``."""
@@ -149,10 +165,8 @@ def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: 
         logits, mask_logits = net(both[:, :1])
         loss = F.cross_entropy(logits, y[pick].to(device), weight=weight.float().to(device))
         if s.segmentation_weight > 0 and has[pick].any():
-            per_image = F.binary_cross_entropy_with_logits(
-                mask_logits, both[:, 1:], reduction="none").mean(dim=(1, 2, 3))
-            w = has[pick].to(device)
-            loss = loss + s.segmentation_weight * (per_image * w).sum() / w.sum()
+            loss = loss + s.segmentation_weight * mask_loss(mask_logits, both[:, 1:],
+                                                            has[pick].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
