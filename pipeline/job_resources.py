@@ -58,7 +58,10 @@ FEATURES_BASE_MB, FEATURES_MB_PER_IMAGE = 1250.0, 8.5
 #: Memory: fixed MB and MB per unit of batch x (size_px / 64)^2 (measured 430-640 MB).
 TRAIN_BASE_S = 30.0
 TRAIN_S_PER_STEP = {"attention_gan": 0.44, "dcgan": 0.44, "wgan_gp": 0.56, "vae": 0.11,
-                    "pretrain_vae": 0.18}
+                    "pretrain_vae": 0.18,
+                    # issue 15's methods (300 steps in the default run, measured below)
+                    "dcgan_conditional": 0.45, "attention_gan_conditional": 0.5,
+                    "mask2image_patch": 0.32, "mask2image_global": 0.25, "pix2pix": 0.28}
 TRAIN_BASE_MB, TRAIN_MB_PER_SCALE = 400.0, 250.0
 #: The kernel method's extra memory per neighbour offset (0.48 GB over 405 offsets, measured on
 #: the default 2 mm image grid) and its time factor (recon/kernel.py).

@@ -122,10 +122,17 @@ LABELLED_METHODS = ("dcgan_conditional", "attention_gan_conditional", "mask2imag
                     "mask2image_global")
 
 
-def enhance_enabled(config: dict) -> bool:
-    """Whether the DAG trains pix2pix and writes the enhancement table: ``enhance.enabled``
-    and a generative stage at all (``train.methods`` not empty)."""
-    return bool(config["enhance"]["enabled"] and config["train"]["methods"])
+def enhance_enabled(config: dict, dataset: str | None = None) -> bool:
+    """Whether the DAG trains pix2pix and writes the enhancement table (of ``dataset``, when
+    given): ``enhance.enabled``, a generative stage at all (``train.methods`` not empty) and
+    a dataset with both the low-count and the reference acquisition (pairs to learn from)."""
+    if not (config["enhance"]["enabled"] and config["train"]["methods"]):
+        return False
+    if dataset is None:
+        return True
+    images = config["positron_images"]
+    acquisitions = config["datasets"][dataset]["acquisitions"]
+    return images["low_count"] in acquisitions and images["reference"] in acquisitions
 
 
 def downstream_methods(config: dict) -> list[str]:
@@ -158,7 +165,7 @@ def split_run(run: str) -> tuple[str, int | None]:
 
 def _known_run(config: dict, run: str) -> tuple[str, int | None]:
     method, seed = split_run(run)
-    if method == ENHANCE_METHOD and enhance_enabled(config) and seed is None:
+    if method == ENHANCE_METHOD and seed is None and enhance_enabled(config):
         return method, seed
     if method not in config["train"]["methods"]:
         raise ConfigError(f"config key train.methods: {method!r} is not one of "

@@ -15,9 +15,13 @@ its truth image (the phantom's activity on the same pixels, ``truth`` of ``posit
 Every image is compared in the image sets' normalisation (each at its own maximum, values in
 [-1, 1]; a filtered image is renormalised the same way), so PSNR and SSIM (scikit-image,
 data range 2, 7 px window) measure shape, not count level. The defect CNR of a slice with a
-defect is ``|mean(defect) - mean(ring)| / std(ring)`` on its defect mask and the ring of
-pixels 2 to 4 px around it inside the part (truth above its minimum); reported as the mean over
-those slices, with the share of slices whose CNR pix2pix raised.
+defect is ``s (mean(defect) - mean(ring)) / std(ring)`` on its defect mask and the ring of
+pixels 2 to 4 px around it inside the part (truth above its minimum), where ``s`` is the sign
+of the same difference in the truth image: positive when the image shows the defect with its
+true contrast (a cold bubble cold, a solution-filled pit warm), negative when it shows it
+inverted, which a domain expert would call wrong however large the number. Reported as the
+mean over those slices, with the share of slices whose CNR the image raised over the
+low-count one.
 
 The classical answer in full would reconstruct the low-count data again with more iterations
 and a post-filter; here the image sets' reconstruction (``recon`` settings) is kept and only
@@ -111,7 +115,8 @@ def ssim(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def defect_cnr(images: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """CNR (n,) of the defect of each image (NaN without a defect or a usable ring)."""
+    """CNR (n,) of the defect of each image, signed by the truth's contrast (module
+    docstring); NaN without a defect, a usable ring or a contrast in the truth."""
     out = np.full(len(images), np.nan)
     inner, outer = RING_PX
     for i, (image, mask) in enumerate(zip(images, masks, strict=True)):  # slices, not pixels
@@ -120,9 +125,10 @@ def defect_cnr(images: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.n
         part = truth[i] > truth[i].min() + 1e-6
         ring = (binary_dilation(mask, iterations=outer) & ~binary_dilation(mask, iterations=inner)
                 & part)
-        if ring.sum() < 4 or image[ring].std() == 0:
+        true_sign = np.sign(truth[i][mask].mean() - truth[i][ring].mean()) if ring.any() else 0
+        if ring.sum() < 4 or image[ring].std() == 0 or true_sign == 0:
             continue
-        out[i] = abs(image[mask].mean() - image[ring].mean()) / image[ring].std()
+        out[i] = true_sign * (image[mask].mean() - image[ring].mean()) / image[ring].std()
     return out
 
 
@@ -205,8 +211,10 @@ def _markdown(rows: list[dict], fwhm: float, split: str) -> str:
             f"the {split} split, {d} with a measurable defect. Post-filter: Gaussian of "
             f"{fwhm:g} px FWHM (best PSNR to the reference on the validation pairs). Mean ± "
             "standard error over slices; images at their own maximum in [-1, 1], PSNR and "
-            f"SSIM with data range 2 ({SSIM_WINDOW_PX} px window). Defect CNR: |defect - ring| / "
-            f"std(ring), ring {RING_PX[0]}-{RING_PX[1]} px around the mask inside the part.\n")
+            f"SSIM with data range 2 ({SSIM_WINDOW_PX} px window). Defect CNR: (defect - ring) / "
+            f"std(ring), ring {RING_PX[0]}-{RING_PX[1]} px around the mask inside the part, "
+            "signed so that the truth's contrast is positive (a negative CNR shows the defect "
+            "inverted).\n")
 
 
 def write_figure(path: Path, images: dict[str, np.ndarray], data: dict[str, np.ndarray],

@@ -118,11 +118,17 @@ def test_defect_cnr_by_hand():
     image[mask] = -1.0
     truth = np.ones((1, 20, 20))
     truth[0, :, :2] = 0.0  # outside the part: never in the ring
+    truth[mask] = 0.5  # a cold defect in truth
     # The ring by its definition: taxicab distance to the mask in (2, 4] px, inside the part.
     distance = distance_transform_cdt(~mask[0], metric="taxicab")
     ring = (distance > 2) & (distance <= 4) & (truth[0] > 0)
-    expected = abs(-1.0 - image[0][ring].mean()) / image[0][ring].std()
+    expected = (image[0][ring].mean() - -1.0) / image[0][ring].std()
+    assert expected > 0
     assert defect_cnr(image, mask, truth)[0] == pytest.approx(expected, rel=1e-12)
+    # The same image against a warm defect in truth: shown inverted, a negative CNR.
+    warm = truth.copy()
+    warm[mask] = 2.0
+    assert defect_cnr(image, mask, warm)[0] == pytest.approx(-expected, rel=1e-12)
     assert np.isnan(defect_cnr(image, np.zeros_like(mask), truth)[0])
 
 

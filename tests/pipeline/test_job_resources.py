@@ -99,6 +99,7 @@ def test_simulate_requests_scale_with_decays_but_memory_stops_at_the_chunks_in_f
 
 def test_training_requests_scale_with_steps_batch_and_image_size():
     config = copy.deepcopy(_config(None))
+    config["train"]["steps"] = 600  # the schema's default: above the 10-minute floor
     base = job_resources.train(config, "attention_gan")
     config["train"]["steps"] *= 10
     assert job_resources.train(config, "attention_gan").runtime_min >= 8 * base.runtime_min

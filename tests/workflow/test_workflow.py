@@ -79,9 +79,14 @@ def test_default_dag_trains_and_generates(tmp_path):
     assert run.returncode == 0, run.output[-2000:]
     for target in ("results/tubes/models/vae_ct/final.pt", "results/tubes/models/features.h5",
                    "results/tubes/models/attention_gan/final.pt",
-                   "results/tubes/generated/attention_gan.h5"):
+                   "results/tubes/generated/attention_gan.h5",
+                   "results/tubes/models/pix2pix/final.pt", "results/tubes/enhance/enhance.md",
+                   "results/tubes/generated/mask2image_global.h5",
+                   "results/tubes/eval/downstream.json"):
         assert target in run.output, target
-    for rule in ("pretrain_vae", "positron_features", "train", "generate"):
+    assert "results/tubes/generated/pix2pix.h5" not in run.output  # not a Table 1 row
+    for rule in ("pretrain_vae", "positron_features", "train", "generate", "enhance",
+                 "downstream"):
         assert f"rule {rule}:" in run.output, rule
     seeds = tmp_path / "seeds.yaml"
     seeds.write_text("evaluate: {seeds: [3, 4]}\n")
@@ -132,12 +137,16 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         " memory_slots: 2}\n"
         "pretrain_vae: {steps: 2, batch_size: 4, base_channels: 4, latent_dim: 4}\n"
         "train: {acquisition: paper, steps: 3, batch_size: 4, sample_every: 2,"
+        " methods: [attention_gan, dcgan_conditional, mask2image_patch],"
+        " dcgan_conditional: {generator_channels: 4, discriminator_channels: 4},"
+        " mask2image_patch: {generator_channels: 4, discriminator_channels: 4},"
         " checkpoint_every: 2, log_every: 1, n_samples: 4, attention_gan: {generator:"
         " {base_channels: 8, growth_rate: 4}, discriminator: {base_channels: 4}}}\n"
         "generate: {n_images: 6}\n"
         "evaluate: {msssim: {scales: 1, window_px: 7, pairs: 10}, kid_subset_size: 2,"
         " kid_subsets: 5, prdc_k: 1, held_out_split: val, walk_steps: 3,"
         " feature_network: {epochs: 1}}\n"
+        "downstream: {epochs: 1, seeds: [1], channels: 4}\n"
     )
     run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
@@ -182,8 +191,22 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         assert f["images"].shape == (6, 16, 16) and f.attrs["method"] == "attention_gan"
         assert f.attrs["normalisation"] == p.attrs["normalisation"]
     for log in ("pretrain_vae/tiny.log", "positron_features/tiny.log",
-                "train/tiny/attention_gan.log", "generate/tiny/attention_gan.log"):
+                "train/tiny/attention_gan.log", "generate/tiny/attention_gan.log",
+                "downstream/tiny.log"):
         assert (tmp_path / "logs" / log).is_file(), log
+    # Labelled generation: classes with every conditional image, masks with mask-to-image
+    # ones; the downstream test and Table 1's detector columns and per-class rows.
+    with h5py.File(tmp_path / "results/tiny/generated/mask2image_patch.h5") as f:
+        assert f["masks"].shape == (6, 16, 16) and f["labels"].shape == (6,)
+    with h5py.File(tmp_path / "results/tiny/generated/dcgan_conditional.h5") as f:
+        assert set(f["defect_class"].asstr()[...]) == {"none"}  # points have no defects
+    downstream = (tmp_path / "results/tiny/eval/downstream.md").read_text()
+    assert "| real + mask2image_patch |" in downstream
+    table = (tmp_path / "results/tiny/eval/table1.md").read_text()
+    assert "detector AUC, real + generated" in table and "| dcgan_conditional | none |" in table
+    assert (tmp_path / "results/tiny/eval/class_walks.png").stat().st_size > 0
+    # One acquisition: no pairs, so no enhancement job.
+    assert not (tmp_path / "results/tiny/enhance").exists()
     assert not list((tmp_path / "results").rglob("*.tmp"))
 
     # The cross-check runs on request only, through the engine named in the path.

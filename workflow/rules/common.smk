@@ -301,7 +301,7 @@ def all_model_outputs():
             outputs.append(f"results/{dataset}/eval/table1.md")
         if downstream_active():
             outputs.append(f"results/{dataset}/eval/downstream.md")
-        if enhance_enabled(config):
+        if enhance_enabled(config, dataset):
             outputs.append(f"results/{dataset}/models/{ENHANCE_METHOD}/final.pt")
             outputs.append(f"results/{dataset}/enhance/enhance.md")
     return outputs
@@ -318,11 +318,13 @@ def downstream_spec_json(wildcards):
 
 
 def downstream_inputs(wildcards):
-    """The real set and the generated set of every labelled method of the test."""
+    """The real set and the generated set of every labelled method of the test (of its first
+    training run when evaluate.seeds trains several)."""
     base = f"results/{wildcards.dataset}"
     inputs = {"positron": f"{base}/datasets/positron.h5"}
     for method in downstream_methods(config):
-        inputs[f"generated_{method}"] = f"{base}/generated/{method}.h5"
+        run = method_runs(config, method)[0]
+        inputs[f"generated_{method}"] = f"{base}/generated/{run}.h5"
     return inputs
 
 
