@@ -19,9 +19,12 @@ defect is ``s (mean(defect) - mean(ring)) / std(ring)`` on its defect mask and t
 pixels 2 to 4 px around it inside the part (truth above its minimum), where ``s`` is the sign
 of the same difference in the truth image: positive when the image shows the defect with its
 true contrast (a cold bubble cold, a solution-filled pit warm), negative when it shows it
-inverted, which a domain expert would call wrong however large the number. Reported as the
-mean over those slices, with the share of slices whose CNR the image raised over the
-low-count one.
+inverted, which a domain expert would call wrong however large the number; less the same
+measure (same sign) at the **mirrored control**, the mask turned by 180 degrees about the
+image centre (the tube's axis): a place at the same depth in the part without the defect, so
+that what any image shows there (the roll-off of a blurred wall, noise) does not count as
+seeing the defect. Slices whose control touches the defect are left out. Reported as the mean
+over the slices, with the share of slices whose CNR the image raised over the low-count one.
 
 The classical answer in full would reconstruct the low-count data again with more iterations
 and a post-filter; here the image sets' reconstruction (``recon`` settings) is kept and only
@@ -114,21 +117,36 @@ def ssim(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
                        for i, t in zip(images, targets, strict=True)])
 
 
+def _signed_cnr(image: np.ndarray, inside: np.ndarray, ring: np.ndarray, sign: float) -> float:
+    if ring.sum() < 4 or not inside.any() or image[ring].std() == 0:
+        return float("nan")
+    return float(sign * (image[inside].mean() - image[ring].mean()) / image[ring].std())
+
+
 def defect_cnr(images: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """CNR (n,) of the defect of each image, signed by the truth's contrast (module
-    docstring); NaN without a defect, a usable ring or a contrast in the truth."""
+    """CNR (n,) of the defect of each image, signed by the truth's contrast and less the same
+    measure at the mirrored control (module docstring); NaN without a defect, a usable ring,
+    a contrast in the truth or a control clear of the defect."""
     out = np.full(len(images), np.nan)
     inner, outer = RING_PX
     for i, (image, mask) in enumerate(zip(images, masks, strict=True)):  # slices, not pixels
         if not mask.any():
             continue
         part = truth[i] > truth[i].min() + 1e-6
-        ring = (binary_dilation(mask, iterations=outer) & ~binary_dilation(mask, iterations=inner)
-                & part)
-        true_sign = np.sign(truth[i][mask].mean() - truth[i][ring].mean()) if ring.any() else 0
-        if ring.sum() < 4 or image[ring].std() == 0 or true_sign == 0:
+
+        def ring_of(m: np.ndarray) -> np.ndarray:
+            return (binary_dilation(m, iterations=outer) & ~binary_dilation(m, iterations=inner)
+                    & part)
+
+        ring = ring_of(mask)
+        if ring.sum() < 4:
             continue
-        out[i] = true_sign * (image[mask].mean() - image[ring].mean()) / image[ring].std()
+        sign = np.sign(truth[i][mask].mean() - truth[i][ring].mean())
+        control = np.rot90(mask, 2)
+        if sign == 0 or (binary_dilation(control, iterations=outer) & mask).any():
+            continue
+        out[i] = (_signed_cnr(image, mask, ring, sign)
+                  - _signed_cnr(image, control, ring_of(control), sign))
     return out
 
 
@@ -182,6 +200,8 @@ def summarise(images: dict[str, np.ndarray], data: dict[str, np.ndarray]) -> lis
         cnr = defect_cnr(x, data["masks"], data["truth"])
         ok = np.isfinite(cnr) & np.isfinite(base)
         row["defect_cnr"] = float(np.mean(cnr[ok])) if ok.any() else float("nan")
+        row["defect_cnr_se"] = float(np.std(cnr[ok], ddof=1) / np.sqrt(ok.sum())) if ok.sum(
+        ) > 1 else float("nan")
         row["cnr_raised_share"] = float(np.mean(cnr[ok] > base[ok])) if ok.any() else float(
             "nan")
         row["n_defect_slices"] = int(ok.sum())
@@ -213,8 +233,10 @@ def _markdown(rows: list[dict], fwhm: float, split: str) -> str:
             "standard error over slices; images at their own maximum in [-1, 1], PSNR and "
             f"SSIM with data range 2 ({SSIM_WINDOW_PX} px window). Defect CNR: (defect - ring) / "
             f"std(ring), ring {RING_PX[0]}-{RING_PX[1]} px around the mask inside the part, "
-            "signed so that the truth's contrast is positive (a negative CNR shows the defect "
-            "inverted).\n")
+            "signed so that the truth's contrast is positive (negative: the defect shown "
+            "inverted), less the same measure at the mask turned by 180 degrees about the "
+            "tube axis (0: the image shows nothing at the defect that it does not show "
+            "elsewhere at that depth).\n")
 
 
 def write_figure(path: Path, images: dict[str, np.ndarray], data: dict[str, np.ndarray],

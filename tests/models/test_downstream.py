@@ -114,21 +114,31 @@ def test_defect_cnr_by_hand():
     rng = np.random.default_rng(3)
     image = rng.normal(2.0, 1.0, (1, 20, 20))
     mask = np.zeros((1, 20, 20), bool)
-    mask[0, 8:12, 7:12] = True
+    mask[0, 3:6, 4:8] = True
     image[mask] = -1.0
     truth = np.ones((1, 20, 20))
-    truth[0, :, :2] = 0.0  # outside the part: never in the ring
+    truth[0, :, [0, -1]] = 0.0  # the empty field around the part: never in a ring
     truth[mask] = 0.5  # a cold defect in truth
-    # The ring by its definition: taxicab distance to the mask in (2, 4] px, inside the part.
-    distance = distance_transform_cdt(~mask[0], metric="taxicab")
-    ring = (distance > 2) & (distance <= 4) & (truth[0] > 0)
-    expected = (image[0][ring].mean() - -1.0) / image[0][ring].std()
-    assert expected > 0
+    # Rings by their definition: taxicab distance to the mask in (2, 4] px, inside the part.
+    def ring(m):
+        distance = distance_transform_cdt(~m, metric="taxicab")
+        return (distance > 2) & (distance <= 4) & (truth[0] > 0)
+
+    control = mask[0][::-1, ::-1]  # turned by 180 degrees about the centre
+    r, rc = ring(mask[0]), ring(control)
+    expected = ((image[0][r].mean() - -1.0) / image[0][r].std()
+                - (image[0][rc].mean() - image[0][control].mean()) / image[0][rc].std())
+    assert expected > 2
     assert defect_cnr(image, mask, truth)[0] == pytest.approx(expected, rel=1e-12)
     # The same image against a warm defect in truth: shown inverted, a negative CNR.
     warm = truth.copy()
     warm[mask] = 2.0
     assert defect_cnr(image, mask, warm)[0] == pytest.approx(-expected, rel=1e-12)
+    # A smooth image with nothing at the defect: zero, whatever its slope (the control sees
+    # the same roll-off as the defect does).
+    yy, xx = np.mgrid[:20, :20]
+    disk = -(((yy - 9.5) ** 2 + (xx - 9.5) ** 2) / 50.0)[None]
+    assert defect_cnr(disk, mask, truth)[0] == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(defect_cnr(image, np.zeros_like(mask), truth)[0])
 
 
