@@ -112,7 +112,7 @@ rule downstream:
     threads: 2
     resources:
         mem_mb=1500,
-        runtime=15,
+        runtime=10,
     conda:
         "../envs/models.yaml"
     shell:
