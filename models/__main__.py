@@ -157,9 +157,11 @@ def _cmd_downstream(args: argparse.Namespace) -> None:
     from models.evaluate.downstream import run_downstream
 
     spec = _spec(args, downstream_spec, "dataset")
+    generated = _by_method(args.generated, "--generated")
+    if not args.spec and generated:  # by hand: the methods whose sets are given
+        spec["methods"] = list(generated)
     _threads(args)
-    run_downstream(spec, args.positron, _by_method(args.generated, "--generated"),
-                   args.out_dir, overwrite=args.overwrite)
+    run_downstream(spec, args.positron, generated, args.out_dir, overwrite=args.overwrite)
 
 
 def _cmd_enhance(args: argparse.Namespace) -> None:

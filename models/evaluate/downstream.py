@@ -40,7 +40,12 @@ import torch.nn.functional as F
 
 from models.data.labels import DEFECT_CLASSES
 from models.data.loaders import PositronImages, check_images
-from models.metrics.detection import dice_per_image, per_class_accuracy, presence_auc
+from models.metrics.detection import (
+    auc_standard_error,
+    dice_per_image,
+    per_class_accuracy,
+    presence_auc,
+)
 from models.nets.detector import DefectDetector
 from models.nets.init import init_weights
 from models.training.augment import random_dihedral
@@ -230,7 +235,7 @@ def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> d
 
 
 def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_classes: list,
-                    s: DownstreamSettings, steps: int) -> str:
+                    s: DownstreamSettings, steps: int, n_test_defects: int) -> str:
     present = [c for c in DEFECT_CLASSES if c in test_classes]
 
     def pm(row, key, d=3):
@@ -250,7 +255,12 @@ def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_
     return (f"{head}{body}\nDetector trained {steps} steps of {s.batch_size} images per set "
             f"({s.epochs} passes over the {n_train} real training images), seeds "
             f"{list(s.seeds)} (mean ± standard deviation); scored on {n_test} real held-out "
-            "images. Δ AUC: the set's AUC minus the real set's, seed by seed.\n")
+            f"images, {n_test_defects} with a defect. Δ AUC: the set's AUC minus the real set's, "
+            "seed by seed. Resolution of this test set: an AUC of 0.5 has a standard error of "
+            + (f"{auc_standard_error(0.5, n_test_defects, n_test - n_test_defects):.3f}"
+               if 0 < n_test_defects < n_test else "n/a")
+            + " (Hanley and McNeil 1982); differences smaller than about twice that are not "
+            "evidence either way.\n")
 
 
 def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dict[str, Path],
@@ -309,11 +319,12 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
     with atomic_output(out_dir / "downstream.md", overwrite=True) as tmp:
         Path(tmp).write_text(f"# Train on synthetic, test on real: {spec['dataset']}\n\n"
                              + format_markdown(rows, len(train), len(test), test_classes, s,
-                                               steps))
+                                               steps, int((test.classes > 0).sum())))
     with atomic_output(out_dir / "downstream.json", overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps({
             "rows": rows, "class_agreement": agreement, "steps": steps,
             "n_train": len(train), "n_test": len(test), "test_classes": test_classes,
+            "n_test_defects": int((test.classes > 0).sum()),
             "train_class_counts": np.bincount(train.classes, minlength=N_CLASSES).tolist(),
             "real_call_rate": {c: float(np.mean(np.concatenate([
                 predict(n, test.images, device)[0].argmax(1) for n in real_nets]) == k))

@@ -117,6 +117,13 @@ def ssim(images: np.ndarray, targets: np.ndarray) -> np.ndarray:
                        for i, t in zip(images, targets, strict=True)])
 
 
+def _ring(mask: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Pixels 2 to 4 px (taxicab) around ``mask``, inside ``part``."""
+    inner, outer = RING_PX
+    return (binary_dilation(mask, iterations=outer) & ~binary_dilation(mask, iterations=inner)
+            & part)
+
+
 def _signed_cnr(image: np.ndarray, inside: np.ndarray, ring: np.ndarray, sign: float) -> float:
     if ring.sum() < 4 or not inside.any() or image[ring].std() == 0:
         return float("nan")
@@ -128,17 +135,12 @@ def defect_cnr(images: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.n
     measure at the mirrored control (module docstring); NaN without a defect, a usable ring,
     a contrast in the truth or a control clear of the defect."""
     out = np.full(len(images), np.nan)
-    inner, outer = RING_PX
+    outer = RING_PX[1]
     for i, (image, mask) in enumerate(zip(images, masks, strict=True)):  # slices, not pixels
         if not mask.any():
             continue
         part = truth[i] > truth[i].min() + 1e-6
-
-        def ring_of(m: np.ndarray) -> np.ndarray:
-            return (binary_dilation(m, iterations=outer) & ~binary_dilation(m, iterations=inner)
-                    & part)
-
-        ring = ring_of(mask)
+        ring = _ring(mask, part)
         if ring.sum() < 4:
             continue
         sign = np.sign(truth[i][mask].mean() - truth[i][ring].mean())
@@ -146,7 +148,7 @@ def defect_cnr(images: np.ndarray, masks: np.ndarray, truth: np.ndarray) -> np.n
         if sign == 0 or (binary_dilation(control, iterations=outer) & mask).any():
             continue
         out[i] = (_signed_cnr(image, mask, ring, sign)
-                  - _signed_cnr(image, control, ring_of(control), sign))
+                  - _signed_cnr(image, control, _ring(control, part), sign))
     return out
 
 

@@ -98,3 +98,16 @@ def dice_per_image(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     overlap = (predicted & truth).sum(axis=(1, 2)).astype(np.float64)
     total = (predicted.sum(axis=(1, 2)) + truth.sum(axis=(1, 2))).astype(np.float64)
     return np.where(total > 0, 2.0 * overlap / np.where(total > 0, total, 1.0), 1.0)
+
+
+def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
+    """Standard error of an ROC area from ``n_pos`` positive and ``n_neg`` negative images
+    (Hanley and McNeil 1982, their eq. 2 with the exponential approximations of Q1, Q2):
+    the resolution of a test set, against which differences of AUC are to be read."""
+    if n_pos < 1 or n_neg < 1 or not 0.0 <= auc <= 1.0:
+        raise ValueError(f"AUC standard error needs 0 <= AUC <= 1 and images of both labels, "
+                         f"got AUC {auc}, {n_pos} with and {n_neg} without a defect")
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc**2 / (1.0 + auc)
+    var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
+        n_pos * n_neg)
+    return float(np.sqrt(max(var, 0.0)))

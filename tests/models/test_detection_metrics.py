@@ -70,3 +70,16 @@ def test_dice_per_image_is_sklearns_f1_of_the_pixels():
     assert dice_per_image(predicted, truth)[4] == 0.0
     with pytest.raises(ValueError, match="two stacks"):
         dice_per_image(predicted[0], truth[0])
+
+
+def test_auc_standard_error_against_hanley_and_mcneil_by_hand():
+    from models.metrics.detection import auc_standard_error
+
+    # AUC 0.5, 14 with and 31 without: Q1 = Q2 = 1/3, by hand.
+    var = (0.25 + 13 * (1 / 3 - 0.25) + 30 * (1 / 3 - 0.25)) / (14 * 31)
+    assert auc_standard_error(0.5, 14, 31) == pytest.approx(np.sqrt(var), rel=1e-12)
+    # A = 0.9, 50 and 50: Q1 = 0.9 / 1.1, Q2 = 1.62 / 1.9, worked out to 5 digits by hand:
+    # var = (0.09 + 49 x 0.0081818 + 49 x 0.042632) / 2500 = 0.0010319, SE 0.032124.
+    assert auc_standard_error(0.9, 50, 50) == pytest.approx(0.032124, abs=2e-6)
+    with pytest.raises(ValueError, match="both labels"):
+        auc_standard_error(0.5, 0, 10)

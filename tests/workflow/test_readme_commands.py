@@ -205,7 +205,7 @@ def test_generative_stage_by_hand_commands(sandbox, monkeypatch):
 
     commands = _by_hand(sandbox, "models")
     assert [argv[3] for argv in commands] == ["pretrain-vae", "positron-features", "train",
-                                              "generate"]
+                                              "generate", "enhance", "downstream"]
     # positron-features for real, on an image set of the default config built here from
     # small reconstructions (the run's own would take its whole simulation).
     results = sandbox / "results" / "tubes"
@@ -230,7 +230,7 @@ def test_generative_stage_by_hand_commands(sandbox, monkeypatch):
         assert main(argv[3:]) == 0
         assert parsed[argv[3]].func.__name__ == "_cmd_" + {
             "pretrain-vae": "pretrain_vae", "positron-features": "features", "train": "train",
-            "generate": "generate"}[argv[3]]
+            "generate": "generate", "enhance": "enhance", "downstream": "downstream"}[argv[3]]
 
 
 def test_documented_benchmark_command_lines_are_accepted(sandbox):
