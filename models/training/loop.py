@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -208,6 +209,10 @@ class Trainer:
                 p.requires_grad_(name not in frozen)
 
     def train_step(self) -> dict[str, float]:
+        # Layers that draw from torch's global stream (the U-Net's dropout) get a seed that is a
+        # pure function of (seed, step): a rerun, or a run resumed at this step, draws the same.
+        torch.manual_seed(int(np.random.SeedSequence([self.s.seed, self.step]).generate_state(
+            1, np.uint64)[0] >> np.uint64(1)))
         ctx = StepContext(self.rng, self.augment, self.step)
         batches = [self._batch(self.step * self.draws_per_step + r)
                    for r in range(self.draws_per_step)]

@@ -132,3 +132,25 @@ def test_masks_come_as_a_second_channel_and_masks_of_the_wrong_size_are_refused(
     _positron_file(bad, masks_shape=(6, 8, 8))
     with pytest.raises(ValueError, match=r"bad\.h5: dataset masks has shape.*wrong size"):
         PositronImages(bad, "train", with_masks=True)
+
+
+def test_dropout_draws_are_a_function_of_seed_and_step():
+    """pix2pix's only noise is the U-Net's dropout, drawn from torch's global stream: two runs
+    with the same seed give the same weights whatever else used that stream before."""
+    both, _ = toy_masks(16, seed=0)
+    pairs = _Masked(both, torch.zeros(16, dtype=torch.int64))
+    weights = []
+    for disturb in (0, 5):
+        torch.manual_seed(disturb)
+        torch.rand(disturb + 1)  # another consumer of the global stream
+        method = Pix2Pix.build(_settings(), StageInputs({"real": pairs}, SIZE),
+                               torch.Generator().manual_seed(0))
+        loop = LoopSettings(steps=3, batch_size=4, lr=2e-4, betas=(0.5, 0.999), seed=0,
+                            device="cpu")
+        trainer = Trainer(method, {"real": pairs}, loop, "/nonexistent", "x", {},
+                          torch.device("cpu"), "toy")
+        for step in range(loop.steps):
+            trainer.step = step
+            trainer.train_step()
+        weights.append(torch.cat([p.detach().flatten() for p in method.nets.parameters()]))
+    assert torch.equal(weights[0], weights[1])
