@@ -121,3 +121,38 @@ def make_generative_inputs(root: Path, cfg: dict) -> dict[str, Path]:
                             files["features"])
     run_pretrain_vae(pretrain_vae_spec(cfg, "tubes"), files["ct"], files["encoder"].parent)
     return files
+
+
+class LabelledImages:
+    """An in-memory image source with classes, what the loop draws from: ``batch`` gives
+    (B, C, H, W) (a mask or a pair as extra channels), ``labels`` the classes (B,)."""
+
+    def __init__(self, images, labels) -> None:
+        self.images, self.classes = images, labels
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices):
+        import torch
+
+        return self.images[torch.as_tensor(np.asarray(indices))]
+
+    def labels(self, indices):
+        import torch
+
+        return self.classes[torch.as_tensor(np.asarray(indices))]
+
+
+def train_in_memory(method, source, loop) -> None:
+    """``loop.steps`` steps of the training loop on an in-memory ``real`` source, no files
+    (the loop's step bookkeeping without checkpoints)."""
+    import torch
+
+    from models.training.loop import Trainer
+
+    trainer = Trainer(method, {"real": source}, loop, "/nonexistent", "x", {},
+                      torch.device("cpu"), "toy")
+    for step in range(loop.steps):
+        trainer.step = step
+        trainer.train_step()

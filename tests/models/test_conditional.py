@@ -17,26 +17,11 @@ from models.methods.dcgan import DCGANSettings
 from models.nets.conditioning import ClassChannel, ClassInput
 from models.nets.feature_cnn import FeatureCNN
 from models.nets.init import init_weights
-from models.training.loop import Trainer, in_eval_mode
+from models.training.loop import in_eval_mode
 from models.training.settings import LoopSettings
+from tests.models.fixtures import LabelledImages, train_in_memory
 
 SIZE = 16
-
-
-class _Labelled:
-    """An in-memory labelled image source (what the loop draws from)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
-        self.images, self.classes = images, labels
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, indices):
-        return self.images[torch.as_tensor(np.asarray(indices))]
-
-    def labels(self, indices):
-        return self.classes[torch.as_tensor(np.asarray(indices))]
 
 
 def toy_classes(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +101,7 @@ def _classifier(images: torch.Tensor, labels: torch.Tensor) -> FeatureCNN:
 
 def test_the_conditional_dcgan_draws_the_class_it_is_given():
     images, labels = toy_classes(96, seed=0)
-    source = _Labelled(images, labels)
+    source = LabelledImages(images, labels)
     settings = DCGANSettings(latent_dim=16, generator_channels=16, discriminator_channels=16,
                              gan_loss="bce")
     method = DCGANConditional.build(settings, StageInputs({"real": source}, SIZE),
@@ -124,12 +109,7 @@ def test_the_conditional_dcgan_draws_the_class_it_is_given():
     assert method.arch["class_counts"] == [32, 32, 32, 0, 0, 0]
     loop = LoopSettings(steps=400, batch_size=32, lr=2e-4, betas=(0.5, 0.999), seed=0,
                         device="cpu")
-    trainer = Trainer(method, {"real": source}, loop, "/nonexistent", "x", {},
-                      torch.device("cpu"), "toy")
-    torch.manual_seed(0)
-    for step in range(loop.steps):
-        trainer.step = step
-        trainer.train_step()
+    train_in_memory(method, source, loop)
     judge = _classifier(*toy_classes(300, seed=1))
     held, held_labels = toy_classes(90, seed=2)
     with torch.no_grad():

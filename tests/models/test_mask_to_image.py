@@ -19,24 +19,11 @@ from models.methods.image_to_image import (
     MaskToImagePatch,
     Pix2Pix,
 )
-from models.training.loop import Trainer, in_eval_mode
+from models.training.loop import in_eval_mode
 from models.training.settings import LoopSettings
+from tests.models.fixtures import LabelledImages, train_in_memory
 
 SIZE = 16
-
-
-class _Masked:
-    def __init__(self, both: torch.Tensor, labels: torch.Tensor) -> None:
-        self.both, self.classes = both, labels
-
-    def __len__(self) -> int:
-        return len(self.both)
-
-    def batch(self, indices):
-        return self.both[torch.as_tensor(np.asarray(indices))]
-
-    def labels(self, indices):
-        return self.classes[torch.as_tensor(np.asarray(indices))]
 
 
 def toy_masks(n: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
@@ -62,17 +49,12 @@ def _settings() -> ImageToImageSettings:
 @pytest.mark.parametrize("cls", [MaskToImagePatch, MaskToImageGlobal])
 def test_mask_to_image_puts_the_cold_disc_where_the_mask_says(cls):
     both, _ = toy_masks(128, seed=0)
-    source = _Masked(both, torch.zeros(128, dtype=torch.int64))
+    source = LabelledImages(both, torch.zeros(128, dtype=torch.int64))
     method = cls.build(_settings(), StageInputs({"real": source}, SIZE),
                        torch.Generator().manual_seed(0))
     loop = LoopSettings(steps=150, batch_size=16, lr=2e-4, betas=(0.5, 0.999), seed=0,
                         flips=True, device="cpu")
-    trainer = Trainer(method, {"real": source}, loop, "/nonexistent", "x", {},
-                      torch.device("cpu"), "toy")
-    torch.manual_seed(0)
-    for step in range(loop.steps):
-        trainer.step = step
-        trainer.train_step()
+    train_in_memory(method, source, loop)
     new, centres = toy_masks(40, seed=1)
     inputs = {"mask": new[:, 1:2], "noise": torch.randn(40, 1, SIZE, SIZE,
                                                         generator=torch.Generator())}
@@ -89,7 +71,7 @@ def test_mask_to_image_puts_the_cold_disc_where_the_mask_says(cls):
 
 
 def test_the_two_discriminators_are_a_patch_map_and_one_logit():
-    source = _Masked(toy_masks(4, 0)[0], torch.zeros(4, dtype=torch.int64))
+    source = LabelledImages(toy_masks(4, 0)[0], torch.zeros(4, dtype=torch.int64))
     patch = MaskToImagePatch.build(_settings(), StageInputs({"real": source}, 64),
                                    torch.Generator())
     glob = MaskToImageGlobal.build(_settings(), StageInputs({"real": source}, 64),
@@ -138,7 +120,7 @@ def test_dropout_draws_are_a_function_of_seed_and_step():
     """pix2pix's only noise is the U-Net's dropout, drawn from torch's global stream: two runs
     with the same seed give the same weights whatever else used that stream before."""
     both, _ = toy_masks(16, seed=0)
-    pairs = _Masked(both, torch.zeros(16, dtype=torch.int64))
+    pairs = LabelledImages(both, torch.zeros(16, dtype=torch.int64))
     weights = []
     for disturb in (0, 5):
         torch.manual_seed(disturb)
@@ -147,10 +129,6 @@ def test_dropout_draws_are_a_function_of_seed_and_step():
                                torch.Generator().manual_seed(0))
         loop = LoopSettings(steps=3, batch_size=4, lr=2e-4, betas=(0.5, 0.999), seed=0,
                             device="cpu")
-        trainer = Trainer(method, {"real": pairs}, loop, "/nonexistent", "x", {},
-                          torch.device("cpu"), "toy")
-        for step in range(loop.steps):
-            trainer.step = step
-            trainer.train_step()
+        train_in_memory(method, pairs, loop)
         weights.append(torch.cat([p.detach().flatten() for p in method.nets.parameters()]))
     assert torch.equal(weights[0], weights[1])
