@@ -182,6 +182,27 @@ def _common(p: argparse.ArgumentParser, method: bool = False) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
 
 
+def _stage(sub, name: str, help: str, func, *, method: bool = False,
+           positron: str | None = None, out_dir: str | None = None
+           ) -> argparse.ArgumentParser:
+    """A stage's sub-command: the common options (:func:`_common`), ``--positron`` and
+    ``--out-dir`` when the stage has them (their help texts given), and its function."""
+    p = sub.add_parser(name, help=help)
+    _common(p, method=method)
+    if positron:
+        p.add_argument("--positron", required=True, help=positron)
+    if out_dir:
+        p.add_argument("--out-dir", required=True, help=out_dir)
+    p.set_defaults(func=func)
+    return p
+
+
+def _per_method(p: argparse.ArgumentParser, option: str, what: str) -> None:
+    """A repeatable ``METHOD=PATH`` option (read by :func:`_by_method`)."""
+    p.add_argument(option, action="append", default=[], metavar="METHOD=PATH",
+                   help=f"{what} (repeat for every method)")
+
+
 def _cmd_device(args: argparse.Namespace) -> None:
     print(describe_device(resolve_device(args.device)))
 
@@ -208,71 +229,46 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_ct)
 
-    p = sub.add_parser("pretrain-vae", help="train the CT VAE on ct.h5")
-    _common(p)
+    p = _stage(sub, "pretrain-vae", "train the CT VAE on ct.h5", _cmd_pretrain_vae,
+               out_dir="output folder (models/vae_ct)")
     p.add_argument("--ct", required=True, help="ct.h5")
-    p.add_argument("--out-dir", required=True, help="output folder (models/vae_ct)")
-    p.set_defaults(func=_cmd_pretrain_vae)
 
-    p = sub.add_parser("positron-features", help="PCANet + PCA memory features: features.h5")
-    _common(p)
-    p.add_argument("--positron", required=True, help="positron.h5")
+    p = _stage(sub, "positron-features", "PCANet + PCA memory features: features.h5",
+               _cmd_features, positron="positron.h5")
     p.add_argument("--out", required=True, help="output features.h5")
-    p.set_defaults(func=_cmd_features)
 
-    p = sub.add_parser("train", help="train a generative method")
-    _common(p, method=True)
-    p.add_argument("--positron", required=True, help="positron.h5")
+    p = _stage(sub, "train", "train a generative method", _cmd_train, method=True,
+               positron="positron.h5", out_dir="output folder (models/{method})")
     p.add_argument("--ct", help="ct.h5 (methods that take CT images)")
     p.add_argument("--features", help="features.h5 (attention GAN)")
     p.add_argument("--encoder", help="the CT VAE's final.pt (attention GAN)")
-    p.add_argument("--out-dir", required=True, help="output folder (models/{method})")
-    p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("generate", help="sample a trained method")
-    _common(p, method=True)
+    p = _stage(sub, "generate", "sample a trained method", _cmd_generate, method=True,
+               positron="positron.h5 (normalisation, scales)")
     p.add_argument("--model", required=True, help="the method's final.pt")
-    p.add_argument("--positron", required=True, help="positron.h5 (normalisation, scales)")
     p.add_argument("--ct", help="ct.h5 (methods that take CT images)")
     p.add_argument("--out", required=True, help="output generated/{method}.h5")
-    p.set_defaults(func=_cmd_generate)
 
-    p = sub.add_parser("feature-network", help="train the domain feature network")
-    _common(p)
-    p.add_argument("--positron", required=True, help="positron.h5")
-    p.add_argument("--out-dir", required=True, help="output folder (models/feature_net)")
-    p.set_defaults(func=_cmd_feature_network)
+    _stage(sub, "feature-network", "train the domain feature network", _cmd_feature_network,
+           positron="positron.h5", out_dir="output folder (models/feature_net)")
 
-    p = sub.add_parser("evaluate", help="Table 1, metrics and figures")
-    _common(p)
-    p.add_argument("--positron", required=True, help="positron.h5 (the real images)")
+    p = _stage(sub, "evaluate", "Table 1, metrics and figures", _cmd_evaluate,
+               positron="positron.h5 (the real images)", out_dir="output folder (eval)")
     p.add_argument("--ct", help="ct.h5 (latent walks of methods that take CT images)")
     p.add_argument("--feature-net", required=True, help="the feature network's final.pt")
-    p.add_argument("--generated", action="append", default=[], metavar="METHOD=PATH",
-                   help="a method's generated set (repeat for every method)")
-    p.add_argument("--history", action="append", default=[], metavar="METHOD=PATH",
-                   help="a method's history.csv (training images/s)")
-    p.add_argument("--model", action="append", default=[], metavar="METHOD=PATH",
-                   help="a method's final.pt (latent walks)")
+    _per_method(p, "--generated", "a method's generated set")
+    _per_method(p, "--history", "a method's history.csv (training images/s)")
+    _per_method(p, "--model", "a method's final.pt (latent walks)")
     p.add_argument("--downstream", help="downstream.json of the downstream rule (detector "
                    "columns and class agreement)")
-    p.add_argument("--out-dir", required=True, help="output folder (eval)")
-    p.set_defaults(func=_cmd_evaluate)
 
-    p = sub.add_parser("downstream", help="train on synthetic, test on real")
-    _common(p)
-    p.add_argument("--positron", required=True, help="positron.h5 (the real images)")
-    p.add_argument("--generated", action="append", default=[], metavar="METHOD=PATH",
-                   help="a labelled method's generated set (repeat for every method)")
-    p.add_argument("--out-dir", required=True, help="output folder (eval)")
-    p.set_defaults(func=_cmd_downstream)
+    p = _stage(sub, "downstream", "train on synthetic, test on real", _cmd_downstream,
+               positron="positron.h5 (the real images)", out_dir="output folder (eval)")
+    _per_method(p, "--generated", "a labelled method's generated set")
 
-    p = sub.add_parser("enhance", help="pix2pix enhancement against a post-filter")
-    _common(p)
-    p.add_argument("--positron", required=True, help="positron.h5 (pairs, truth, masks)")
+    p = _stage(sub, "enhance", "pix2pix enhancement against a post-filter", _cmd_enhance,
+               positron="positron.h5 (pairs, truth, masks)", out_dir="output folder (enhance)")
     p.add_argument("--model", required=True, help="pix2pix's final.pt")
-    p.add_argument("--out-dir", required=True, help="output folder (enhance)")
-    p.set_defaults(func=_cmd_enhance)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
