@@ -15,14 +15,19 @@ from typing import Any
 import numpy as np
 
 
+def _first_index(bad: np.ndarray) -> int | tuple[int, ...]:
+    """Index of the first True of ``bad`` (an int for 1-D arrays)."""
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    return first[0] if len(first) == 1 else first
+
+
 def finite(where: str, field: str, values: Any) -> np.ndarray:
     """``values`` as an array, refused when any entry is NaN or infinite."""
     array = np.asarray(values)
     if array.dtype.kind in "fc":
         bad = ~np.isfinite(array)
         if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            at = first[0] if len(first) == 1 else first
+            at = _first_index(bad)
             raise ValueError(f"{where}: {field} has {int(bad.sum())} NaN or infinite value(s) "
                              f"(first at index {at})")
     elif array.dtype.kind not in "iub":
@@ -49,6 +54,81 @@ def in_range(where: str, field: str, values: Any, minimum: float | None = None,
         raise ValueError(f"{where}: {field} must be at most {maximum:g}{suffix}, found "
                          f"{high:g}{suffix}")
     return array
+
+
+def exact_cast(where: str, field: str, values: Any, dtype: Any) -> np.ndarray:
+    """``values`` cast to ``dtype``, refused when the cast would change a value.
+
+    A stored column whose type differs from the contract's is read when every value
+    survives the cast, and refused otherwise (never truncated, wrapped or rounded to an
+    integer in silence):
+
+    * integer ``dtype``: integers and booleans within its range are accepted, and floats
+      that are whole numbers within its range (``12.0`` is the integer 12, as a tool that
+      stores every column as float writes it); a fraction, NaN, infinity or a value
+      outside the range is refused;
+    * floating ``dtype``: integers and floats are accepted; a finite value beyond the
+      type's largest (which would become infinite) is refused. Rounding to the type's
+      precision is not a loss here (a float64 position read as float32 keeps ~7 digits,
+      far below a micrometre). NaN and infinity pass through unchanged: whether they are
+      allowed is the reader's call (:func:`finite`);
+    * anything else stored (strings, complex numbers, compound records) is refused.
+
+    Raises
+    ------
+    ValueError
+        ``"{where}: {field} ..."`` naming the stored type, what is wrong and the first
+        offending entry.
+    """
+    array = np.asarray(values)
+    target = np.dtype(dtype)
+    stored = array.dtype
+    if stored.kind not in "biuf":
+        what = {"S": "strings", "U": "strings", "O": "strings or objects",
+                "c": "complex numbers", "V": "records"}.get(stored.kind, "not numbers")
+        raise ValueError(f"{where}: {field} is stored as {stored} ({what}); it must hold "
+                         f"{target} values")
+    if target.kind in "iu":
+        info = np.iinfo(target)
+        if stored.kind == "f":
+            finite = np.isfinite(array)
+            if not finite.all():
+                raise ValueError(f"{where}: {field} is stored as {stored} with "
+                                 f"{int((~finite).sum())} NaN or infinite value(s) (first at "
+                                 f"index {_first_index(~finite)}); it must hold {target} "
+                                 "integers")
+            fraction = array != np.trunc(array)
+            if fraction.any():
+                at = _first_index(fraction)
+                raise ValueError(f"{where}: {field} is stored as {stored} with "
+                                 f"{int(fraction.sum())} non-integer value(s) (first "
+                                 f"{array[at].item()!r} at index {at}); it must hold {target} "
+                                 "integers")
+        if array.size and stored.kind != "b":
+            # Whole floats are compared with the first value above the range (float(2**63 - 1)
+            # rounds up to 2**63), integers exactly (a uint64 above the int64 range must not
+            # wrap before the comparison).
+            if stored.kind == "f":
+                outside = (array < float(info.min)) | (array >= float(info.max) + 1.0)
+            else:
+                outside = (array < info.min) | (array > info.max)
+            if outside.any():
+                at = _first_index(outside)
+                raise ValueError(f"{where}: {field} has {int(outside.sum())} value(s) outside "
+                                 f"the range of {target} [{info.min}, {info.max}] (first "
+                                 f"{array[at].item()!r} at index {at}, stored as {stored})")
+    elif target.kind == "f":
+        if stored.kind == "f" and stored.itemsize > target.itemsize and array.size:
+            largest = float(np.finfo(target).max)
+            overflow = np.isfinite(array) & (np.abs(array) > largest)
+            if overflow.any():
+                at = _first_index(overflow)
+                raise ValueError(f"{where}: {field} has {int(overflow.sum())} value(s) beyond "
+                                 f"the range of {target} (first {array[at].item()!r} at index "
+                                 f"{at}, stored as {stored})")
+    else:
+        raise TypeError(f"exact_cast: unsupported target type {target}")
+    return array.astype(target, copy=False)
 
 
 def float_array(where: str, field: str, values: Any) -> np.ndarray:

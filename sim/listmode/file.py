@@ -9,6 +9,11 @@
 * attributes: ``engine``, ``engine_version``, ``primaries`` (decays simulated),
   ``activity_bq``, ``duration_s``, ``scanner`` (JSON geometry), counts, and the provenance
   attributes of :func:`pipeline.fileio.provenance_attrs`.
+
+A column stored in another numeric type is read as the contract's type when no value
+changes (whole floats such as ``12.0`` for a crystal id are accepted); fractions, NaN or
+infinity in an integer column, values beyond a type's range, strings and wrong shapes are
+refused, naming the file, the group and the column.
 """
 
 from __future__ import annotations
@@ -77,15 +82,27 @@ class ListMode:
         return int(self.coincidences["crystal1"].shape[0])
 
 
-def _check_columns(columns: dict, where: str) -> int:
+def _check_columns(columns: dict, where: str) -> tuple[dict[str, np.ndarray], int]:
+    """The columns cast to the contract's types (:data:`COLUMNS`), and their row count.
+
+    Refused, naming ``where`` (file and group) and the column: a missing required or an
+    unknown column, a wrong shape (a 1-D column stored 2-D, ``pos1_mm`` not 3 wide), rows
+    that disagree, a stored type that cannot be cast without changing a value
+    (:func:`pipeline.values.exact_cast`: fractions, NaN or infinity in an integer column,
+    values beyond the type's range, strings; whole floats such as ``12.0`` in an integer
+    column are accepted as the integers they are), NaN or infinity in a measured column,
+    infinity in a truth column, and negative energies.
+    """
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise ValueError(f"{where}: missing column(s) {', '.join(missing)}")
     n = None
-    for name, array in columns.items():
+    cast = {}
+    for name, stored in columns.items():
         if name not in COLUMNS:
             raise ValueError(f"{where}: unknown column {name!r}")
-        width = COLUMNS[name][1]
+        dtype, width = COLUMNS[name]
+        array = np.asarray(stored)
         expected_ndim = 2 if width else 1
         if array.ndim != expected_ndim or (width and array.shape[1] != width):
             raise ValueError(f"{where}: column {name} has shape {array.shape}, expected "
@@ -94,14 +111,21 @@ def _check_columns(columns: dict, where: str) -> int:
             n = array.shape[0]
         elif array.shape[0] != n:
             raise ValueError(f"{where}: column {name} has {array.shape[0]} rows, others {n}")
+        array = values.exact_cast(where, f"column {name}", array, dtype)
         # NaN times or positions reach the reconstruction as NaN voxels: the measured
         # columns are refused here, where every engine's writer and every reader passes.
-        # (Truth columns may hold NaN: annihilation_mm of a random pairs two decays.)
+        # (Truth columns may hold NaN: annihilation_mm of a random pairs two decays; an
+        # infinity there is no position at all.)
         if name.startswith("energy"):
             values.in_range(where, f"column {name}", array, 0.0, unit="keV")
         elif name in REQUIRED:
             values.finite(where, f"column {name}", array)
-    return int(n or 0)
+        elif array.dtype.kind == "f" and np.isinf(array).any():
+            raise ValueError(f"{where}: column {name} has {int(np.isinf(array).sum())} "
+                             "infinite value(s) (NaN marks an unknown truth, infinity is "
+                             "no position)")
+        cast[name] = array
+    return cast, int(n or 0)
 
 
 def _check_attrs(attrs: dict, where: str) -> None:
@@ -163,17 +187,20 @@ class ListModeWriter:
                           f"free; a chunk needs up to {chunk_bytes / 1e6:.1f} MB, and "
                           f"{DISK_MARGIN_BYTES >> 20} MB are kept for the file's metadata)",
                           str(self.path))
+        # Both groups are checked before either is written: a refused chunk adds nothing.
+        checked = {}
         for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
-            n = _check_columns(columns, f"{self.path} group {group}")
+            checked[group] = _check_columns(columns, f"{self.path} group {group}")
             missing = [c for c in COLUMNS if c not in columns]
             if missing:
                 raise ValueError(f"{self.path} group {group}: missing column(s) "
                                  f"{', '.join(missing)}")
+        for group, (columns, n) in checked.items():
             start = self._counts[group]
             for name, array in columns.items():
                 dataset = self._file[group][name]
                 dataset.resize(start + n, axis=0)
-                dataset[start:] = np.asarray(array, dtype=COLUMNS[name][0])
+                dataset[start:] = array
             self._counts[group] = start + n
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -206,22 +233,33 @@ def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: d
 
 
 def read_listmode(path: str | Path) -> ListMode:
-    """Read and check a list-mode file; errors name the file and the field."""
+    """Read and check a list-mode file; errors name the file, the group and the field.
+
+    Columns come back in the contract's types (:data:`COLUMNS`) whatever the file stores,
+    when the values survive the cast (see :func:`_check_columns`: ``12.0`` stored for a
+    crystal id is read as 12, ``12.5`` is refused).
+    """
     path = Path(path)
     with open_hdf5(path, "list-mode file") as f:
         attrs = decoded_attrs(f)
         _check_attrs(attrs, str(path))
         groups = {}
         for group in GROUPS:
-            if group not in f:
+            if not isinstance(f.get(group), h5py.Group):
                 raise ValueError(f"{path}: missing group {group}")
-            groups[group] = {name: f[group][name][...] for name in f[group]}
+            stored = {}
+            for name, node in f[group].items():
+                if not isinstance(node, h5py.Dataset):
+                    raise ValueError(f"{path} group {group}: {name} is not a dataset")
+                stored[name] = node[...]
+            groups[group] = stored
     try:
         scanner = Scanner(**json.loads(attrs["scanner"]))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: attribute scanner is not a valid geometry ({exc})") from None
-    for group, columns in groups.items():
-        _check_columns(columns, f"{path} group {group}")
+    for group in GROUPS:
+        columns, _ = _check_columns(groups[group], f"{path} group {group}")
+        groups[group] = columns
         for name in ("crystal1", "crystal2"):
             ids = columns[name]
             if ids.size and (ids.min() < 0 or ids.max() >= scanner.n_crystals):

@@ -129,3 +129,106 @@ def test_impossible_acquisition_attributes_are_refused(tmp_path, key, value, wha
         f.attrs[key] = value
     with pytest.raises(ValueError, match=re.escape(f"y.h5: {what}")):
         read_listmode(path)
+
+
+def _replace(path, group: str, column: str, data) -> None:
+    """Store ``data`` as ``group/column`` of a list-mode file, in whatever type it has."""
+    with h5py.File(path, "a") as f:
+        del f[group][column]
+        f[group].create_dataset(column, data=data)
+
+
+def _stored(n: int, column: str, kind: str):
+    """A crafted column of ``n`` rows that cannot become the contract's type unchanged,
+    and the words the refusal must hold."""
+    width = COLUMNS[column][1]
+    base = np.arange(n * max(width, 1), dtype=np.float64).reshape((n, width) if width else n)
+    if kind == "fraction":
+        base[2] = 12.5
+        return base, "is stored as float64 with 1 non-integer value(s) (first 12.5 at index 2)"
+    integer = np.dtype(COLUMNS[column][0]).kind in "iu"
+    if kind in ("nan", "inf"):
+        row = 1 if kind == "nan" else 3
+        base[row] = np.nan if kind == "nan" else np.inf
+        at = f"(first at index {(row, 0) if width else row})"
+        if integer:
+            return base, f"is stored as float64 with 1 NaN or infinite value(s) {at}"
+        if column == "annihilation_mm":  # truth: NaN means unknown, infinity is refused
+            return base, "has 3 infinite value(s)"
+        return base, f"has {max(width, 1)} NaN or infinite value(s) {at}"
+    if kind == "overflow":
+        wide = base.astype(np.int64)
+        wide[4] = 2**40  # a valid int64, not an int32 (nor a uint8 flag)
+        return wide, f"has 1 value(s) outside the range of {np.dtype(COLUMNS[column][0])}"
+    if kind == "unsigned":
+        flags = base.astype(np.int16)
+        flags[0] = -1
+        return flags, "has 1 value(s) outside the range of uint8 [0, 255] (first -1 at index 0"
+    if kind == "string":
+        return np.array([b"12"] * n), "is stored as |S2 (strings)"
+    if kind == "width":
+        return np.zeros((n, 2), np.float32), f"column {column} has shape ({n}, 2), expected (n, 3)"
+    if kind == "2d":
+        return np.zeros((n, 1), np.int32), f"column {column} has shape ({n}, 1), expected (n,)"
+    if kind == "complex":
+        return base + 1j, "is stored as complex128 (complex numbers)"
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("column, kind", [
+    ("crystal1", "fraction"), ("crystal2", "nan"), ("event1", "inf"),
+    ("crystal1", "overflow"), ("kind", "overflow"), ("compton_phantom2", "unsigned"),
+    ("crystal2", "string"), ("time1_ns", "string"), ("pos1_mm", "width"),
+    ("crystal1", "2d"), ("energy1_kev", "complex"), ("time2_ns", "inf"),
+    ("pos2_mm", "nan"), ("annihilation_mm", "inf"),
+])
+def test_columns_that_cannot_become_the_contracts_type_are_refused(tmp_path, column, kind):
+    n = 6
+    rng = np.random.default_rng(4)
+    path = write_listmode(tmp_path / "y.h5", _columns(n, rng), _columns(n, rng), _attrs())
+    data, what = _stored(n, column, kind)
+    _replace(path, "delayed", column, data)
+    with pytest.raises(ValueError) as info:
+        read_listmode(path)
+    message = str(info.value)
+    assert message.startswith(f"{path} group delayed: "), message
+    assert f"column {column}" in message and what in message, message
+    # The writer every engine and import-root use refuses the same column: no file.
+    columns = _columns(n, rng)
+    with pytest.raises(ValueError, match=re.escape(what)):
+        write_listmode(tmp_path / "x.h5", {**columns, column: data}, columns, _attrs())
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_whole_floats_and_narrower_integers_are_read_as_the_contracts_types(tmp_path):
+    rng = np.random.default_rng(5)
+    prompts = _columns(8, rng)
+    path = write_listmode(tmp_path / "z.h5", prompts, prompts, _attrs())
+    ids = np.array([12.0, 0.0, 3.0, 1000.0, 7.0, 5.0, 9.0, 11.0])  # whole numbers in float64
+    _replace(path, "coincidences", "crystal1", ids)
+    _replace(path, "coincidences", "kind", np.array([0, 1, 2, 0, 1, 2, 0, 1], np.int64))
+    _replace(path, "coincidences", "time1_ns", prompts["time1_ns"].astype(np.float32))
+    data = read_listmode(path).coincidences
+    assert data["crystal1"].dtype == np.int32 and data["crystal1"].tolist() == [
+        12, 0, 3, 1000, 7, 5, 9, 11]
+    assert data["kind"].dtype == np.uint8 and data["kind"].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert data["time1_ns"].dtype == np.float64
+    np.testing.assert_array_equal(data["time1_ns"], prompts["time1_ns"].astype(np.float32))
+
+
+def test_cli_reading_a_bad_listmode_file_gives_one_error_line_and_no_output(tmp_path,
+                                                                              capsys):
+    from sim.__main__ import main
+
+    rng = np.random.default_rng(6)
+    prompts = _columns(5, rng)
+    path = write_listmode(tmp_path / "lm.h5", prompts, prompts, _attrs())
+    ids = prompts["crystal2"].astype(np.float64)
+    ids[3] += 0.25
+    _replace(path, "coincidences", "crystal2", ids)
+    out = tmp_path / "lm.petsird"
+    assert main(["export-petsird", "--listmode", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path} group coincidences: column "
+                                               "crystal2 is stored as float64 with 1 non-integer")
+    assert not out.exists()
