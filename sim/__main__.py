@@ -61,9 +61,23 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
                    overwrite=args.overwrite)
 
 
+def _positive_option(option: str, value: float, unit: str) -> float:
+    """``value`` of a command-line option, refused naming the option unless positive and
+    finite (argparse's ``float`` takes ``nan``, ``inf`` and negatives)."""
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{option} must be a positive, finite number of {unit}, got {value!r}")
+    return value
+
+
 def _cmd_import_root(args: argparse.Namespace) -> None:
     from sim.listmode.root_import import detect_schema, gate9_primaries, import_root
 
+    # The options first, before the ROOT file is opened: their refusals name the option.
+    _positive_option("--activity-bq", args.activity_bq, "Bq")
+    _positive_option("--duration-s", args.duration_s, "seconds")
+    if args.primaries is not None and args.primaries < 1:
+        raise ValueError(f"--primaries must be the number of decays simulated (1 or more), "
+                         f"got {args.primaries}")
     config = load_config(*args.configfile)
     scanner = Scanner.from_config(config["scanner"])
     schema = detect_schema(args.root).name if args.schema == "auto" else args.schema

@@ -128,7 +128,7 @@ def _check_columns(columns: dict, where: str) -> tuple[dict[str, np.ndarray], in
     return cast, int(n or 0)
 
 
-def _check_attrs(attrs: dict, where: str) -> None:
+def check_attrs(attrs: dict, where: str) -> None:
     """The acquisition's numbers: a positive finite activity and duration, a count."""
     missing = [a for a in REQUIRED_ATTRS if a not in attrs]
     if missing:
@@ -206,7 +206,7 @@ class ListModeWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is None:
-                _check_attrs(self.attrs, str(self.path))
+                check_attrs(self.attrs, str(self.path))
                 for group in GROUPS:
                     self._file[group].attrs["count"] = self._counts[group]
                 for key, value in self.attrs.items():
@@ -223,7 +223,7 @@ def write_listmode(path: str | Path, coincidences: dict, delayed: dict, attrs: d
                    overwrite: bool = False) -> Path:
     """Write a whole list-mode file at once (see :class:`ListModeWriter`)."""
     path = Path(path)
-    _check_attrs(attrs, str(path))  # before creating anything
+    check_attrs(attrs, str(path))  # before creating anything
     for group, columns in (("coincidences", coincidences), ("delayed", delayed)):
         _check_columns(columns, f"{path} group {group}")
     with ListModeWriter(path, overwrite) as out:
@@ -242,7 +242,7 @@ def read_listmode(path: str | Path) -> ListMode:
     path = Path(path)
     with open_hdf5(path, "list-mode file") as f:
         attrs = decoded_attrs(f)
-        _check_attrs(attrs, str(path))
+        check_attrs(attrs, str(path))
         groups = {}
         for group in GROUPS:
             if not isinstance(f.get(group), h5py.Group):

@@ -23,6 +23,10 @@ Two schemas:
 Truth columns: ``kind`` is 2 (random) when the two event ids differ, else 1 (scattered) when
 either photon Compton- or Rayleigh-scattered in the phantom, else 0; ``annihilation_mm`` is
 the event's source position (NaN for randoms); scatter counts are clipped to 255.
+
+What is wrong in the ROOT file is refused naming the file, the tree and the branch (a
+fraction in an id branch, NaN or infinity in a time, a negative energy); what is wrong in
+the acquisition's numbers given with it names those (the command line's options).
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.listmode.file import COLUMNS, ListModeWriter
+from pipeline import values
+from sim.listmode.file import COLUMNS, ListModeWriter, check_attrs
 from sim.scanner.geometry import Scanner
 
 log = logging.getLogger(__name__)
@@ -170,38 +175,64 @@ def sector_difference(scanner: Scanner, crystal1: np.ndarray, crystal2: np.ndarr
 
 def convert_arrays(arrays: dict[str, np.ndarray], schema: RootSchema, scanner: Scanner,
                    where: str) -> dict[str, np.ndarray]:
-    """One chunk of a coincidence tree (branch -> array) as list-mode columns."""
-    def get(role: str, n: int) -> np.ndarray:
-        return np.asarray(arrays[schema.branch[role].format(n=n)])
+    """One chunk of a coincidence tree (branch -> array) as list-mode columns.
+
+    Every branch is checked before it is used, and a refusal names ``where`` (the ROOT file
+    and tree) and the branch: ids and counts must be integers (whole floats are accepted,
+    fractions, NaN and infinity are not: :func:`pipeline.values.exact_cast`), times,
+    energies and positions finite numbers, energies and interaction counts not negative.
+    """
+    def get(role: str, n: int, dtype: type) -> np.ndarray:
+        name = schema.branch[role].format(n=n)
+        array = values.exact_cast(where, f"branch {name}", arrays[name], dtype)
+        if array.dtype.kind == "f":
+            values.finite(where, f"branch {name}", array)
+        return array
+
+    def scaled(role: str, n: int, factor: float, dtype: type) -> np.ndarray:
+        name = schema.branch[role].format(n=n)
+        return values.exact_cast(where, f"branch {name} (converted)",
+                                 get(role, n, np.float64) * factor, dtype)
 
     columns: dict[str, np.ndarray] = {}
     for n in (1, 2):
-        pos = np.stack([get("x", n), get("y", n), get("z", n)], axis=-1).astype(np.float64)
+        pos = np.stack([get("x", n, np.float64), get("y", n, np.float64),
+                        get("z", n, np.float64)], axis=-1)
         if schema.ids_from_gate:
+            ids = [get(role, n, np.int64) for role in ("rsector", "module", "crystal")]
             try:
-                crystal = scanner.crystal_id_from_gate(get("rsector", n), get("module", n),
-                                                       get("crystal", n))
+                crystal = scanner.crystal_id_from_gate(*ids)
             except ValueError as exc:
-                raise ValueError(f"{where}: photon {n}: {exc}") from None
+                names = ", ".join(schema.branch[r].format(n=n)
+                                  for r in ("rsector", "module", "crystal"))
+                raise ValueError(f"{where}: branches {names}: {exc}") from None
         else:
             crystal = scanner.crystal_id_at(pos)
             outside = int(np.count_nonzero(crystal < 0))
             if outside:
-                raise ValueError(f"{where}: {outside} photon-{n} positions lie in no crystal of "
-                                 "the configured scanner (a file from another geometry?)")
+                names = ", ".join(schema.branch[r].format(n=n) for r in ("x", "y", "z"))
+                raise ValueError(f"{where}: branches {names}: {outside} photon-{n} positions "
+                                 "lie in no crystal of the configured scanner (a file from "
+                                 "another geometry?)")
         columns[f"crystal{n}"] = crystal.astype(np.int32)
-        columns[f"time{n}_ns"] = get("time", n).astype(np.float64) * schema.time_to_ns
-        columns[f"energy{n}_kev"] = (get("energy", n).astype(np.float64)
-                                     * schema.energy_to_kev).astype(np.float32)
-        columns[f"pos{n}_mm"] = pos.astype(np.float32)
-        columns[f"event{n}"] = get("event", n).astype(np.int64)
-        columns[f"compton_phantom{n}"] = np.clip(get("compton", n), 0, 255).astype(np.uint8)
-        columns[f"rayleigh_phantom{n}"] = np.clip(get("rayleigh", n), 0, 255).astype(np.uint8)
+        columns[f"time{n}_ns"] = scaled("time", n, schema.time_to_ns, np.float64)
+        energy = scaled("energy", n, schema.energy_to_kev, np.float32)
+        values.in_range(where, f"branch {schema.branch['energy'].format(n=n)}", energy, 0.0)
+        columns[f"energy{n}_kev"] = energy
+        columns[f"pos{n}_mm"] = values.exact_cast(
+            where, f"branches {schema.branch['x'].format(n=n)}/Y/Z", pos, np.float32)
+        columns[f"event{n}"] = get("event", n, np.int64)
+        for role, column in (("compton", "compton_phantom"), ("rayleigh", "rayleigh_phantom")):
+            count = values.in_range(where, f"branch {schema.branch[role].format(n=n)}",
+                                    get(role, n, np.int64), 0)
+            columns[f"{column}{n}"] = np.minimum(count, 255).astype(np.uint8)
     random = columns["event1"] != columns["event2"]
     scattered = ((columns["compton_phantom1"] > 0) | (columns["compton_phantom2"] > 0)
                  | (columns["rayleigh_phantom1"] > 0) | (columns["rayleigh_phantom2"] > 0))
     columns["kind"] = np.where(random, 2, np.where(scattered, 1, 0)).astype(np.uint8)
-    source = np.stack([get("sx", 1), get("sy", 1), get("sz", 1)], axis=-1).astype(np.float32)
+    source = np.stack([get(role, 1, np.float64) for role in ("sx", "sy", "sz")], axis=-1)
+    source = values.exact_cast(where, f"branches {schema.branch['sx'].format(n=1)}/Y/Z",
+                               source, np.float32)
     source[random] = np.nan
     columns["annihilation_mm"] = source
     return columns
@@ -213,11 +244,17 @@ def _chunks(tree: Any, where: str, schema: RootSchema, scanner: Scanner,
     """List-mode column chunks of one (checked) coincidence tree.
 
     Pairs fewer than ``min_sector_difference`` modules apart are dropped (see the module
-    docstring).
+    docstring). A refused chunk is named by its entries in the tree (indices in the message
+    count from the chunk's first entry).
     """
+    start = 0
     try:
         for arrays in tree.iterate(schema.branches(), step_size=step_size, library="np"):
-            columns = convert_arrays(arrays, schema, scanner, where)
+            size = len(next(iter(arrays.values()))) if arrays else 0
+            chunk = where if start == 0 and size == tree.num_entries else (
+                f"{where} entries {start}..{start + size - 1}")
+            columns = convert_arrays(arrays, schema, scanner, chunk)
+            start += size
             if min_sector_difference:
                 keep = sector_difference(scanner, columns["crystal1"],
                                          columns["crystal2"]) >= min_sector_difference
@@ -239,13 +276,25 @@ def gate9_primaries(path: str | Path) -> int | None:
     """Decays recorded by GATE 9 in its ``total_nb_primaries`` histogram, if the file has it.
 
     GATE fills that histogram once with the number of primaries, so its mean is the count.
+    A histogram that is not one, or holds no whole non-negative count, is refused naming
+    the file and the histogram.
     """
     root = open_root(path)
     if "total_nb_primaries" not in _keys(root, str(path)):
         return None
-    hist = root["total_nb_primaries"]
-    sum_w, sum_wx = float(hist.member("fTsumw")), float(hist.member("fTsumwx"))
-    return int(round(sum_wx / sum_w)) if sum_w > 0 else None
+    where = f"{path} histogram 'total_nb_primaries'"
+    try:
+        hist = root["total_nb_primaries"]
+        sum_w, sum_wx = float(hist.member("fTsumw")), float(hist.member("fTsumwx"))
+    except Exception as exc:  # not a histogram, or damaged
+        raise ValueError(f"{where}: not a readable histogram ({type(exc).__name__}: {exc}); "
+                         "give --primaries") from None
+    if not sum_w > 0:  # empty (or NaN): the count is not there
+        return None
+    mean = sum_wx / sum_w
+    if not np.isfinite(mean) or mean < 0:
+        raise ValueError(f"{where}: holds {mean:g} decays, not a count; give --primaries")
+    return int(round(mean))
 
 
 def import_root(root_path: str | Path, out_h5: str | Path, scanner: Scanner,
@@ -268,8 +317,8 @@ def import_root(root_path: str | Path, out_h5: str | Path, scanner: Scanner,
         ``activity_bq`` and ``duration_s`` (``scanner`` is added here).
     schema : {"auto", "gate9", "opengate"}
     prompts_tree, delayed_tree : str, optional
-        Tree names, defaulting to the schema's. A missing delayed tree gives an empty
-        ``delayed`` group and a warning.
+        Tree names, defaulting to the schema's. A missing delayed tree of the schema's
+        name gives an empty ``delayed`` group and a warning; one of another name is refused.
     min_sector_difference : int, optional
         Drop pairs fewer than this many modules apart.
 
@@ -277,17 +326,28 @@ def import_root(root_path: str | Path, out_h5: str | Path, scanner: Scanner,
     -------
     dict
         Rows written per group.
+
+    Raises
+    ------
+    ValueError
+        Naming the ROOT file, tree and branch for a bad input file, or ``import attributes``
+        and the key for a bad ``attrs`` value (checked before the ROOT file is read).
     """
     root_path = Path(root_path)
-    root = open_root(root_path)
-    chosen = _schema_of(root, root_path) if schema == "auto" else SCHEMAS.get(schema)
-    if chosen is None:
+    # The acquisition's numbers first: a bad one is the caller's argument, not the file's.
+    check_attrs({**attrs, "scanner": ""}, "import attributes")
+    if schema != "auto" and schema not in SCHEMAS:
         raise ValueError(f"unknown ROOT schema {schema!r}; choose auto, "
                          f"{', '.join(SCHEMAS)}")
+    root = open_root(root_path)
+    chosen = _schema_of(root, root_path) if schema == "auto" else SCHEMAS[schema]
     trees = {}
     for group, name in (("coincidences", prompts_tree or chosen.prompts_tree),
                         ("delayed", delayed_tree or chosen.delayed_tree)):
-        if group == "delayed" and name not in _keys(root, str(root_path)):
+        if group == "delayed" and name == chosen.delayed_tree and name not in _keys(
+                root, str(root_path)):
+            # Only the schema's own delayed tree may be absent (a run without a delayed
+            # window); a tree asked for by another name must be there.
             log.warning("%s: no delayed tree %r; the delayed group stays empty", root_path,
                         name)
             continue

@@ -208,3 +208,128 @@ def test_cli_import_root_reads_gate9_and_asks_for_primaries(tmp_path, capsys):
     assert data.attrs["primaries"] == 200_000 and data.attrs["duration_s"] == 2.0
     _check(data.coincidences, prompts)
     assert len(data.delayed["crystal1"]) == 0  # no delay tree: empty group, with a warning
+
+
+def _cli(tmp_path, capsys, branches: dict | None, *options: str,
+         delayed: dict | None = None) -> tuple[int, list[str], object]:
+    """Run ``import-root`` on a GATE 9 file of ``branches`` (prompts) and ``delayed``; the
+    exit code, the lines on stderr and the output path."""
+    from sim.__main__ import main
+
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = branches if branches is not None else _gate9_branches(
+            _events(30, 11))
+        if delayed is not None:
+            f["delay"] = delayed
+    out = tmp_path / "lm.h5"
+    base = {"--root": str(path), "--out": str(out), "--activity-bq": "1e5",
+            "--duration-s": "2", "--primaries": "1000"}
+    given = dict(zip(options[::2], options[1::2], strict=True))
+    argv = ["import-root", *(x for k, v in {**base, **given}.items() if v is not None
+                             for x in (k, v))]
+    code = main(argv)
+    return code, capsys.readouterr().err.strip().splitlines(), out
+
+
+def _damaged(change) -> dict:
+    branches = _gate9_branches(_events(30, 12))
+    change(branches)
+    return branches
+
+
+def _set(name: str, index: int, value, dtype=None):
+    def change(branches: dict) -> None:
+        if dtype is not None:
+            branches[name] = branches[name].astype(dtype)
+        branches[name][index] = value
+    return change
+
+
+@pytest.mark.parametrize("change, tree, expected", [
+    (_set("crystalID1", 4, 3.5, np.float64), "Coincidences",
+     "branch crystalID1 is stored as float64 with 1 non-integer value(s) (first 3.5 at index 4)"),
+    (_set("eventID2", 2, np.nan, np.float64), "Coincidences",
+     "branch eventID2 is stored as float64 with 1 NaN or infinite value(s) (first at index 2)"),
+    (_set("time2", 7, np.nan), "Coincidences",
+     "branch time2 has 1 NaN or infinite value(s) (first at index 7)"),
+    (_set("globalPosZ1", 0, np.inf), "delay",
+     "branch globalPosZ1 has 1 NaN or infinite value(s) (first at index 0)"),
+    (_set("energy1", 5, -0.1), "Coincidences", "branch energy1 must be at least 0"),
+    (_set("comptonPhantom2", 1, -2), "delay", "branch comptonPhantom2 must be at least 0"),
+    (_set("rsectorID2", 3, 30), "Coincidences",
+     "branches rsectorID2, moduleID2, crystalID2: rsector id out of range [0, 23)"),
+])
+def test_cli_refusals_of_a_bad_root_file_name_the_file_tree_and_branch(tmp_path, capsys,
+                                                                       change, tree,
+                                                                       expected):
+    bad = _damaged(change)
+    good = _gate9_branches(_events(30, 13))
+    prompts, delayed = (bad, good) if tree == "Coincidences" else (good, bad)
+    code, err, out = _cli(tmp_path, capsys, prompts, delayed=delayed)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'g.root'} tree {tree!r}"), err
+    assert expected in err[0] and "lm.h5" not in err[0], err
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "g.root"]
+
+
+def test_cli_refuses_a_named_delayed_tree_the_file_lacks(tmp_path, capsys):
+    code, err, out = _cli(tmp_path, capsys, None, "--delayed-tree", "late")
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {tmp_path / 'g.root'}: no tree 'late'"), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, value, expected", [
+    ("--duration-s", "nan", "--duration-s must be a positive, finite number of seconds, "
+                            "got nan"),
+    ("--duration-s", "-1", "--duration-s must be a positive, finite number of seconds, "
+                           "got -1.0"),
+    ("--duration-s", "0", "--duration-s must be a positive, finite number of seconds, got 0.0"),
+    ("--activity-bq", "inf", "--activity-bq must be a positive, finite number of Bq, got inf"),
+    ("--activity-bq", "0", "--activity-bq must be a positive, finite number of Bq, got 0.0"),
+    ("--primaries", "0", "--primaries must be the number of decays simulated (1 or more), "
+                         "got 0"),
+    ("--primaries", "-5", "--primaries must be the number of decays simulated (1 or more), "
+                          "got -5"),
+])
+def test_cli_refusals_of_bad_options_name_the_option(tmp_path, capsys, option, value,
+                                                     expected):
+    code, err, out = _cli(tmp_path, capsys, None, option, value)
+    assert code == 2 and err == [f"error: {expected}"]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", ["--duration-s", "--activity-bq"])
+def test_cli_names_a_missing_required_option(tmp_path, capsys, option):
+    with pytest.raises(SystemExit) as info:  # argparse's own refusal, before any work
+        _cli(tmp_path, capsys, None, option, None)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err[-1].endswith(
+        f"error: the following arguments are required: {option}")
+    assert not (tmp_path / "lm.h5").exists()
+
+
+def test_library_refuses_bad_acquisition_numbers_before_reading(tmp_path):
+    # No ROOT file at all: the attributes are refused first, by their key.
+    with pytest.raises(ValueError, match=r"^import attributes: attribute duration_s must be "
+                                         r"above 0 s, found -2 s$"):
+        import_root(tmp_path / "absent.root", tmp_path / "lm.h5", SCANNER,
+                    {**ATTRS, "duration_s": -2.0})
+    assert not (tmp_path / "lm.h5").exists()
+
+
+def test_cli_names_a_primaries_record_that_is_not_a_histogram(tmp_path, capsys):
+    from sim.__main__ import main
+
+    path = tmp_path / "g.root"
+    with uproot.recreate(path) as f:
+        f["Coincidences"] = _gate9_branches(_events(10, 14))
+        f["total_nb_primaries"] = {"n": np.array([5.0])}  # a tree where GATE puts a TH1
+    out = tmp_path / "lm.h5"
+    assert main(["import-root", "--root", str(path), "--out", str(out), "--activity-bq", "1",
+                 "--duration-s", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        f"error: {path} histogram 'total_nb_primaries': not a readable histogram")
+    assert err[0].endswith("give --primaries") and not out.exists()
