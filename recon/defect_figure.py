@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pipeline.provenance import PHANTOM_FIELDS, check_same_origin  # noqa: E402
 from recon.image_io import read_recon  # noqa: E402
 from recon.truth import activity_concentration, defect_fraction  # noqa: E402
 from sim.phantoms.file import read_phantom  # noqa: E402
@@ -73,7 +74,6 @@ def write_defect_figure(path: str | Path, docs: list[dict[str, Any]],
                              figsize=(2.4 * (1 + len(acquisitions)), 2.5 * len(picks)))
     for r, (kind, pick) in enumerate(picks):
         phantom = read_phantom(pick["phantom_file"])
-        defect = next(d for d in phantom.defects if int(d["label"]) == int(pick["label"]))
         images: dict[str | None, np.ndarray] = {}
         measures: dict[str, dict[str, Any]] = {}
         grid = None
@@ -81,8 +81,17 @@ def write_defect_figure(path: str | Path, docs: list[dict[str, Any]],
             doc = rows.get((pick["phantom"], acq))
             if doc is not None:
                 recon = read_recon(doc["reconstruction"])
+                # The figure overlays the phantom's defect on this image: one phantom.
+                check_same_origin(recon.origin(doc["reconstruction"]),
+                                  phantom.origin(pick["phantom_file"]), PHANTOM_FIELDS,
+                                  advice="its _defects.json names another phantom file")
                 images[acq], grid = recon.image, recon.grid
                 measures[acq] = next(x for x in doc["defects"] if x["label"] == pick["label"])
+        defect = next((d for d in phantom.defects if int(d["label"]) == int(pick["label"])),
+                      None)
+        if defect is None:
+            raise ValueError(f"{pick['phantom_file']}: no defect labelled {pick['label']}, "
+                             "which a _defects.json of this dataset measured")
         truth = activity_concentration(phantom, grid)
         images[None] = truth
         f = defect_fraction(defect, phantom, grid).fraction

@@ -6,7 +6,9 @@ rebinned counts in 2D, events by the z of their LOR midpoint in 3D), attributes
 ``voxel_size_mm`` and ``origin_mm``
 (z, y, x; origin = centre of voxel 0, the phantom file's convention), ``algorithm``,
 ``iterations``, ``subsets``, ``units``, the acquisition's ``activity_bq`` and ``duration_s``,
-and provenance. The NIfTI copy
+provenance, and the phantom the events came from (``phantom_name``, ``dataset``,
+``phantom_grid`` JSON, ``phantom_config_sha256``, as the list-mode file records them;
+:meth:`ReconImage.origin`). The NIfTI copy
 (``.nii.gz``, nibabel) stores the array as (x, y, z) with an affine from voxel indices to
 scanner millimetres (the scanner frame taken as NIfTI's world frame), so standard viewers
 show it at its physical place. All files are written atomically.
@@ -29,6 +31,7 @@ import numpy as np  # noqa: E402
 
 from pipeline import values
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5  # noqa: E402
+from pipeline.provenance import Origin  # noqa: E402
 from recon.grid import ImageGrid  # noqa: E402
 
 
@@ -41,6 +44,24 @@ class ReconImage:
     loglik: np.ndarray
     plane_counts: np.ndarray
     attrs: dict[str, Any]
+
+    def origin(self, path: str | Path) -> Origin:
+        """What this reconstruction (read from ``path``) records for
+        :mod:`pipeline.provenance`: the phantom (name, dataset, grid, ``config_sha256``, as
+        the list-mode file recorded them), the acquisition and the scanner geometry. A field
+        not recorded (an older file) is None and not checked."""
+        where = str(path)
+
+        def decoded(key: str) -> Any:
+            text = self.attrs.get(key)
+            return None if text is None else values.json_field(where, f"attribute {key}", text)
+
+        return Origin(f"reconstruction {path}", {
+            "phantom": self.attrs.get("phantom_name"), "dataset": self.attrs.get("dataset"),
+            "acquisition": self.attrs.get("acquisition"),
+            "phantom_grid": decoded("phantom_grid"),
+            "phantom_config_sha256": self.attrs.get("phantom_config_sha256"),
+            "scanner": decoded("scanner")})
 
 
 def nifti_affine(grid: ImageGrid) -> np.ndarray:

@@ -4,8 +4,10 @@ per-geometry files it reuses (2D system matrix, 3D sensitivity images).
 A reconstruction spec (:func:`pipeline.specs.recon_spec`) holds the ``recon`` config section,
 the scanner, the dataset's phantom grid and the device. Every input is checked before any
 projection: the list-mode file must come from the configured scanner geometry, the phantom
-from the configured grid, the attenuation map must cover the image, the image must fit in
-the ring, and cached geometry files must match what they are used for.
+file must be the phantom the list-mode file records (name, dataset, grid and config,
+:mod:`pipeline.provenance`; fields a file does not record are not compared), the attenuation
+map must cover the image, the image must fit in the ring, and cached geometry files must
+match what they are used for (a sensitivity image the phantom it was attenuated through).
 
 Over 400 lines: the stage's one job (inputs checked, then 2D or 3D with every correction) reads
 best in one place; the algorithms are in the modules it calls.
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from pipeline.provenance import PHANTOM_FIELDS, Origin, check_same_origin
 from recon.attenuation import (
     attenuation_map,
     check_coverage,
@@ -168,12 +171,17 @@ def smoothed_mu(phantom: PhantomData, spec: dict[str, Any]) -> np.ndarray:
                          float(spec["recon"]["attenuation_fwhm_mm"]))
 
 
+def _mu_grid(phantom: PhantomData, phantom_h5: Path, grid: ImageGrid) -> ImageGrid:
+    """The grid of the phantom's mu map, checked to cover the image ``grid``."""
+    mu_grid = phantom_grid(phantom.mu511_per_mm.shape, phantom.voxel_size_mm, phantom.origin_mm)
+    check_coverage(mu_grid, grid, phantom_h5)
+    return mu_grid
+
+
 def _read_mu(phantom_h5: Path, spec: dict[str, Any], grid: ImageGrid
              ) -> tuple[PhantomData, ImageGrid]:
     phantom = read_phantom(phantom_h5)
-    mu_grid = phantom_grid(phantom.mu511_per_mm.shape, phantom.voxel_size_mm, phantom.origin_mm)
-    check_coverage(mu_grid, grid, phantom_h5)
-    return phantom, mu_grid
+    return phantom, _mu_grid(phantom, phantom_h5, grid)
 
 
 # ---------------------------------------------------------------------- cached geometry files
@@ -234,8 +242,42 @@ def build_sensitivity_file(spec: dict[str, Any], out: str | Path,
         f.attrs["units"] = "mm (sum of LOR intersection lengths, attenuation-weighted)"
         for key, value in grid.to_attrs().items():
             f.attrs[key] = value
+        if phantom is not None:
+            f.attrs["phantom_file"] = str(phantom_h5)
+            for key, value in _phantom_attrs(phantom.origin(phantom_h5)).items():
+                f.attrs[key] = value
     log.info("sensitivity %s in %.1f s", grid.shape, time.perf_counter() - start)
     return out
+
+
+#: Provenance fields (:mod:`pipeline.provenance`) -> the attribute a reconstruction or a
+#: sensitivity image records them in (the list-mode file's names).
+PHANTOM_ATTRS = {"phantom": "phantom_name", "dataset": "dataset",
+                 "phantom_grid": "phantom_grid",
+                 "phantom_config_sha256": "phantom_config_sha256"}
+
+
+def _phantom_attrs(*origins: Origin) -> dict[str, Any]:
+    """Attributes recording the phantom: each field from the first origin that records it
+    (the grid as JSON)."""
+    attrs = {}
+    for field, key in PHANTOM_ATTRS.items():
+        value = next((o.fields[field] for o in origins if o.fields.get(field) is not None),
+                     None)
+        if value is not None:
+            attrs[key] = json.dumps(value, sort_keys=True) if field == "phantom_grid" else value
+    return attrs
+
+
+def sensitivity_origin(path: str | Path) -> Origin:
+    """What a sensitivity file records of the phantom it was attenuated through (nothing for
+    a geometric one or one written before these records)."""
+    path = Path(path)
+    with open_hdf5(path, "sensitivity file") as f:
+        attrs = decoded_attrs(f)
+    return Origin(f"sensitivity file {path}",
+                  {"phantom": attrs.get("phantom_name"), "dataset": attrs.get("dataset"),
+                   "phantom_config_sha256": attrs.get("phantom_config_sha256")})
 
 
 def read_sensitivity(path: str | Path, expected_key: dict[str, Any]) -> torch.Tensor:
@@ -451,10 +493,16 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     phantom = mu_grid = None
     if r["attenuation_correction"] and phantom_h5 is None:
         raise ValueError("recon.attenuation_correction needs the phantom file (mu511)")
+    if phantom_h5 is not None:  # for attenuation and scatter, or the defect measures only
+        phantom_h5 = Path(phantom_h5)
+        phantom = read_phantom(phantom_h5)
+        # Attenuation, scatter, the kernel's mu and the defect measures all assume the
+        # phantom the events came from: checked before the phantom is used at all.
+        check_same_origin(data.origin(listmode_h5), phantom.origin(phantom_h5),
+                          PHANTOM_FIELDS,
+                          advice="give the phantom file the list-mode file was simulated from")
     if r["attenuation_correction"]:
-        phantom, mu_grid = _read_mu(Path(phantom_h5), spec, grid)
-    elif phantom_h5 is not None:
-        phantom = read_phantom(phantom_h5)  # for the defect measures only
+        mu_grid = _mu_grid(phantom, phantom_h5, grid)
     attenuation_phantom = phantom if r["attenuation_correction"] else None
     device = resolve_device(spec["device"])
     d_max = max_ring_difference(spec)
@@ -464,6 +512,11 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     if r["mode"] == "2d" and system_h5 is not None:
         system = read_system_matrix(system_h5, geometry, grid)
     if r["mode"] == "3d" and sensitivity_h5 is not None:
+        if attenuation_phantom is not None:
+            check_same_origin(sensitivity_origin(sensitivity_h5),
+                              attenuation_phantom.origin(phantom_h5),
+                              PHANTOM_FIELDS,
+                              advice="give the sensitivity image made with this phantom file")
         sensitivity = read_sensitivity(sensitivity_h5,
                                        sensitivity_key(spec, attenuation_phantom))
 
@@ -539,6 +592,10 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         listmode_file=str(listmode_h5), phantom_file=str(phantom_h5 or ""),
         scanner=json.dumps(geometry.scanner.to_dict(), sort_keys=True),
     )
+    # The phantom the events came from, as the list-mode file records it (else as the
+    # phantom file given does), so the image sets can check what they pair it with.
+    attrs.update(_phantom_attrs(data.origin(listmode_h5),
+                                *(() if phantom is None else (phantom.origin(phantom_h5),))))
     write_recon(paths["h5"], image, grid, loglik, attrs, plane_counts, overwrite)
     write_nifti(paths["nifti"], image, grid, overwrite)
     title = f"{listmode_h5.parent.name}/{listmode_h5.stem}: {algorithm} {mode}, {n_used} counts"

@@ -50,6 +50,7 @@ from skimage.transform import resize  # noqa: E402
 from models.data.labels import DEFECT_CLASSES  # noqa: E402
 from models.data.splits import assign_splits  # noqa: E402
 from pipeline.fileio import atomic_output, provenance_attrs, scratch_folder  # noqa: E402
+from pipeline.provenance import PHANTOM_FIELDS, Origin, check_same_origin  # noqa: E402
 from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
 from recon.truth import activity_concentration, overlap_fractions  # noqa: E402
@@ -209,6 +210,26 @@ def _check_recon(path: Path, recon: ReconImage, reference: ReconImage | None) ->
         raise ValueError(f"{path}: missing or invalid attribute duration_s (reconstruct it again)")
 
 
+def _check_pairing(entry: dict[str, Path], acq: str, recons: dict[str, ReconImage],
+                   phantom: PhantomData, phantom_name: str) -> None:
+    """A reconstruction is paired with its phantom and its sibling acquisitions only when
+    what they record agrees (:mod:`pipeline.provenance`; fields a file does not record,
+    as in older files, are not compared): the phantom it was simulated from (name, dataset,
+    grid, config), the acquisition its place in the results tree says, and the scanner of
+    the phantom's other reconstructions."""
+    origin = recons[acq].origin(entry[acq])
+    check_same_origin(origin, phantom.origin(entry["phantom"]),
+                      PHANTOM_FIELDS,
+                      advice="the masks and truth would be another phantom's; reconstruct "
+                             "this phantom's own list-mode files")
+    check_same_origin(origin, Origin(f"its place in the results ({phantom_name}/{acq}.h5)",
+                                     {"acquisition": acq}), ["acquisition"])
+    first = next(iter(recons))
+    if first != acq:
+        check_same_origin(origin, recons[first].origin(entry[first]), ["scanner"],
+                          advice="reconstruct both acquisitions from one scanner's data")
+
+
 def input_files(spec: dict[str, Any], results_dir: str | Path) -> dict[str, dict[str, Path]]:
     """Phantom and reconstruction files of the spec, checked to exist (before any work)."""
     results_dir = Path(results_dir)
@@ -243,6 +264,7 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]], rows_out: _R
         recons, first = {}, None
         for acq in spec["acquisitions"]:
             recons[acq] = read_recon(entry[acq])
+            _check_pairing(entry, acq, recons, phantom, phantom_name)
             _check_recon(entry[acq], recons[acq], first)
             first = first or recons[acq]
         rows: dict[int, dict[str, int]] = {}

@@ -6,7 +6,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from pipeline.provenance import Origin, check_same_origin
 from sim.engines.base import SimulationJob, engine_named
+from sim.phantoms.file import read_origin
 
 log = logging.getLogger(__name__)
 
@@ -17,6 +19,11 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
     the engine it names (:func:`sim.engines.base.engine_named`).
 
     Returns the counts written (primaries, singles, prompts by kind, delayed).
+
+    A phantom file that records another phantom or dataset than the spec names is refused
+    before any work (a file without those records, made outside the pipeline, is used; a
+    missing one is left to the engine, which says what it needs: GATE 9 reads only the
+    MetaImage copies beside it).
     """
     out_h5 = Path(out_h5)
     if out_h5.suffix != ".h5":
@@ -24,6 +31,13 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
     if out_h5.exists() and not overwrite:
         raise FileExistsError(f"{out_h5} exists; pass --overwrite to replace it")
     job = SimulationJob.from_spec(spec, phantom_h5, out_h5, workers, overwrite)
+    # The list-mode file will record the spec's phantom: it must be the file's.
+    if Path(phantom_h5).is_file():
+        check_same_origin(
+            Origin("the simulation spec (--spec, or --dataset and --phantom)",
+                   {"dataset": spec["dataset"], "phantom": spec["phantom"]}),
+            read_origin(phantom_h5), ["phantom", "dataset"],
+            advice=f"give --phantom-file of phantom {spec['phantom']!r}")
     counts = engine_named(spec["engine"]).run(job)
     log.info("wrote %s", out_h5)
     return counts

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.fileio import atomic_output
+from pipeline.provenance import Origin, check_same_origin
 from sim.listmode.file import ListMode, read_listmode
 
 ENERGY_EDGES_KEV = np.arange(300.0, 705.0, 5.0)
@@ -34,6 +35,7 @@ class EngineSummary:
     counts: dict[str, int]
     energy_hist: np.ndarray  # photons per bin of ENERGY_EDGES_KEV (both photons)
     radial_hist: np.ndarray  # prompts per bin of RADIAL_EDGES_MM
+    origin: Origin | None = None  # what the file records of its phantom and acquisition
 
 
 def lor_radius_mm(data: ListMode) -> np.ndarray:
@@ -61,7 +63,8 @@ def summarise(path: str | Path) -> EngineSummary:
     return EngineSummary(
         engine=str(data.attrs["engine"]), primaries=primaries, counts=counts,
         energy_hist=np.histogram(energies, ENERGY_EDGES_KEV)[0],
-        radial_hist=np.histogram(lor_radius_mm(data), RADIAL_EDGES_MM)[0])
+        radial_hist=np.histogram(lor_radius_mm(data), RADIAL_EDGES_MM)[0],
+        origin=data.origin(path))
 
 
 def _rate_row(name: str, na: int, pa: int, nb: int, pb: int) -> dict:
@@ -148,8 +151,14 @@ def _plot(a: EngineSummary, b: EngineSummary, path: Path) -> None:
 def write_crosscheck(a_h5: str | Path, b_h5: str | Path, out_dir: str | Path,
                      overwrite: bool = False) -> list[dict]:
     """Compare two list-mode files of the same phantom and acquisition; write the table and
-    the plots into ``out_dir``. Returns the table rows."""
+    the plots into ``out_dir``. Returns the table rows.
+
+    Files that record another phantom (name, dataset, grid or config), acquisition or
+    scanner geometry are refused before anything is written (:mod:`pipeline.provenance`;
+    a field either file does not record is not compared)."""
     a, b = summarise(a_h5), summarise(b_h5)
+    check_same_origin(a.origin, b.origin, advice="a cross-check compares two simulations of "
+                      "one phantom and acquisition on one scanner")
     rows = compare(a, b)
     out_dir = Path(out_dir)
     buffer = io.StringIO()

@@ -7,8 +7,10 @@
   (n, 3) float32, and the truth columns when the engine knows them);
 * group ``delayed``: the delayed-window coincidences, same columns (randoms estimate);
 * attributes: ``engine``, ``engine_version``, ``primaries`` (decays simulated),
-  ``activity_bq``, ``duration_s``, ``scanner`` (JSON geometry), counts, and the provenance
-  attributes of :func:`pipeline.fileio.provenance_attrs`.
+  ``activity_bq``, ``duration_s``, ``scanner`` (JSON geometry), counts, the provenance
+  attributes of :func:`pipeline.fileio.provenance_attrs`, and for simulated files the
+  phantom's (``phantom_file``, ``phantom_name``, ``dataset``, ``phantom_grid`` JSON,
+  ``phantom_config_sha256``; see :func:`acquisition_attrs`).
 
 A column stored in another numeric type is read as the contract's type when no value
 changes (whole floats such as ``12.0`` for a crystal id are accepted); fractions, NaN or
@@ -31,6 +33,7 @@ import numpy as np
 
 from pipeline import values
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from pipeline.provenance import Origin
 from sim.scanner.geometry import Scanner
 
 #: Column -> (dtype, columns per row; 0 for 1-D); the first eight are required.
@@ -80,6 +83,25 @@ class ListMode:
 
     def __len__(self) -> int:
         return int(self.coincidences["crystal1"].shape[0])
+
+    def origin(self, path: str | Path) -> Origin:
+        """What this file (read from ``path``) records for :mod:`pipeline.provenance`."""
+        return Origin(f"list-mode file {path}", origin_fields(self.attrs, self.scanner, path))
+
+
+def origin_fields(attrs: dict[str, Any], scanner: Scanner | None, path: str | Path
+                  ) -> dict[str, Any]:
+    """A list-mode file's provenance fields: the phantom it was simulated from (name,
+    dataset, grid and ``config_sha256``, as :func:`acquisition_attrs` records them), the
+    acquisition and the scanner geometry. Files from ``import-root`` or another tool record
+    only some; the others are None (not checked)."""
+    grid = attrs.get("phantom_grid")
+    return {"phantom": attrs.get("phantom_name"), "dataset": attrs.get("dataset"),
+            "acquisition": attrs.get("acquisition"),
+            "phantom_grid": None if grid is None else values.json_field(
+                str(path), "attribute phantom_grid", grid),
+            "phantom_config_sha256": attrs.get("phantom_config_sha256"),
+            "scanner": None if scanner is None else scanner.to_dict()}
 
 
 def _check_columns(columns: dict, where: str) -> tuple[dict[str, np.ndarray], int]:
@@ -273,8 +295,15 @@ def acquisition_attrs(spec: dict[str, Any], phantom_h5: str | Path,
     """Attributes every engine writes for one simulated acquisition (besides its own).
 
     Provenance (:func:`pipeline.fileio.provenance_attrs` of the spec), the acquisition's activity,
-    duration and half-life, the scanner JSON, and where the phantom came from.
+    duration and half-life, the scanner JSON, and where the phantom came from: its path,
+    name and dataset, and what the phantom file records of its grid (``phantom_grid``,
+    JSON) and spec (``phantom_config_sha256``), so that a reconstruction given another
+    phantom's file can tell (:mod:`pipeline.provenance`). Those two are left out when the
+    engine ran without the HDF5 file (GATE 9 reads only its MetaImage copies).
     """
+    from sim.phantoms.file import read_origin  # the list-mode readers do not need it
+
+    phantom = read_origin(phantom_h5).fields if Path(phantom_h5).is_file() else {}
     acquisition = spec["acquisition"]
     scanner = Scanner.from_config(spec["scanner"])
     attrs = provenance_attrs(spec, params=params, seed=spec["seed"])
@@ -285,4 +314,8 @@ def acquisition_attrs(spec: dict[str, Any], phantom_h5: str | Path,
         scanner=json.dumps(scanner.to_dict(), sort_keys=True), phantom_file=str(phantom_h5),
         dataset=spec["dataset"], phantom_name=spec["phantom"],
     )
+    if phantom.get("phantom_grid") is not None:
+        attrs["phantom_grid"] = json.dumps(phantom["phantom_grid"], sort_keys=True)
+    if phantom.get("phantom_config_sha256") is not None:
+        attrs["phantom_config_sha256"] = phantom["phantom_config_sha256"]
     return attrs

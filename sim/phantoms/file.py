@@ -27,6 +27,7 @@ import numpy as np
 
 from pipeline import values
 from pipeline.fileio import atomic_output_set, decoded_attrs, open_hdf5
+from pipeline.provenance import Origin
 from sim.phantoms.families import PhantomModel
 from sim.phantoms.materials import MATERIALS
 from sim.phantoms.metaimage import write_mhd
@@ -50,6 +51,42 @@ class PhantomData:
     defects: list[dict[str, Any]]
     description: dict[str, Any]
     attrs: dict[str, Any]
+
+    def origin(self, path: str | Path) -> Origin:
+        """What this phantom (read from ``path``) records for :mod:`pipeline.provenance`."""
+        return Origin(f"phantom file {path}", origin_fields(
+            self.attrs, self.material.shape, self.voxel_size_mm, self.origin_mm))
+
+
+def origin_fields(attrs: dict[str, Any], shape: tuple[int, ...], voxel_size_mm: Any,
+                  origin_mm: Any) -> dict[str, Any]:
+    """A phantom's provenance fields (:mod:`pipeline.provenance`): ``phantom`` and
+    ``dataset`` (None for a phantom made outside the pipeline), ``phantom_grid`` (shape,
+    voxel size and origin, z, y, x) and ``phantom_config_sha256``. The list-mode files
+    simulated from the phantom record the same fields (:func:`sim.listmode.file.
+    acquisition_attrs`)."""
+    return {"phantom": attrs.get("phantom_name"), "dataset": attrs.get("dataset"),
+            "phantom_grid": {"shape": [int(n) for n in shape],
+                             "voxel_size_mm": [float(v) for v in np.ravel(voxel_size_mm)],
+                             "origin_mm": [float(v) for v in np.ravel(origin_mm)]},
+            "phantom_config_sha256": attrs.get("config_sha256")}
+
+
+def read_origin(path: str | Path) -> Origin:
+    """A phantom file's provenance fields (:func:`origin_fields`) from its attributes and
+    the shape of its ``material`` dataset only (no image is read)."""
+    path = Path(path)
+    with open_hdf5(path, "phantom file") as f:
+        attrs = decoded_attrs(f)
+        shape = f["material"].shape if isinstance(f.get("material"), h5py.Dataset) else None
+    if shape is None or "voxel_size_mm" not in attrs or "origin_mm" not in attrs:
+        raise ValueError(f"{path}: not a phantom file (no material dataset, voxel_size_mm or "
+                         "origin_mm)")
+    where = str(path)
+    return Origin(f"phantom file {path}", origin_fields(
+        attrs, shape, values.vector(where, "attribute voxel_size_mm", attrs["voxel_size_mm"],
+                                    3, positive=True, unit="mm"),
+        values.vector(where, "attribute origin_mm", attrs["origin_mm"], 3)))
 
 
 def material_table(material_ids: np.ndarray) -> dict[int, dict[str, Any]]:

@@ -232,3 +232,78 @@ def test_peak_memory_does_not_grow_with_the_number_of_phantoms(tmp_path):
     growth_mb = 20 * images / 24 * 128 * 128 * 9 / 1e6  # what the 20 more phantoms add
     assert growth_mb > 20
     assert peaks[24] - peaks[4] < 0.25 * growth_mb, (peaks, growth_mb)
+
+
+def _record(root, phantoms, grid=None) -> None:
+    """Give the fixture's phantom and reconstruction files the provenance attributes the
+    pipeline's writers record (phantom name, dataset, config, grid, acquisition, scanner)."""
+    import json
+
+    for name in phantoms:
+        with h5py.File(root / "phantoms" / f"{name}.h5", "a") as f:
+            f.attrs.update(phantom_name=name, dataset="t", config_sha256=f"sha-{name}")
+            recorded_grid = {"shape": list(f["material"].shape),
+                             "voxel_size_mm": f.attrs["voxel_size_mm"].tolist(),
+                             "origin_mm": f.attrs["origin_mm"].tolist()}
+        for acq in ("fast", "reference"):
+            with h5py.File(root / "recon" / name / f"{acq}.h5", "a") as f:
+                f.attrs.update(phantom_name=name, dataset="t", acquisition=acq,
+                               phantom_config_sha256=f"sha-{name}",
+                               phantom_grid=json.dumps(grid or recorded_grid),
+                               scanner=json.dumps({"rings": 64, "crystal_depth_mm": 20.0}))
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("phantom_name", "tube_0000", "records phantom 'tube_0000', but phantom file "
+                                  "{phantom} records 'tube_0001'"),
+    ("phantom_config_sha256", "sha-old", "records phantom config_sha256 'sha-old', but "
+                                         "phantom file {phantom} records 'sha-tube_0001'"),
+    ("phantom_grid", '{"shape": [12, 16, 16], "voxel_size_mm": [2.0, 2.0, 1.0]}',
+     "records phantom grid voxel_size_mm [2.0, 2.0, 1.0], but phantom file {phantom} records "
+     "[2.0, 2.0, 2.0]"),
+    ("acquisition", "fast", "records acquisition 'fast', but its place in the results "
+                            "(tube_0001/reference.h5) records 'reference'"),
+    ("scanner", '{"rings": 32}', "records scanner geometry rings 32, but reconstruction "
+                                 "{fast} records 64"),
+])
+def test_a_reconstruction_of_another_phantom_or_acquisition_is_refused(tmp_path, key, value,
+                                                                       expected):
+    root = tmp_path / "results"
+    make_results(root, PHANTOMS[:2], np.random.default_rng(2))
+    _record(root, PHANTOMS[:2])
+    out = tmp_path / "positron.h5"
+    build_positron_dataset(spec(phantoms=PHANTOMS[:2]), root, out)  # all records agree
+    out.unlink()
+    out.with_suffix(".png").unlink()
+    wrong = root / "recon" / PHANTOMS[1] / "reference.h5"
+    with h5py.File(wrong, "a") as f:
+        f.attrs[key] = value
+    with pytest.raises(ValueError) as info:
+        build_positron_dataset(spec(phantoms=PHANTOMS[:2]), root, out)
+    assert str(info.value).startswith(f"reconstruction {wrong} ")
+    assert expected.format(phantom=root / "phantoms" / f"{PHANTOMS[1]}.h5",
+                           fast=root / "recon" / PHANTOMS[1] / "fast.h5") in str(info.value)
+    assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_cli_names_both_files_of_a_wrong_pairing(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    root = tmp_path / "results"
+    make_results(root, PHANTOMS[:2], np.random.default_rng(3))
+    _record(root, PHANTOMS[:2])
+    wrong = root / "recon" / PHANTOMS[0] / "fast.h5"
+    with h5py.File(wrong, "a") as f:
+        f.attrs["phantom_name"] = PHANTOMS[1]
+    out = tmp_path / "positron.h5"
+    run = subprocess.run([sys.executable, "-m", "models", "positron-dataset", "--spec",
+                          json.dumps(spec(phantoms=PHANTOMS[:2])), "--results", str(root),
+                          "--out", str(out)], capture_output=True, text=True)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1, run.stderr
+    assert err[0].startswith(f"error: reconstruction {wrong} records phantom 'tube_0001', but "
+                             f"phantom file {root / 'phantoms' / 'tube_0000.h5'} records "
+                             "'tube_0000'; ")
+    assert not out.exists() and not out.with_suffix(".png").exists()

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import types
 
+import h5py
+import numpy as np
 import pytest
 
 from sim.engines import base
@@ -41,6 +43,10 @@ def test_the_stage_runs_the_engine_the_spec_names(monkeypatch, tmp_path, make_sp
     monkeypatch.setitem(sys.modules, "sim.engines.toy", module)
     monkeypatch.setattr(base, "engine_names", lambda: ("fast", "toy"))
     spec = {**simulate_spec(default_config, "tubes", "tube_0000", "fast"), "engine": "toy"}
+    with h5py.File(tmp_path / "p.h5", "w") as f:  # what the stage reads of the phantom file
+        f["material"] = np.zeros((2, 2, 2), np.uint8)
+        f.attrs.update(voxel_size_mm=[1.0] * 3, origin_mm=[0.0] * 3, phantom_name="tube_0000",
+                       dataset="tubes")
     assert run_simulation(spec, tmp_path / "p.h5", tmp_path / "out.h5", workers=2) == \
         {"prompts": 3}
     (job,) = seen

@@ -71,3 +71,32 @@ def test_chi2_per_bin_is_zero_for_identical_rates_and_large_for_different():
     assert histogram_chi2_per_bin(h, 1000, 2 * h, 2000) == pytest.approx(0.0)
     flat = np.full(5, 380)  # same total, other shape
     assert histogram_chi2_per_bin(h, 1000, flat, 1000) > 20
+
+
+@pytest.mark.parametrize("key, theirs, expected", [
+    ("phantom_name", "tube_0002", "records phantom 'tube_0001', but list-mode file {b} records "
+                                  "'tube_0002'"),
+    ("acquisition", "reference", "records acquisition 'fast', but list-mode file {b} records "
+                                 "'reference'"),
+    ("scanner", json.dumps(Scanner(crystal_depth_mm=10.0).to_dict()),
+     "records scanner geometry crystal_depth_mm 20.0, but list-mode file {b} records 10.0"),
+])
+def test_cli_refuses_files_of_another_phantom_acquisition_or_scanner(tmp_path, capsys, key,
+                                                                     theirs, expected):
+    import h5py
+
+    from sim.__main__ import main
+
+    a = _file(tmp_path / "a.h5", "opengate", 1000, 60, (40, 15, 5), 1)
+    b = _file(tmp_path / "b.h5", "fast", 1000, 60, (40, 15, 5), 2)
+    for path, value in ((a, None), (b, theirs)):
+        with h5py.File(path, "a") as f:
+            f.attrs.update(phantom_name="tube_0001", acquisition="fast", dataset="tubes")
+            if value is not None:
+                f.attrs[key] = value
+    out = tmp_path / "out"
+    assert main(["crosscheck", "--a", str(a), "--b", str(b), "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: list-mode file {a} "), err
+    assert expected.format(b=b) in err[0]
+    assert not out.exists() or list(out.iterdir()) == []

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.config import load_config, validate_config
 from pipeline.fileio import atomic_output
-from pipeline.specs import config_sha256
+from pipeline.specs import config_sha256, simulate_spec
 from sim.__main__ import main
 from sim.phantoms.file import read_phantom
 from sim.phantoms.metaimage import read_mhd
@@ -169,8 +169,11 @@ def test_a_bad_phantom_stops_simulate_with_one_line(built, tmp_path, capsys):
     field, nothing written (a NaN mu map used to hang the transport)."""
     bad = _corrupt(built[1], tmp_path / "bad.h5", "mu511", _with_nan)
     out = tmp_path / "out.h5"
-    code = main(["simulate", "--configfile", "config/config.yaml", "--dataset", "tubes",
-                 "--phantom", "tube_0001", "--acquisition", "fast", "--phantom-file", str(bad),
+    cfg = load_config()
+    cfg["datasets"] = {"small": {**cfg["datasets"]["tubes"], **SMALL}}
+    # The spec of the phantom's own dataset (another one's is refused before the file is read).
+    spec = simulate_spec(validate_config(cfg), "small", "tube_0001", "fast")
+    code = main(["simulate", "--spec", json.dumps(spec), "--phantom-file", str(bad),
                  "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
