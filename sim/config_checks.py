@@ -109,7 +109,7 @@ def _check_part(base: str, ds: dict, half_extent_xyz_mm: np.ndarray, bore_mm: fl
     """A ``part`` dataset: its volumes, their mesh files (read and checked) and the fit."""
     # Imported here: trimesh is needed by this family only.
     from sim.phantoms.parts.files import PartError
-    from sim.phantoms.parts.layout import PartSettings, check_fit, load_part
+    from sim.phantoms.parts.layout import PartRoom, PartSettings, check_fit, load_part
 
     _check(ds.get("part") is not None, f"{base}.part",
            "family 'part' needs a part section (volumes and fill; see config/parts.yaml)")
@@ -128,10 +128,14 @@ def _check_part(base: str, ds: dict, half_extent_xyz_mm: np.ndarray, bore_mm: fl
            "cracks, holes and pits go into the part's walls, but no volume is a solid one "
            "(neither filled nor air); set their weights to 0")
     lo, hi = settings.rotation_z_deg
+    grid = ds["grid"]
+    room = PartRoom.of(grid["shape"], grid["voxel_size_mm"], bore_mm)
     try:
-        check_fit(load_part(settings, lo), half_extent_xyz_mm, bore_mm, turns_about_z=hi > lo)
-    except PartError as exc:
-        raise ConfigError(f"config key {base}.part.volumes: {exc}") from None
+        check_fit(load_part(settings, lo, room=room), half_extent_xyz_mm, bore_mm,
+                  turns_about_z=hi > lo)
+    except PartError as exc:  # a scale error is one of part.unit_mm, the others of the files
+        raise ConfigError(f"config key {base}.part.{getattr(exc, 'key', 'volumes')}: "
+                          f"{exc}") from None
 
 
 def _check_job_settings(config: dict) -> None:

@@ -38,7 +38,7 @@ from sim.phantoms.families import (
     place_defects,
     uniform_in,
 )
-from sim.phantoms.parts.layout import PartSettings, PartVolume, load_part
+from sim.phantoms.parts.layout import PartRoom, PartSettings, PartVolume, load_part
 from sim.phantoms.shapes import Box, Cylinder, Shape, Sphere
 from sim.phantoms.voxelise import Grid, Layer
 
@@ -199,7 +199,11 @@ def part_model(spec: dict, rng: np.random.Generator, grid: Grid) -> PhantomModel
     """The solid model of one ``part`` phantom (see the module docstring)."""
     settings = PartSettings.from_config(spec["part"])
     turn_deg = uniform_in(rng, settings.rotation_z_deg)
-    volumes = load_part(settings, turn_deg, spacing_mm=0.5 * min(grid.voxel_size_mm))
+    # A part whose size says its units are wrong is refused here, before the defects look
+    # for room in it (they would fail to fit for no reason the user could see).
+    room = PartRoom.of(grid.shape, grid.voxel_size_mm, float(spec["scanner_inner_radius_mm"]))
+    volumes = load_part(settings, turn_deg, spacing_mm=0.5 * min(grid.voxel_size_mm),
+                        room=room)
     part = PartGeometry(volumes)
     layers = [background_layer(grid)] + [Layer(v.solid, v.material, active=v.filled)
                                          for v in volumes]

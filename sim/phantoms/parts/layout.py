@@ -76,6 +76,97 @@ class PartSettings:
                    tuple(map(float, part["translation_mm"])))
 
 
+#: Units a part's files are commonly drawn in, with the ``unit_mm`` that reads them.
+FILE_UNITS = (("metres", 1000.0), ("centimetres", 10.0), ("inches", 25.4),
+              ("millimetres", 1.0), ("micrometres", 0.001))
+
+
+class PartScaleError(PartError):
+    """A part whose size is implausible for the grid and scanner (its units look wrong); the
+    config key to look at is ``part.unit_mm``."""
+
+    key = "unit_mm"
+
+
+@dataclass(frozen=True)
+class PartRoom:
+    """What a part's size is judged against.
+
+    Attributes
+    ----------
+    voxel_mm : float
+        The grid's largest voxel edge: a part under two of them is too small to image.
+    room_mm : float
+        The larger of the grid's largest extent and the scanner bore's diameter: a part over
+        twice this is not a part that misses the grid by a little.
+    """
+
+    voxel_mm: float
+    room_mm: float
+
+    @classmethod
+    def of(cls, grid_shape: Any, voxel_size_mm: Any, bore_radius_mm: float) -> PartRoom:
+        """The room of a grid (shape and voxel size, any axis order) in a scanner bore."""
+        voxel = np.asarray(voxel_size_mm, dtype=float)
+        extent = np.asarray(grid_shape, dtype=float) * voxel
+        return cls(float(voxel.max()), float(max(extent.max(), 2.0 * bore_radius_mm)))
+
+
+def _mm(value: float) -> str:
+    """A length for a message: 3 significant digits, whole millimetres from 1000 mm."""
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+
+
+def check_scale(settings: PartSettings, bounds: dict[str, tuple[np.ndarray, np.ndarray]],
+                room: PartRoom) -> None:
+    """Refuse a part whose size says its units are wrong, before it is placed or voxelised.
+
+    The part's box (all volumes, file units times ``unit_mm``) must span at least two voxels
+    and at most twice ``room.room_mm``; otherwise one error names the part's files, its
+    extent in mm and the ``unit_mm`` of :data:`FILE_UNITS` that would give it a plausible
+    size (metres read as millimetres make a 50 mm part 0.05 mm across, and the defects
+    then find no place in it).
+
+    Parameters
+    ----------
+    settings : PartSettings
+    bounds : dict
+        Volume name -> (lower, upper) corner of its box in file units.
+    room : PartRoom
+
+    Raises
+    ------
+    PartScaleError
+    """
+    lo = np.min([b[0] for b in bounds.values()], axis=0)
+    hi = np.max([b[1] for b in bounds.values()], axis=0)
+    extent_file = hi - lo
+    extent = float(extent_file.max()) * settings.unit_mm
+    smallest, largest = 2.0 * room.voxel_mm, 2.0 * room.room_mm
+    if smallest <= extent <= largest:
+        return
+    if extent < smallest:
+        reason = (f"less than two voxels of the grid ({_mm(smallest)} mm): too small to image "
+                  "or to hold a defect")
+    else:
+        reason = (f"more than twice the room it must fit in ({_mm(room.room_mm)} mm, the larger "
+                  "of the grid's extent and the scanner bore's diameter)")
+    guesses = [f"{name} (part.unit_mm: {unit:g}, {_mm(extent_file.max() * unit)} mm across)"
+               for name, unit in FILE_UNITS if unit != settings.unit_mm
+               and smallest <= extent_file.max() * unit <= room.room_mm]
+    hint = (f"are the files in {' or '.join(guesses)}?" if guesses else
+            "check the files' units (part.unit_mm) and the grid's voxel_size_mm")
+    files = list(dict.fromkeys(v.mesh for v in settings.volumes if v.mesh is not None))
+    if settings.label_image and any(v.label is not None for v in settings.volumes):
+        files.append(settings.label_image)
+    kind = ("mesh" if settings.volumes[0].mesh is not None else "label image") \
+        if len(files) == 1 else "part files"
+    x, y, z = (float(e) * settings.unit_mm for e in extent_file)
+    raise PartScaleError(f"{kind} {', '.join(files)}: the part measures {_mm(extent)} mm across "
+                         f"({_mm(x)} x {_mm(y)} x {_mm(z)} mm along x, y, z with part.unit_mm "
+                         f"{settings.unit_mm:g}), {reason}; {hint}")
+
+
 @dataclass(frozen=True)
 class PartVolume:
     """One placed volume: its solid, material and whether it holds the solution."""
@@ -104,11 +195,12 @@ def placement(settings: PartSettings, bounds: list[tuple[np.ndarray, np.ndarray]
 
 
 def load_part(settings: PartSettings, turn_z_deg: float = 0.0,
-              spacing_mm: float = 0.5) -> list[PartVolume]:
+              spacing_mm: float = 0.5, room: PartRoom | None = None) -> list[PartVolume]:
     """Read, check and place every volume of a part (order kept: painter's rule).
 
     ``spacing_mm`` is the surface-point spacing of mesh volumes (half the phantom's smallest
-    voxel size keeps the voxeliser's near-surface test tight).
+    voxel size keeps the voxeliser's near-surface test tight). With ``room``, a part whose
+    size makes its units look wrong is refused before it is placed (:func:`check_scale`).
     """
     meshes = {v.name: load_mesh(v.mesh) for v in settings.volumes if v.mesh is not None}
     labels, affine = (load_label_image(settings.label_image) if settings.label_image
@@ -123,7 +215,10 @@ def load_part(settings: PartSettings, turn_z_deg: float = 0.0,
                                 f"{v.label} (volume {v.name!r}); labels present: "
                                 f"{np.unique(labels).tolist()}")
             raw[v.name] = LabelRegion(v.name, settings.label_image, labels, v.label, affine)
-    transform = placement(settings, [s.bounds_mm() for s in raw.values()], turn_z_deg)
+    bounds = {name: solid.bounds_mm() for name, solid in raw.items()}
+    if room is not None:
+        check_scale(settings, bounds, room)
+    transform = placement(settings, list(bounds.values()), turn_z_deg)
     out = []
     for v in settings.volumes:
         if v.mesh is not None:

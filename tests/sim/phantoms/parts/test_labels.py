@@ -165,3 +165,15 @@ def test_volume_sources_are_checked(default_config, tmp_path, change, expected):
     change(dataset["part"])
     message = _refused(default_config, dataset)
     assert "datasets.mine.part" in message and expected in message
+
+
+def test_a_label_image_whose_affine_is_in_metres_is_refused_with_the_unit(default_config,
+                                                                          tmp_path):
+    labels, affine = _labels()
+    affine[:3] /= 1000.0  # the same block, its voxel-to-position map in metres
+    path = _nifti(tmp_path, labels, affine)
+    message = _refused(default_config, _dataset(path))
+    # 48 mm of block along x (60 voxels of 0.8 mm), read as 0.048 mm.
+    assert message.startswith(f"config key datasets.mine.part.unit_mm: label image {path}: "
+                              "the part measures 0.048 mm across"), message
+    assert message.endswith("are the files in metres (part.unit_mm: 1000, 48 mm across)?")

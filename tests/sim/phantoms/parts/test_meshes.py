@@ -328,3 +328,67 @@ def test_a_part_family_without_its_section_is_refused(default_config):
     ds = _block()
     del ds["part"]
     assert "datasets.mine.part" in _refused(default_config, ds)
+
+
+def _one_box(path, extents, unit_mm: float = 1.0) -> dict:
+    """A part of one water-filled box mesh of ``extents`` (file units), no defects."""
+    trimesh.creation.box(extents=extents).export(path)
+    ds = _block()
+    ds["part"].update(volumes=[{"name": "body", "mesh": str(path), "material": "water"}],
+                      fill=["body"], unit_mm=unit_mm)
+    return ds
+
+
+#: The block's grid: 2 x 1 x 1 mm voxels (a part needs at least 4 mm), 96 mm across in a bore
+#: of 2 x 116.4 mm (room 233 mm; a part over 466 mm is no near miss).
+@pytest.mark.parametrize("extents, unit_mm, size, reason, hint", [
+    ([0.04, 0.03, 0.02], 1.0, "0.04 mm across (0.04 x 0.03 x 0.02 mm",
+     "less than two voxels of the grid (4 mm): too small to image or to hold a defect",
+     "are the files in metres (part.unit_mm: 1000, 40 mm across)?"),
+    ([1.5, 1.2, 0.8], 1.0, "1.5 mm across (1.5 x 1.2 x 0.8 mm",
+     "less than two voxels of the grid (4 mm)",
+     "are the files in centimetres (part.unit_mm: 10, 15 mm across) or inches "
+     "(part.unit_mm: 25.4, 38.1 mm across)?"),
+    ([40.0, 30.0, 20.0], 25.4, "1016 mm across (1016 x 762 x 508 mm",
+     "more than twice the room it must fit in (233 mm, the larger of the grid's extent and the "
+     "scanner bore's diameter)",
+     "are the files in millimetres (part.unit_mm: 1, 40 mm across)?"),
+    ([40000.0, 30000.0, 20000.0], 1.0, "40000 mm across",
+     "more than twice the room", "are the files in micrometres (part.unit_mm: 0.001, 40 mm "
+                                 "across)?"),
+    ([1e-5, 1e-5, 1e-5], 1.0, "1e-05 mm across", "less than two voxels",
+     "check the files' units (part.unit_mm) and the grid's voxel_size_mm"),
+])
+def test_a_part_of_implausible_size_is_refused_with_its_likely_units(
+        default_config, tmp_path, extents, unit_mm, size, reason, hint):
+    path = tmp_path / "part.stl"
+    message = _refused(default_config, _one_box(path, extents, unit_mm))
+    assert message.startswith(f"config key datasets.mine.part.unit_mm: mesh {path}: the part "
+                              f"measures {size}"), message
+    assert f"with part.unit_mm {unit_mm:g}), " in message
+    assert reason in message and message.endswith(hint), message
+
+
+def test_the_phantom_stage_refuses_a_part_in_metres_before_placing_defects(default_config,
+                                                                          tmp_path):
+    """Through ``python -m sim phantom --spec`` (no config validation on that path): one
+    error line naming the mesh, its size and the unit, nothing written."""
+    import json
+    import subprocess
+    import sys
+
+    mm = tmp_path / "part_mm.stl"
+    ds = _one_box(mm, [40.0, 30.0, 20.0])
+    ds["defects"] = {"count": [2, 2], "types": FLUID_ONLY}
+    spec = phantom_spec(validate_config(_config_with(default_config, ds)), "mine", "part_0000")
+    metres = tmp_path / "part_m.stl"
+    trimesh.creation.box(extents=[0.04, 0.03, 0.02]).export(metres)
+    spec["part"]["volumes"][0]["mesh"] = str(metres)  # the same part, drawn in metres
+    out = tmp_path / "out" / "part_0000.h5"
+    run = subprocess.run([sys.executable, "-m", "sim", "phantom", "--spec", json.dumps(spec),
+                          "--out", str(out)], capture_output=True, text=True)
+    err = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(err) == 1, run.stderr
+    assert err[0].startswith(f"error: mesh {metres}: the part measures 0.04 mm across")
+    assert err[0].endswith("are the files in metres (part.unit_mm: 1000, 40 mm across)?")
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
