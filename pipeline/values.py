@@ -88,6 +88,8 @@ def exact_cast(where: str, field: str, values: Any, dtype: Any) -> np.ndarray:
                 "c": "complex numbers", "V": "records"}.get(stored.kind, "not numbers")
         raise ValueError(f"{where}: {field} is stored as {stored} ({what}); it must hold "
                          f"{target} values")
+    if np.can_cast(stored, target, casting="safe"):  # no value can change (int16 -> int32)
+        return array.astype(target, copy=False)
     if target.kind in "iu":
         info = np.iinfo(target)
         if stored.kind == "f":
