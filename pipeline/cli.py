@@ -9,6 +9,13 @@ import sys
 
 from pipeline.config import ConfigError
 from pipeline.fileio import check_writable
+from pipeline.interrupts import (
+    GRACE_S,
+    raise_if_stopped,
+    stop_message,
+    stop_on_signals,
+    stop_requested,
+)
 
 #: Failures that are the user's to fix (bad input, missing data or executables): reported
 #: as one ``error:`` line with exit code 2 instead of a traceback.
@@ -18,29 +25,38 @@ USER_ERRORS = (ConfigError, FileExistsError, FileNotFoundError, ValueError, Runt
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package: str) -> int:
     """Parse ``argv``, set up logging (``-v`` for debug) and run ``args.func(args)``.
 
-    Returns the exit code: 0, or 2 after printing a user error on one line (the traceback
-    goes to the ``package`` logger at debug level).
+    Returns the exit code: what ``args.func`` returns when it is an integer (the launcher's
+    Snakemake), else 0; 2 after printing a user error on one line (the traceback goes to
+    the ``package`` logger at debug level); 128 + the signal's number after SIGINT, SIGTERM
+    or SIGHUP, with one line (:mod:`pipeline.interrupts`: workers stopped, temporary files
+    removed on the way out). ``args.grace_s``, when the sub-command sets it, is how long a
+    stop may take before the process is ended outright.
     """
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    # SIGTERM (Snakemake stopping a job, a cluster's time limit) unwinds like Ctrl-C, so
-    # every temporary file is removed on the way out; the exit code stays 128 + 15.
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        check_outputs(args)
-        args.func(args)
-    except (*USER_ERRORS, OSError, MemoryError) as exc:
-        logging.getLogger(package).debug("details", exc_info=True)
-        print(f"error: {describe(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        # Temporary files are gone by now (every writer unwinds); one line, no traceback.
-        print("error: interrupted; no output was written", file=sys.stderr)
-        return 128 + signal.SIGINT
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+    with stop_on_signals(getattr(args, "grace_s", GRACE_S)):
+        try:
+            check_outputs(args)
+            code = args.func(args)
+            raise_if_stopped()  # a signal whose exception was swallowed on the way
+        except KeyboardInterrupt as exc:
+            signum = stop_requested() or getattr(exc, "signum", signal.SIGINT)
+            print(stop_message(signum), file=sys.stderr)
+            return 128 + signum
+        except (*USER_ERRORS, OSError, MemoryError) as exc:
+            if stop_requested() is not None:  # the failure is the stop's doing
+                print(stop_message(stop_requested()), file=sys.stderr)
+                return 128 + stop_requested()
+            logging.getLogger(package).debug("details", exc_info=True)
+            print(f"error: {describe(exc)}", file=sys.stderr)
+            return 2
+        except Exception:
+            if stop_requested() is None:
+                raise  # a bug: its traceback
+            print(stop_message(stop_requested()), file=sys.stderr)
+            return 128 + stop_requested()
+    return code if isinstance(code, int) else 0
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -63,7 +79,3 @@ def describe(exc: BaseException) -> str:
         paths = [str(p) for p in (exc.filename, exc.filename2) if p]
         return f"{' -> '.join(paths)}: {exc.strerror}" if paths else exc.strerror
     return " ".join(str(exc).split("\n"))
-
-
-def _terminate(signum, frame) -> None:
-    raise SystemExit(128 + signum)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from pipeline.interrupts import deferred_stop, raise_if_stopped
 from pipeline.specs import canonical_json, config_sha256
 
 #: Packages whose versions go into ``package_versions``.
@@ -30,6 +32,12 @@ _PROVENANCE_PACKAGES = (
 def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it to ``path`` on success.
 
+    The rename happens only if no stop signal has arrived (:mod:`pipeline.interrupts`), and
+    a signal during it waits until it is done, so a stopped command never commits an output
+    it did not finish nor leaves one half renamed. A writer that fails on a full disk, in
+    whatever words its library uses (torch's "unexpected pos", h5py's "can't write data"),
+    gives an ``OSError`` (ENOSPC) naming ``path``.
+
     Raises
     ------
     FileExistsError
@@ -38,33 +46,40 @@ def atomic_output(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    raise_if_stopped()
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as exc:
-        if exc.filename is None:  # h5py and numpy name neither the file nor always the cause
-            raise OSError(exc.errno, _write_failure(exc, path.parent), str(path)) from None
-        raise
+        try:
+            yield tmp
+            with deferred_stop():
+                raise_if_stopped()
+                os.replace(tmp, path)
+        except Exception as exc:
+            error = _write_error(exc, path, path.parent)
+            if error is exc:
+                raise
+            raise error from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        with deferred_stop():
+            if tmp.exists():
+                tmp.unlink()
 
 
 @contextlib.contextmanager
 def atomic_output_set(paths: list[str | Path], overwrite: bool = False) -> Iterator[Path]:
     """Write several outputs as one: yield a hidden staging folder beside them, in which
     the caller writes each output under its own file name; they are moved into place only
-    when the block succeeds, so a failed or killed job never leaves some of them looking
-    complete without the others. Stale staging folders of dead processes are removed."""
-    import shutil
-
+    when the block succeeds and no stop signal has arrived (all of them: a signal during
+    the moves waits until they are done), so a failed, stopped or killed job never leaves
+    some of them looking complete without the others. Stale staging folders of dead
+    processes are removed."""
     paths = [Path(p) for p in paths]
     for path in paths:
         if path.exists() and not overwrite:
             raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+    raise_if_stopped()
     parent = paths[0].parent
     parent.mkdir(parents=True, exist_ok=True)
     for old in parent.glob(f".{paths[0].name}.*.staging"):
@@ -74,28 +89,47 @@ def atomic_output_set(paths: list[str | Path], overwrite: bool = False) -> Itera
     staging = parent / f".{paths[0].name}.{os.getpid()}.staging"
     staging.mkdir(exist_ok=True)
     try:
-        yield staging
-        missing = [p.name for p in paths if not (staging / p.name).is_file()]
-        if missing:
-            raise RuntimeError(f"{staging}: output(s) {', '.join(missing)} were not written")
-        for path in paths:
-            os.replace(staging / path.name, path)
-    except OSError as exc:
-        if exc.filename is None:
-            raise OSError(exc.errno, _write_failure(exc, parent), str(parent)) from None
-        raise
+        try:
+            yield staging
+            missing = [p.name for p in paths if not (staging / p.name).is_file()]
+            if missing:
+                raise RuntimeError(f"{staging}: output(s) {', '.join(missing)} were not "
+                                   "written")
+            with deferred_stop():
+                raise_if_stopped()
+                for path in paths:
+                    os.replace(staging / path.name, path)
+        except Exception as exc:
+            error = _write_error(exc, parent, parent)
+            if error is exc:
+                raise
+            raise error from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with deferred_stop():
+            shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_failure(exc: OSError, folder: Path) -> str:
-    """The cause of a failed write, in words: a full disk when it is one."""
-    detail = exc.strerror or str(exc).splitlines()[0]
+def _write_error(exc: Exception, target: Path, folder: Path) -> Exception:
+    """The exception a failed write of ``target`` raises: an ``OSError`` naming ``target``
+    when the disk is full (whatever the writer raised) or the writer's ``OSError`` named
+    neither file nor cause (h5py, numpy); else ``exc`` itself."""
+    full = _disk_full(folder)
+    if full or isinstance(exc, OSError) and exc.filename is None:
+        detail = (exc.strerror if isinstance(exc, OSError) and exc.strerror
+                  else str(exc).strip().splitlines()[0] if str(exc).strip()
+                  else type(exc).__name__)
+        if full:
+            return OSError(errno.ENOSPC, f"no space left on the device ({detail})",
+                           str(target))
+        return OSError(getattr(exc, "errno", None), f"cannot write ({detail})", str(target))
+    return exc
+
+
+def _disk_full(folder: Path) -> bool:
     try:
-        full = shutil.disk_usage(folder).free < 1 << 20
+        return shutil.disk_usage(folder).free < 1 << 20
     except OSError:
-        full = False
-    return f"no space left on the device ({detail})" if full else f"cannot write ({detail})"
+        return False
 
 
 @contextlib.contextmanager
@@ -109,7 +143,8 @@ def scratch_folder(path: str | Path) -> Iterator[Path]:
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        with deferred_stop():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:

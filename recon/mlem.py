@@ -26,7 +26,7 @@ returned (and handed to callbacks) is ``x = K alpha``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,7 @@ import scipy.sparse
 import torch
 from tqdm import tqdm
 
+from pipeline.interrupts import raise_if_stopped
 from recon.kernel import ImageModel
 from recon.projector import Projector, TOFKernel
 from recon.system_matrix import to_torch_csr
@@ -102,8 +103,12 @@ def image_maps(model: ImageModel | None, columns: bool
     return model.image, model.forward, model.back
 
 
-def _progress(n: int, what: str):
-    return tqdm(range(n), desc=what, unit="it", disable=None, leave=False)
+def _progress(n: int, what: str) -> Iterator[int]:
+    """Iterations 0..n-1 with a progress bar; each is a safe point for a stop signal
+    (:func:`pipeline.interrupts.raise_if_stopped`)."""
+    for it in tqdm(range(n), desc=what, unit="it", disable=None, leave=False):
+        raise_if_stopped()
+        yield it
 
 
 def view_subsets(shape: tuple[int, int], n_subsets: int) -> list[np.ndarray]:

@@ -7,9 +7,10 @@ an empty overlay, a YAML syntax error, a top-level list, a missing file, a dotte
 (``--config scanner.rings=32``). This launcher reads the same arguments the way Snakemake's
 parser does, checks the raw files (file, line and column) and items (the item and what is
 wrong), validates the merged config exactly as the Snakefile will (the repository's
-``config/config.yaml``, then each overlay, then the items), and only then replaces itself
-with the ``snakemake`` of the same environment, arguments unchanged. A bad config therefore
-costs one ``error:`` line and exit code 2, and nothing starts.
+``config/config.yaml``, then each overlay, then the items), and only then runs the
+``snakemake`` of the same environment, arguments unchanged, passing a stop signal on to it
+and its jobs (:func:`run_snakemake`). A bad config therefore costs one ``error:`` line and
+exit code 2, and nothing starts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -170,9 +173,59 @@ def snakemake_executable() -> str:
     return found
 
 
-def run_snakemake(argv: list[str]) -> None:
-    """Check the config of ``argv``, then become ``snakemake argv`` (never returns)."""
+#: Seconds Snakemake has to stop its jobs after the launcher forwards a stop signal, then
+#: SIGTERM to its process group, then (after :data:`KILL_AFTER_S`) SIGKILL.
+SNAKEMAKE_STOP_S = 30.0
+KILL_AFTER_S = 5.0
+
+
+def run_snakemake(argv: list[str]) -> int:
+    """Check the config of ``argv``, then run ``snakemake argv`` and return its exit code.
+
+    Snakemake runs in a process group of its own, with its local jobs, and the launcher
+    stays in front of it: a SIGINT, SIGTERM or SIGHUP the launcher receives
+    (:mod:`pipeline.interrupts`; a terminal's Ctrl-C reaches only the launcher's group) is
+    passed on as SIGINT to that whole group. SIGINT is Snakemake's "stop now": it cancels
+    its jobs (``scancel`` on Slurm) and removes their incomplete outputs, while its answer to
+    SIGTERM is to wait for every running job to finish, which on a cluster can take hours.
+    Each local job gets the SIGINT too and stops with its own clean-up. A Snakemake still
+    running :data:`SNAKEMAKE_STOP_S` later gets SIGTERM, then SIGKILL; a launcher killed
+    outright takes Snakemake with it (Linux's parent-death signal, SIGINT).
+    """
     check_snakemake_config(argv)
     executable = snakemake_executable()
     sys.stdout.flush()
-    os.execv(executable, [executable, *argv])
+    sys.stderr.flush()
+    proc = subprocess.Popen([executable, *argv], preexec_fn=_own_group_dying_with_parent)
+    try:
+        return proc.wait()
+    except BaseException:
+        stop_process_group(proc, signal.SIGINT, SNAKEMAKE_STOP_S)
+        raise
+
+
+def _own_group_dying_with_parent() -> None:
+    # Out of the terminal's group, Snakemake hears SIGINT only from the launcher: restore the
+    # default a non-interactive shell's background job (`make run &`) starts without.
+    os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # PR_SET_PDEATHSIG
+
+
+def stop_process_group(proc: subprocess.Popen, first: int, timeout_s: float) -> None:
+    """Send ``first`` to the process group led by ``proc`` and wait ``timeout_s`` for
+    ``proc`` to end; then SIGTERM and, :data:`KILL_AFTER_S` later, SIGKILL to the group."""
+    for signum, wait_s in ((first, timeout_s), (signal.SIGTERM, KILL_AFTER_S),
+                           (signal.SIGKILL, KILL_AFTER_S)):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            break  # the whole group is gone
+        try:
+            proc.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue

@@ -43,6 +43,7 @@ from models.training.ema import make_ema, update_ema
 from models.training.grids import write_panels
 from models.training.history import write_history
 from models.training.settings import LoopSettings
+from pipeline.interrupts import raise_if_stopped
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.method.name,
                    disable=not sys.stderr.isatty(), leave=False)
         while self.step < self.total_steps:
+            raise_if_stopped()  # a stop whose exception was swallowed (pipeline.interrupts)
             t0 = time.perf_counter()
             values = self.train_step()
             self.step += 1

@@ -1,24 +1,32 @@
-"""Interruptions with real signals in subprocesses: Ctrl-C ends a multi-worker simulation
-with one line and no worker left; workers die with a parent killed outright; the temporary
-files of a killed write are removed when the output is written again."""
+"""Interruptions with real signals in subprocesses: Ctrl-C, SIGTERM and SIGHUP, alone or
+twice, at random moments, end every long-running command with one line, its exit code, no
+worker left and no file that looks complete (each command many times in a row, so that a
+race shows as a failure); workers die with a parent killed outright; the temporary files of
+a killed write are removed when the output is written again."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 
 from pipeline.fileio import atomic_output, remove_stale_temporaries
+from pipeline.interrupts import stop_message
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = ("run_datasets: [qa_point]\n"
-           "datasets: {qa_point: {acquisitions: [reference]}}\n")
+           "datasets: {qa_point: {acquisitions: [fast, reference]}}\n")
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +43,12 @@ def point_phantom(tmp_path_factory):
 
 
 def _sim(command: str, overlay: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "sim", command, "--configfile", "config/config.yaml",
-            "--configfile", "config/qa.yaml", "--configfile", str(overlay), "--dataset",
-            "qa_point", *args]
+    return [sys.executable, "-m", "sim", *_sim_args(command, overlay, *args)]
+
+
+def _sim_args(command: str, overlay: Path, *args: str) -> list[str]:
+    return [command, "--configfile", "config/config.yaml", "--configfile", "config/qa.yaml",
+            "--configfile", str(overlay), "--dataset", "qa_point", *args]
 
 
 def _start_simulation(overlay: Path, phantom: Path, out: Path) -> tuple[subprocess.Popen,
@@ -67,24 +78,228 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _gone(processes: list[psutil.Process], timeout_s: float) -> bool:
-    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
-    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+#: How a stop signal is sent: to the process group (a terminal's Ctrl-C, Slurm ending a job)
+#: or to the process alone (``kill PID``, Snakemake stopping a job).
+SENDS = ((signal.SIGINT, "group"), (signal.SIGINT, "pid"), (signal.SIGTERM, "pid"),
+         (signal.SIGTERM, "group"), (signal.SIGHUP, "pid"))
+DRIVER = Path(__file__).with_name("interrupt_driver.py")
+
+
+@dataclass(frozen=True)
+class Shot:
+    """The signals of one repetition: (seconds to wait, signal, where) in order; the first
+    wait counts from the moment the command's handlers are in. ``cold``: the command starts
+    as a new ``python -m`` process (the signal may come during its imports), else forked
+    from a process that has imported it."""
+
+    sends: tuple[tuple[float, int, str], ...]
+    cold: bool = False
+
+
+def plan_shots(n: int, window_s: tuple[float, float], seed: int,
+               cold_window_s: tuple[float, float] = (0.0, 2.5)) -> list[Shot]:
+    """``n`` repetitions: a first signal at a uniform moment of ``window_s`` after the start,
+    every way of sending it in turn; every other repetition a second signal within 0.3 s
+    (a second Ctrl-C while the first is being handled); every fourth repetition a cold
+    start, signalled within ``cold_window_s``."""
+    rng = np.random.default_rng(seed)
+    shots = []
+    for k in range(n):
+        signum, where = SENDS[k % len(SENDS)]
+        cold = k % 4 == 3
+        sends = [(float(rng.uniform(*(cold_window_s if cold else window_s))), signum, where)]
+        if k % 2:
+            again, where2 = SENDS[int(rng.integers(len(SENDS)))]
+            sends.append((float(rng.uniform(0.0, 0.3)), again, where2))
+        shots.append(Shot(tuple(sends), cold))
+    return shots
+
+
+class _Lines:
+    """Lines of a pipe read with a timeout (unbuffered: select sees every byte)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buffer = fd, b""
+
+    def next(self, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return ""
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return ""
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+
+def stress(package: str, commands: list[list[str]], shots: list[Shot], tmp_path: Path,
+           leftovers: Callable[[int], list[str]]) -> tuple[list[str], float]:
+    """Run ``commands[k]`` of ``package`` under ``shots[k]`` in one driver process; the
+    failures (empty when every repetition stopped as it should) and the seconds taken.
+
+    Each repetition must end with 128 + its first signal's number, exactly the one stop
+    line on stderr (no traceback, no "Exception ignored"), no child process alive, and
+    ``leftovers(k)`` (what it left that it should not have) empty.
+    """
+    listing = tmp_path / "commands.json"
+    listing.write_text(json.dumps(commands))
+    log = tmp_path / "driver.stderr"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.monotonic()
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen([sys.executable, str(DRIVER), package, str(listing)],
+                                cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=stderr, bufsize=0, env=env, start_new_session=True)
+    lines = _Lines(proc.stdout.fileno())
+    failures, results = [], {}
+    try:
+        for k, shot in enumerate(shots):
+            proc.stdin.write(b"cold\n" if shot.cold else b"go\n")
+            begin = lines.next(120).split()
+            if begin[:2] != ["BEGIN", str(k)]:
+                failures.append(f"#{k}: the driver did not start the command")
+                break
+            pid = int(begin[2])
+            for wait_s, signum, where in shot.sends:
+                time.sleep(wait_s)
+                try:
+                    (os.killpg if where == "group" else os.kill)(pid, signum)
+                except ProcessLookupError:  # a second signal after the command had ended
+                    pass
+            line = lines.next(60)
+            if not line:
+                failures.append(f"#{k} {shot}: no end 60 s after the signal")
+                break
+            results[k] = json.loads(line)
+    finally:
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    seconds = time.monotonic() - t0
+    sections = log.read_text().split("=== ")[1:]
+    for k, result in results.items():
+        first = shots[k].sends[0][1]
+        text = sections[k].split("\n", 1)[1] if k < len(sections) else ""
+        errors = [line for line in text.splitlines() if line.startswith("error:")]
+        wrong = []
+        if result["code"] != 128 + first:
+            wrong.append(f"exit code {result['code']}")
+        if errors != [stop_message(first)]:
+            wrong.append(f"error lines {errors}")
+        for bad in ("Traceback", "Exception ignored", "KeyboardInterrupt"):
+            if bad in text:
+                wrong.append(f"{bad!r} on stderr")
+        if result["alive"]:
+            wrong.append(f"processes left {result['alive']}")
+        wrong += leftovers(k)
+        if wrong:
+            failures.append(f"#{k} {shots[k]}: {'; '.join(wrong)}\n{text[-1500:]}")
+    return failures, seconds
+
+
+def _left_in(folder: Path) -> list[str]:
+    """Whatever a stopped command left in its output folder (it should leave nothing)."""
+    found = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() \
+        else []
+    return [f"left {found}"] if found else []
 
 
 @pytest.mark.slow
-def test_ctrl_c_ends_with_one_line_and_no_worker_left(point_phantom, tmp_path):
+def test_simulate_stops_cleanly_whenever_the_signal_comes(point_phantom, tmp_path):
+    """A two-worker simulation, 20 times: Ctrl-C to the group, SIGINT, SIGTERM or SIGHUP to
+    the process, SIGTERM to the group, at a random moment of its start-up or its chunks,
+    every other time followed by a second signal."""
     overlay, phantom = point_phantom
-    out = tmp_path / "out" / "reference.h5"
-    proc, workers = _start_simulation(overlay, phantom, out)
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole group
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGINT, stderr[-2000:]
-    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert errors == ["error: interrupted; no output was written"], stderr[-2000:]
-    assert _gone(workers, 10), "workers outlived the interrupted simulation"
-    assert list(out.parent.iterdir()) == []
+    n = 20
+    outs = [tmp_path / f"run{k}" / "reference.h5" for k in range(n)]
+    commands = [_sim_args("simulate", overlay, "--phantom", "point_0000", "--acquisition",
+                          "reference", "--phantom-file", str(phantom), "--out", str(out),
+                          "--threads", "2") for out in outs]
+    failures, seconds = stress("sim", commands, plan_shots(n, (0.02, 2.5), seed=1), tmp_path,
+                               lambda k: _left_in(outs[k].parent))
+    print(f"{n} interrupted simulations in {seconds:.1f} s")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def point_listmode(point_phantom):
+    """A `fast` acquisition of the point phantom (16 k prompts): what reconstruct reads."""
+    overlay, phantom = point_phantom
+    listmode = phantom.with_name("fast.h5")
+    run = subprocess.run(_sim("simulate", overlay, "--phantom", "point_0000", "--acquisition",
+                              "fast", "--phantom-file", str(phantom), "--out", str(listmode)),
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return overlay, phantom, listmode
+
+
+@pytest.mark.slow
+def test_reconstruct_stops_cleanly_whenever_the_signal_comes(point_listmode, tmp_path):
+    """2D OSEM with its system matrix, attenuation and scatter, 20 times, signals as for the
+    simulation: no image, NIfTI, PNG or defect file of a stopped reconstruction is left."""
+    overlay, phantom, listmode = point_listmode
+    n = 20
+    outs = [tmp_path / f"run{k}" / "image.h5" for k in range(n)]
+    commands = [_sim_args("reconstruct", overlay, "--listmode", str(listmode),
+                          "--phantom-file", str(phantom), "--out", str(out)) for out in outs]
+    failures, seconds = stress("recon", commands, plan_shots(n, (0.02, 2.0), seed=2),
+                               tmp_path, lambda k: _left_in(outs[k].parent))
+    print(f"{n} interrupted reconstructions in {seconds:.1f} s")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.fixture(scope="module")
+def generative_inputs(tmp_path_factory):
+    from tests.models.fixtures import make_generative_inputs, tiny_generative_config
+
+    cfg = tiny_generative_config()
+    return make_generative_inputs(tmp_path_factory.mktemp("generative"), cfg)
+
+
+def _not_finished(folder: Path) -> list[str]:
+    """What a stopped training may not leave: its final files, or hidden temporaries (a
+    complete ``checkpoint.pt`` with its ``history.csv``, and sample grids, are what resuming
+    is for)."""
+    bad = [str(p.relative_to(folder)) for p in folder.rglob("*")
+           if p.name.startswith(".") or p.name in ("final.pt", "losses.png", "metrics.json")]
+    return [f"left {sorted(bad)}"] if bad else []
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_stop_cleanly_whenever_the_signal_comes(generative_inputs,
+                                                                        tmp_path):
+    """The attention GAN's training and the evaluation's feature network, 10 times each, at
+    a random moment of their start or their steps: no final model, no temporary file."""
+    from pipeline.specs import feature_network_spec, train_spec
+    from tests.models.fixtures import tiny_generative_config
+
+    files = generative_inputs
+    cfg = tiny_generative_config(steps=100000, checkpoint_every=5, sample_every=50)
+    cfg["evaluate"]["feature_network"]["epochs"] = 100000
+    n = 20
+    outs = [tmp_path / f"run{k}" for k in range(n)]
+    train = ["train", "--spec", json.dumps(train_spec(cfg, "tubes", "attention_gan")),
+             "--positron", str(files["positron"]), "--ct", str(files["ct"]), "--features",
+             str(files["features"]), "--encoder", str(files["encoder"]), "--threads", "1"]
+    features = ["feature-network", "--spec", json.dumps(feature_network_spec(cfg, "tubes")),
+                "--positron", str(files["positron"]), "--threads", "1"]
+    commands = [[*(features if k % 2 else train), "--out-dir", str(out)]
+                for k, out in enumerate(outs)]
+    failures, seconds = stress("models", commands, plan_shots(n, (0.02, 2.0), seed=3),
+                               tmp_path, lambda k: _not_finished(outs[k]))
+    print(f"{n} interrupted trainings in {seconds:.1f} s")
+    assert not failures, "\n".join(failures)
+
+
+def _gone(processes: list[psutil.Process], timeout_s: float) -> bool:
+    _, alive = psutil.wait_procs(processes, timeout=timeout_s)
+    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
 
 
 @pytest.mark.slow

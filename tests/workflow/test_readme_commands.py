@@ -225,7 +225,7 @@ def test_generative_stage_by_hand_commands(sandbox, monkeypatch):
         parsed[argv[0]] = parser.parse_args(argv)
         return 0
 
-    monkeypatch.setattr("models.__main__.run_command", parse_only)
+    monkeypatch.setattr("models.cli.run_command", parse_only)
     for argv in commands:
         assert main(argv[3:]) == 0
         assert parsed[argv[3]].func.__name__ == "_cmd_" + {

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.interrupts import STOP_SIGNALS, raise_if_stopped
 from sim.engines.embedded.coincidences import SorterSettings, StreamingSorter
 from sim.engines.embedded.digitizer import DigitizerSettings, adder_readout, blur_and_window
 from sim.engines.embedded.source import (
@@ -204,6 +205,7 @@ class FastEngine:
             bar = tqdm(chunks, total=frame.n_slices, unit="chunk", desc="simulate",
                        disable=(not sys.stderr.isatty()) if progress is None else not progress)
             for k, (singles, n, chunk_timings) in enumerate(bar):
+                raise_if_stopped()  # a stop whose exception was swallowed (pipeline.interrupts)
                 for key, value in chunk_timings.items():
                     timings[key] += value
                 singles["event"] = singles["event"] + primaries
@@ -249,12 +251,16 @@ def _pool_results(engine: FastEngine, frame: Frame, seed: int, workers: int):
     except BaseException:
         # Ctrl-C, SIGTERM, an error or the consumer stopping: the queued chunks are dropped
         # and the workers stopped now, instead of the pool's exit running every chunk left.
+        # Workers ignore the stop signals (below), so they are killed: they hold no files.
+        # Then the pool's manager thread is joined: left running, it can close its wake-up
+        # pipe while the interpreter's exit hook writes to it (CPython 3.11: "Exception
+        # ignored ... Bad file descriptor" after the stop line).
         processes = list((pool._processes or {}).values())  # no public terminate() here
-        pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
-            process.terminate()
+            process.kill()
         for process in processes:
             process.join(timeout=5)
+        pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
 
@@ -263,11 +269,12 @@ _WORKER_ENGINE: list[FastEngine] = []  # one per worker process, set by _init_wo
 
 
 def _init_worker(engine: FastEngine, parent_pid: int) -> None:
-    # Ctrl-C reaches the whole process group: only the parent handles it (one message, and
-    # it stops the workers). If the parent dies without stopping them (SIGKILL), the kernel
-    # kills them too (Linux's parent-death signal); the check after it closes the race with
-    # a parent that died first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Ctrl-C, and a SIGTERM sent to the process group (Snakemake, a cluster), reach every
+    # worker: only the parent handles them (one message, and it kills the workers). If the
+    # parent dies without stopping them (SIGKILL), the kernel kills them too (Linux's
+    # parent-death signal); the check after it closes the race with a parent that died first.
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         import ctypes
 
