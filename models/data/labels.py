@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.fileio import open_hdf5
+from models.data.image_set import open_image_set
 
 #: Defect classes of the image sets, in label order (``none``: no defect in the image).
 DEFECT_CLASSES = ("none", "crack", "hole", "pit", "inclusion", "bubble")
@@ -47,7 +47,7 @@ def _from_types(types: np.ndarray) -> np.ndarray:
 
 def image_classes(positron_h5: Path | str) -> np.ndarray:
     """The class number of every image of ``positron.h5``, (N,) int64."""
-    with open_hdf5(Path(positron_h5), "positron image set") as f:
+    with open_image_set(Path(positron_h5), "positron image set") as f:
         if "defect_class" in f:
             return class_index(f["defect_class"].asstr()[...], positron_h5)
         if "defect_types" not in f:

@@ -27,9 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from models.data.image_set import check_images, open_image_set
 from models.data.labels import image_classes
-from pipeline import values
-from pipeline.fileio import open_hdf5
+
+__all__ = ["CTImages", "PositronImages", "PositronPairs", "check_images", "dihedral",
+           "make_loader", "string_column"]
 
 
 def string_column(column) -> np.ndarray:
@@ -42,19 +44,6 @@ def dihedral(image: torch.Tensor, k: int) -> torch.Tensor:
     left-right flip when k >= 4."""
     out = torch.rot90(image, k % 4, dims=(-2, -1))
     return torch.flip(out, dims=(-1,)) if k >= 4 else out
-
-
-def check_images(path: Path, images: np.ndarray, first_row: int = 0) -> None:
-    """The image-set contract (DESIGN.md): float images (n, size, size), finite, in
-    [-1, 1] (the normalisation every set shares)."""
-    if images.ndim != 3 or images.shape[1] != images.shape[2]:
-        raise ValueError(f"{path}: dataset images has shape {images.shape}, expected "
-                         "(n, size, size)")
-    values.float_array(str(path), "dataset images", images)
-    if images.size and np.abs(images).max() > 1 + 1e-6:
-        row = first_row + int(np.argmax(np.abs(images).reshape(len(images), -1).max(axis=1)))
-        raise ValueError(f"{path}: dataset images has values outside [-1, 1] (row {row}): "
-                         "not normalised as an image set")
 
 
 class _H5Images(Dataset):
@@ -70,7 +59,7 @@ class _H5Images(Dataset):
         self._memory = None
         self._file = None
         if in_memory:
-            with open_hdf5(self.path, "image set") as f:
+            with open_image_set(self.path, "image set") as f:
                 images = f["images"][...]
             check_images(self.path, images)
             self._memory = torch.from_numpy(images)
@@ -100,7 +89,7 @@ class PositronPairs(_H5Images):
 
     def __init__(self, path: str | Path, split: str = "train", augment: bool = False,
                  seed: int = 0, in_memory: bool = True) -> None:
-        with open_hdf5(Path(path), "positron image set") as f:
+        with open_image_set(Path(path), "positron image set") as f:
             for name in ("images", "pairs", "split"):
                 if name not in f:
                     raise ValueError(f"{path}: missing dataset {name} (not a positron.h5)")
@@ -132,7 +121,7 @@ class PositronPairs(_H5Images):
 
 class _SplitImages(_H5Images):
     def __init__(self, path, what, split, augment, seed, in_memory, extra=None) -> None:
-        with open_hdf5(Path(path), what) as f:
+        with open_image_set(Path(path), what) as f:
             for name in ("images", "split"):
                 if name not in f:
                     raise ValueError(f"{path}: missing dataset {name} (not a {what})")
@@ -167,16 +156,12 @@ class PositronImages(_SplitImages):
         self.with_masks = bool(with_masks)
         self._masks = None
         if with_masks:
-            with open_hdf5(self.path, "positron image set") as f:
+            with open_image_set(self.path, "positron image set") as f:
                 if "masks" not in f:
                     raise ValueError(f"{self.path}: missing dataset masks (defect masks); "
                                      "rebuild the image set")
-                masks = f["masks"]
-                if masks.shape[0] != f["images"].shape[0] or masks.shape[1:] != f[
-                        "images"].shape[1:]:
-                    raise ValueError(f"{self.path}: dataset masks has shape {masks.shape}, the "
-                                     f"images {f['images'].shape}: masks of the wrong size")
-                self._masks = torch.from_numpy(masks[...][self.rows] > 0)
+                # Their shape is the images' (checked on opening, models.data.image_set).
+                self._masks = torch.from_numpy(f["masks"][...][self.rows] > 0)
 
     def batch(self, indices: np.ndarray) -> torch.Tensor:
         images = super().batch(indices)
@@ -188,7 +173,7 @@ class PositronImages(_SplitImages):
     def masks(self, indices: np.ndarray) -> torch.Tensor:
         """Defect masks (B, H, W) bool of the images at positions ``indices``."""
         if self._masks is None:
-            with open_hdf5(self.path, "positron image set") as f:
+            with open_image_set(self.path, "positron image set") as f:
                 self._masks = torch.from_numpy(f["masks"][...][self.rows] > 0)
         return self._masks[torch.from_numpy(np.asarray(indices, dtype=np.int64))]
 

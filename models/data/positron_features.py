@@ -36,6 +36,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from models.data.image_set import open_image_set
 from models.data.loaders import PositronImages
 from models.nets.pca import fit_pca
 from models.nets.pcanet import PCANet
@@ -129,7 +130,7 @@ def build_positron_features(spec: dict[str, Any], positron_h5: str | Path, out_h
     settings = FeatureSettings.from_spec(spec)
     images, rows = training_images(positron_h5, settings.acquisition)
     check_enough_images(len(images), settings, positron_h5)
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         source = decoded_attrs(f)
     net = PCANet.fit(images, settings.patch_px, settings.filters, settings.block_px,
                      settings.block_overlap)

@@ -38,8 +38,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.data.image_set import check_images, open_image_set
 from models.data.labels import DEFECT_CLASSES
-from models.data.loaders import PositronImages, check_images
+from models.data.loaders import PositronImages
 from models.metrics.detection import (
     auc_standard_error,
     dice_per_image,
@@ -49,7 +50,7 @@ from models.metrics.detection import (
 from models.nets.detector import DefectDetector
 from models.nets.init import init_weights
 from models.training.augment import random_dihedral
-from pipeline.fileio import atomic_output, open_hdf5
+from pipeline.fileio import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def real_set(positron_h5: Path, split: str, acquisition: str | None) -> Labelled
 def generated_set(path: Path, method: str, size_px: int) -> LabelledSet:
     """A generated set's images and labels; a set without labels is refused naming the
     config key (its method cannot be conditioned)."""
-    with open_hdf5(path, "generated image set") as f:
+    with open_image_set(path, "generated image set") as f:
         if "images" not in f:
             raise ValueError(f"{path}: missing dataset images (not a generated set)")
         if "labels" not in f:

@@ -47,11 +47,12 @@ import torch  # noqa: E402
 from scipy.ndimage import binary_dilation, gaussian_filter  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
+from models.data.image_set import check_images, open_image_set  # noqa: E402
 from models.data.loaders import string_column  # noqa: E402
 from models.methods import method_class  # noqa: E402
 from models.training.checkpoint import load_checkpoint  # noqa: E402
 from models.training.loop import sample_images  # noqa: E402
-from pipeline.fileio import atomic_output, open_hdf5  # noqa: E402
+from pipeline.fileio import atomic_output  # noqa: E402
 from recon.device import resolve_device  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ ROWS = ("low-count", "post-filtered", "pix2pix", "reference")
 def held_out_pairs(positron_h5: Path, split: str) -> dict[str, np.ndarray]:
     """Low-count, reference and truth images (n, H, W) and defect masks (n, H, W) bool of the
     pairs of ``split``."""
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         for name in ("images", "pairs", "split", "truth", "masks"):
             if name not in f:
                 raise ValueError(f"{positron_h5}: missing dataset {name}; enhancement needs "
@@ -78,8 +79,11 @@ def held_out_pairs(positron_h5: Path, split: str) -> dict[str, np.ndarray]:
             raise ValueError(f"{positron_h5}: no (low-count, reference) pair in the {split} "
                              "split (enhance.split)")
         rows = np.unique(keep.ravel())
-        images = dict(zip(rows.tolist(), f["images"][rows], strict=True))
-        truth = dict(zip(rows.tolist(), f["truth"][rows], strict=True))
+        read = {name: f[name][rows] for name in ("images", "truth")}
+        for name, stack in read.items():  # NaN or unnormalised images: refused, not scored
+            check_images(positron_h5, stack, dataset=name, rows=rows)
+        images = dict(zip(rows.tolist(), read["images"], strict=True))
+        truth = dict(zip(rows.tolist(), read["truth"], strict=True))
         masks = dict(zip(rows.tolist(), f["masks"][rows] > 0, strict=True))
     low = np.stack([images[r] for r in keep[:, 0]]).astype(np.float64)
     ref = np.stack([images[r] for r in keep[:, 1]]).astype(np.float64)

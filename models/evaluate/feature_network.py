@@ -25,12 +25,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.data.image_set import check_images, open_image_set
 from models.data.loaders import string_column
 from models.nets.feature_cnn import FeatureCNN
 from models.nets.init import init_weights
 from models.training.augment import random_dihedral
 from models.training.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.fileio import atomic_output, open_hdf5, provenance_attrs
+from pipeline.fileio import atomic_output, provenance_attrs
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +56,13 @@ class FeatureNetSettings:
 
 def labelled_images(positron_h5: Path) -> dict[str, Any]:
     """Every image of ``positron.h5`` with its class, split and acquisition."""
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         for name in ("images", "split", "acquisition", "defect_count"):
             if name not in f:
                 raise ValueError(f"{positron_h5}: missing dataset {name} (not a positron.h5)")
-        images = f["images"][...].astype(np.float32)
+        images = f["images"][...]
+        check_images(positron_h5, images)  # float, finite, in [-1, 1]
+        images = images.astype(np.float32)
         acquisition = string_column(f["acquisition"])
         split = string_column(f["split"])
         defect = f["defect_count"][...] > 0
@@ -100,8 +103,6 @@ def train_feature_network(spec: dict[str, Any], positron_h5: str | Path, out_dir
     if train.sum() < 2 or held.sum() < 1:
         raise ValueError(f"{positron_h5}: the feature network needs training images and "
                          f"held-out (val or test) images; found {train.sum()} and {held.sum()}")
-    if not np.all(np.isfinite(data["images"])):
-        raise ValueError(f"{positron_h5}: images hold NaN or infinite values")
     n_classes = len(data["classes"])
     arch = {"n_classes": n_classes, "embed_dim": s.embed_dim}
     torch.manual_seed(s.seed)  # batch-norm and nothing else draw from it

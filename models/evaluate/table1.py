@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from models.data.loaders import PositronImages, check_images
+from models.data.image_set import check_images, open_image_set
+from models.data.loaders import PositronImages
 from models.evaluate.feature_network import embed, load_feature_network
 from models.methods import method_class
 from models.metrics.distances import frechet_distance, kernel_distance
@@ -40,7 +41,7 @@ from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
 from models.metrics.prdc import prdc
 from models.training.history import read_history
 from models.training.stage import sampling_sources
-from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
+from pipeline.fileio import atomic_output, decoded_attrs
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ def real_images(positron_h5: Path, split: str, acquisition: str | None) -> np.nd
 def read_generated(path: Path, positron_attrs: dict[str, Any]) -> np.ndarray:
     """A generated set's images, checked against the real set: same size, same
     normalisation, finite values in [-1, 1]."""
-    with open_hdf5(path, "generated image set") as f:
+    with open_image_set(path, "generated image set") as f:
         if "images" not in f:
             raise ValueError(f"{path}: missing dataset images (not a generated set)")
         images = f["images"][...]
@@ -163,7 +164,7 @@ def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarra
 
 def read_labels(path: Path) -> np.ndarray | None:
     """Class numbers (N,) of a generated set, or None for a set without labels."""
-    with open_hdf5(path, "generated image set") as f:
+    with open_image_set(path, "generated image set") as f:
         return f["labels"][...].astype(np.int64) if "labels" in f else None
 
 
@@ -392,7 +393,7 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     if missing:
         raise ValueError(f"no generated set given for method(s) {', '.join(missing)} "
                          "(train.methods, evaluate.seeds); pass --generated METHOD=PATH")
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         positron_attrs = decoded_attrs(f)
     acquisition = spec["acquisition"]
     train = real_images(positron_h5, "train", acquisition)

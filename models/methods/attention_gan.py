@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.data.image_set import check_images, open_image_set
 from models.data.positron_features import read_positron_features
 from models.methods import register
 from models.methods.base import Method, StageInputs, StepContext
@@ -55,7 +56,7 @@ from models.nets.init import init_weights
 from models.nets.patchgan import NORMS, PatchGAN
 from models.nets.vae import Encoder, kl_divergence, reparameterise
 from models.training.checkpoint import load_checkpoint
-from pipeline.fileio import decoded_attrs, open_hdf5
+from pipeline.fileio import decoded_attrs
 
 REAL_DOMAINS = ("positron", "ct")
 
@@ -118,7 +119,7 @@ def _slot_images(positron_h5, features_h5, rows: np.ndarray, feature_attrs: dict
                  image_size: int) -> torch.Tensor:
     """The slots' representative images from ``positron.h5``, (S, 1, H, W), after checking
     that ``features.h5`` was computed from this very file."""
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         attrs = decoded_attrs(f)
         for key in ("config_sha256", "created_utc"):
             if str(attrs.get(key, "")) != str(feature_attrs.get(f"source_{key}", "")):
@@ -132,6 +133,7 @@ def _slot_images(positron_h5, features_h5, rows: np.ndarray, feature_attrs: dict
         order = np.argsort(rows)
         unique, inverse = np.unique(rows[order], return_inverse=True)
         images = f["images"][unique][inverse]
+    check_images(positron_h5, images)  # the memory's images enter every generated one
     out = np.empty_like(images)
     out[order] = images
     return torch.from_numpy(out)[:, None]

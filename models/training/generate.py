@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 import torch
 
+from models.data.image_set import open_image_set
 from models.data.labels import class_names
 from models.data.loaders import string_column
 from models.methods import method_class
@@ -36,7 +37,7 @@ from models.methods.conditional import conditional_names
 from models.training.checkpoint import file_sha256, load_checkpoint
 from models.training.loop import sample_images
 from models.training.stage import SPLIT, sampling_sources
-from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from pipeline.fileio import atomic_output, decoded_attrs, provenance_attrs
 from recon.device import resolve_device
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ COPIED_ATTRS = ("normalisation", "size_px", "orientation", "dataset")
 def training_scales(positron_h5: Path, acquisition: str | None) -> tuple[np.ndarray, dict]:
     """``scale`` of the training images (of one acquisition when given) and the file's
     attributes."""
-    with open_hdf5(positron_h5, "positron image set") as f:
+    with open_image_set(positron_h5, "positron image set") as f:
         for name in ("scale", "split", "acquisition"):
             if name not in f:
                 raise ValueError(f"{positron_h5}: missing dataset {name} (not a positron.h5)")

@@ -91,6 +91,7 @@ def test_the_class_of_a_slice_is_its_largest_defect_type():
 def test_old_image_sets_get_their_classes_from_the_defect_types(tmp_path):
     path = tmp_path / "old.h5"
     with h5py.File(path, "w") as f:
+        f["images"] = np.zeros((3, 4, 4), np.float32)
         f["defect_types"] = np.array(["", "inclusion", "crack,inclusion"], dtype=object)
     assert image_classes(path).tolist() == [0, 4, 1]
 

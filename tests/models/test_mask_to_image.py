@@ -112,7 +112,8 @@ def test_masks_come_as_a_second_channel_and_masks_of_the_wrong_size_are_refused(
     assert (batch[1, 1] == -1).all()
     bad = tmp_path / "bad.h5"
     _positron_file(bad, masks_shape=(6, 8, 8))
-    with pytest.raises(ValueError, match=r"bad\.h5: dataset masks has shape.*wrong size"):
+    with pytest.raises(ValueError, match=r"bad\.h5: dataset masks has shape \(6, 8, 8\), but "
+                                         r"images has \(6, 16, 16\)"):
         PositronImages(bad, "train", with_masks=True)
 
 
