@@ -34,12 +34,19 @@ test: $(STAMP)
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --dry-run --quiet rules
 
-# A one-node Slurm cluster on this machine (Debian's packages; needs root), then the workflow's
-# cluster test through `profiles/slurm` (tests/workflow/test_cluster.py; 8 minutes on 2 cores).
+# A private one-node Slurm cluster on this machine (Debian's packages; needs root), then the
+# workflow's cluster test through `profiles/slurm` (tests/workflow/test_cluster.py; 8 minutes
+# on 2 cores). Private: its config, munge key, daemons' state and logs are in
+# SLURM_LOCAL_STATE, its ports are not Slurm's defaults, nothing is written under /etc, and
+# start.sh refuses where a Slurm of the machine's runs; pytest (and the Slurm commands the
+# executor plugin calls) reach it through SLURM_CONF, the jobs' srun through the state
+# folder's bin/ (the test puts it on PATH). profiles/slurm/local/stop.sh stops it.
+SLURM_LOCAL_STATE ?= /var/tmp/positron-nde-slurm
 cluster-test: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[slurm]"
-	profiles/slurm/local/start.sh
-	$(BIN)/python -m pytest -m cluster -s tests/workflow/test_cluster.py
+	SLURM_LOCAL_STATE=$(abspath $(SLURM_LOCAL_STATE)) profiles/slurm/local/start.sh
+	SLURM_CONF=$(abspath $(SLURM_LOCAL_STATE))/slurm.conf \
+		$(BIN)/python -m pytest -m cluster -s tests/workflow/test_cluster.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

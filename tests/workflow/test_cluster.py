@@ -1,13 +1,19 @@
 """The workflow submitted to a real Slurm cluster through `profiles/slurm` (`make
-cluster-test` starts a one-node cluster from Debian's packages, then runs this file).
+cluster-test` starts a private one-node cluster from Debian's packages, with its own config,
+munge key and ports in its state folder, then runs this file with SLURM_CONF set to that
+config: every Slurm command here and in the executor plugin talks to it, never to a Slurm of
+the machine's; the jobs' own srun, which Snakemake's jobstep executor runs without
+SLURM_CONF, is the private cluster's `bin/srun`, first on the PATH they inherit).
 
 What is checked comes from Slurm's own records, not from Snakemake's: every job Snakemake
 submitted (one per phantom for its phantom, simulate and reconstruct jobs, grouped by the
 profile, and one per gathering job) has a completion record (jobcomp/filetxt, configured by
 `profiles/slurm/local/start.sh`) with state COMPLETED, the CPUs its rule's `threads`, the
 memory its `mem_mb` and the time limit its `runtime` declare (for a group, what its members
-declare, run in series); and the dataset's outputs exist and read back. Skipped, with the
-reason, where no Slurm node or no executor plugin is there.
+declare, run in series); and the dataset's outputs exist and read back. Then the private
+cluster is stopped and started again with a system Slurm config present (a dummy one written
+for the test where the machine has none): /etc/slurm and /etc/munge are as they were found.
+Skipped, with the reason, where no private Slurm node or no executor plugin is there.
 """
 
 from __future__ import annotations
@@ -23,23 +29,42 @@ from pathlib import Path
 import h5py
 import pytest
 
-from tests.workflow.sandbox import copy_workflow
+from tests.workflow.sandbox import REPO, copy_workflow
+from tests.workflow.test_local_slurm import SYSTEM_PATHS, _snapshot
 
 pytestmark = pytest.mark.cluster
 
+LOCAL = REPO / "profiles/slurm/local"
+HOW_TO_START = ("run `make cluster-test`, or start the private cluster with "
+                "profiles/slurm/local/start.sh (as root) and export "
+                "SLURM_CONF=/var/tmp/positron-nde-slurm/slurm.conf (or "
+                "$SLURM_LOCAL_STATE/slurm.conf)")
+
 
 def _not_ready() -> str | None:
-    """Why the cluster test cannot run here, or None."""
+    """Why the cluster test cannot run here, or None. The Slurm commands (sinfo, scontrol,
+    and the plugin's sbatch, squeue, scancel) find the private cluster through SLURM_CONF."""
     if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
         return "no Slurm client (run `make cluster-test`, which installs and starts one)"
+    conf = os.environ.get("SLURM_CONF")
+    if not conf or not Path(conf).is_file():
+        return f"SLURM_CONF names no private cluster's config: {HOW_TO_START}"
     states = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True)
     if states.returncode or not re.search(r"idle|mixed|allocated", states.stdout):
-        return "no Slurm node up (profiles/slurm/local/start.sh starts one)"
+        return f"no Slurm node up in the cluster of SLURM_CONF={conf}: {HOW_TO_START}"
+    if not (_private_bin() / "srun").is_file():
+        return f"no srun of the private cluster in {_private_bin()}: {HOW_TO_START}"
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         return "the Slurm executor plugin is not installed (pip install -e '.[slurm]')"
     if _jobcomp_log() is None:
         return "the cluster keeps no job-completion log (JobCompType=jobcomp/filetxt)"
     return None
+
+
+def _private_bin() -> Path:
+    """The private cluster's srun (start.sh writes it): inside a job, Snakemake's jobstep
+    executor runs srun without SLURM_CONF, and this srun sets it back (start.sh says why)."""
+    return Path(os.environ["SLURM_CONF"]).parent / "bin"
 
 
 def _jobcomp_log() -> Path | None:
@@ -110,7 +135,9 @@ def test_small_dataset_runs_through_slurm_with_the_declared_resources(tmp_path):
     if reason:
         pytest.skip(reason)
     copy_workflow(tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    # The jobs inherit this PATH (sbatch --export=ALL): the private cluster's srun first.
+    env = {**os.environ, "PATH": os.pathsep.join(
+        [str(Path(sys.executable).parent), str(_private_bin()), os.environ["PATH"]])}
     # --cores 2: a group job must fit a 2-CPU node, so Snakemake runs its members one after
     # the other (2 threads each but the phantom's): its request is then the largest threads
     # and memory of its members and the sum of their runtimes.
@@ -150,3 +177,56 @@ def test_small_dataset_runs_through_slurm_with_the_declared_resources(tmp_path):
         print(f"Slurm job {job['slurm_id']}: {'+'.join(m['rule'] for m in job['members'])}, "
               f"{record['Tres']}, time limit {record['TimeLimit']} min, "
               f"ran {record['StartTime']} to {record['EndTime']}")
+
+
+DUMMY_SYSTEM_CONF = """\
+# A dummy system Slurm config, written by tests/workflow/test_cluster.py for the length of
+# one test (the private cluster must leave it byte-identical) and removed after it.
+ClusterName=not-positron-nde
+SlurmctldHost=system-controller
+"""
+
+
+def test_a_restart_leaves_the_system_slurm_config_as_it_found_it():
+    """stop.sh then start.sh on the private cluster with a system Slurm config present (the
+    machine's own, else a dummy written here): /etc/slurm and /etc/munge are as found, and
+    the Slurm commands still answer from the private config. Leaves the cluster up."""
+    reason = _not_ready()
+    if reason:
+        pytest.skip(reason)
+    if os.geteuid() != 0:
+        pytest.skip("start.sh and stop.sh run as root")
+    private_conf = Path(os.environ["SLURM_CONF"])
+    env = {**os.environ, "SLURM_LOCAL_STATE": str(private_conf.parent)}
+    system_conf = Path("/etc/slurm/slurm.conf")
+    written = []  # what this test created, removed after it (only these)
+    if not system_conf.exists():
+        if not system_conf.parent.exists():
+            system_conf.parent.mkdir()
+            written.append(system_conf.parent)
+        system_conf.write_text(DUMMY_SYSTEM_CONF)
+        written.insert(0, system_conf)
+    try:
+        before = _snapshot(*SYSTEM_PATHS)
+        stop = subprocess.run([str(LOCAL / "stop.sh")], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        assert "stopped slurmctld" in stop.stdout and "stopped munged" in stop.stdout, \
+            stop.stdout
+        start = subprocess.run([str(LOCAL / "start.sh")], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert start.returncode == 0 and "Slurm up" in start.stdout, \
+            start.stdout + start.stderr
+        assert _snapshot(*SYSTEM_PATHS) == before
+        config = subprocess.run(["scontrol", "show", "config"], capture_output=True,
+                                text=True, check=True).stdout
+        assert re.search(rf"^SLURM_CONF\s*=\s*{re.escape(str(private_conf))}$", config, re.M)
+        assert not re.search(r"^SlurmctldPort\s*=\s*6817$", config, re.M), config
+        print(f"{system_conf} and the rest of /etc/slurm, /etc/munge as found after "
+              f"stop.sh and start.sh ({len(before)} entries)")
+    finally:
+        for path in written:
+            if path == system_conf and path.read_text() == DUMMY_SYSTEM_CONF:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
