@@ -208,8 +208,11 @@ def measure_defects(image: np.ndarray, grid: ImageGrid, phantom: PhantomData,
         if core.any():
             c_core = float(image[core].mean())
             row.update(mean_core=c_core, core_ratio=c_core / c_b if c_b > 0 else float("nan"))
-        if abs(t_d - t_b) <= 1e-6 * max(truth.max(), 1e-30) or not math.isfinite(scale):
+        if abs(t_d - t_b) <= 1e-6 * max(truth.max(), 1e-30):
             row["status"] = "missing: no contrast in the truth (crc undefined)"
+        elif not (math.isfinite(scale) and scale > 0):
+            row["status"] = ("missing: no counts in the part's bulk (an empty or nearly empty "
+                             "measurement; crc undefined)")
         else:
             row["crc"] = (c_d - c_b) / (scale * (t_d - t_b))
             row["status"] = "ok"
