@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.cli import run_command
+from pipeline.cli import CommandParser, run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import (
     ct_dataset_spec,
@@ -207,7 +207,7 @@ def _cmd_device(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m models", description=__doc__,
+    parser = CommandParser(prog="python -m models", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

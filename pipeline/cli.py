@@ -22,6 +22,19 @@ from pipeline.interrupts import (
 USER_ERRORS = (ConfigError, FileExistsError, FileNotFoundError, ValueError, RuntimeError)
 
 
+class UsageError(ValueError):
+    """A command line argparse refuses (a missing or unknown option, a bad value)."""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The stages' argument parser: a bad command line is one ``error:`` line naming the
+    command and what is wrong (argparse prints its usage first, two lines or more), exit
+    code 2 through :func:`run_command`. Sub-command parsers are of the same class."""
+
+    def error(self, message: str):  # noqa: D102 - argparse's hook
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package: str) -> int:
     """Parse ``argv``, set up logging (``-v`` for debug) and run ``args.func(args)``.
 
@@ -32,7 +45,11 @@ def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package
     removed on the way out). ``args.grace_s``, when the sub-command sets it, is how long a
     stop may take before the process is ended outright.
     """
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     with stop_on_signals(getattr(args, "grace_s", GRACE_S)):

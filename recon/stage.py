@@ -28,7 +28,13 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5, provenance_attrs
+from pipeline.fileio import (
+    atomic_output,
+    atomic_output_set,
+    decoded_attrs,
+    open_hdf5,
+    provenance_attrs,
+)
 from pipeline.provenance import PHANTOM_FIELDS, Origin, check_same_origin
 from recon.attenuation import (
     attenuation_map,
@@ -596,15 +602,18 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     # phantom file given does), so the image sets can check what they pair it with.
     attrs.update(_phantom_attrs(data.origin(listmode_h5),
                                 *(() if phantom is None else (phantom.origin(phantom_h5),))))
-    write_recon(paths["h5"], image, grid, loglik, attrs, plane_counts, overwrite)
-    write_nifti(paths["nifti"], image, grid, overwrite)
     title = f"{listmode_h5.parent.name}/{listmode_h5.stem}: {algorithm} {mode}, {n_used} counts"
-    write_preview(paths["png"], image, grid, title, overwrite)
-    write_detectability(paths["defects"], defects,
-                        {"phantom": listmode_h5.parent.name,
-                         "acquisition": str(attrs["acquisition"]),
-                         "reconstruction": str(paths["h5"]),
-                         "phantom_file": str(phantom_h5 or "")}, overwrite)
+    # The four files are one output: moved into place together or not at all.
+    with atomic_output_set(list(paths.values()), overwrite) as staging:
+        staged = {key: staging / path.name for key, path in paths.items()}
+        write_recon(staged["h5"], image, grid, loglik, attrs, plane_counts)
+        write_nifti(staged["nifti"], image, grid)
+        write_preview(staged["png"], image, grid, title)
+        write_detectability(staged["defects"], defects,
+                            {"phantom": listmode_h5.parent.name,
+                             "acquisition": str(attrs["acquisition"]),
+                             "reconstruction": str(paths["h5"]),
+                             "phantom_file": str(phantom_h5 or "")}, False)
     log.info("%s: %s, %d of %d prompts, %d x %d iterations in %.1f s", paths["h5"], mode, n_used,
              n_prompts, r["iterations"], r["subsets"], seconds)
     return {"coincidences_used": n_used, "prompts": n_prompts, "seconds": seconds,

@@ -22,7 +22,7 @@ import sys
 
 import yaml
 
-from pipeline.cli import run_command
+from pipeline.cli import CommandParser, run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import simulate_spec
 from sim.launch import KILL_AFTER_S, SNAKEMAKE_STOP_S
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after `run` is Snakemake's, options included.
         at = argv.index("run") + 1
         argv[at:at] = ["--"]
-    parser = argparse.ArgumentParser(prog="python -m sim", description=__doc__,
+    parser = CommandParser(prog="python -m sim", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)

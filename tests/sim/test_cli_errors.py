@@ -50,6 +50,32 @@ def test_unwritable_outputs_give_one_line_before_any_work(package, tmp_path, cap
         assert seconds < 5, f"{case}: the output was checked after {seconds:.1f} s of work"
 
 
+@pytest.mark.parametrize("package", sorted(COMMANDS))
+def test_a_bad_command_line_gives_one_line_naming_the_command(package, capsys):
+    """What argparse refuses (no sub-command, an unknown one, an unknown option, a missing
+    required option, a value of the wrong type): one line naming the command, exit code 2;
+    --help still prints the usage."""
+    main = importlib.import_module(f"{package}.__main__").main
+    command = COMMANDS[package][0]
+    required = next(a for a in COMMANDS[package] if a.startswith("--out"))
+    cases = {
+        (): "the following arguments are required: command",
+        ("no-such-command",): "invalid choice: 'no-such-command'",
+        (command, "--no-such-option"): "",
+        (command, "--threads", "two"): "",
+        tuple(a for a in COMMANDS[package] if a not in (required, "{out}")): required,
+    }
+    for argv, expected in cases.items():
+        code = main(list(argv))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, (argv, err)
+        assert err[0].startswith(f"error: python -m {package}") and expected in err[0], err
+        assert err[0].endswith("--help)"), err
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("usage:")
+
+
 def test_an_existing_output_is_refused_before_any_work(tmp_path, capsys):
     from sim.__main__ import main
 
