@@ -90,4 +90,8 @@ def check_limits(config: dict[str, Any]) -> list[tuple[str, str]]:
         problems.append(("run_datasets", f"the selected datasets need about "
                                          f"{total_disk / GB:.3g} GB of disk together, more than "
                                          f"the {disk / GB:.3g} GB free (limits.disk_gb)"))
+    if not problems:  # every other job's memory and wall time (pipeline/job_resources.py)
+        from pipeline.job_resources import check_jobs  # it imports this module
+
+        problems += check_jobs(config, memory)
     return problems

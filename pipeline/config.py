@@ -191,6 +191,27 @@ def _check_generative(config: dict) -> None:
            f"{images['size_px']}")
 
 
+def _check_paths(config: dict) -> None:
+    """Files and folders the config names exist, as their readers need them (relative paths
+    from the working directory, where Snakemake runs): the CT source, the Inception weights.
+    A part's mesh files are read by the simulation stage's check."""
+    ct = config["ct_images"]
+    if ct["source"] != "synthetic":
+        path = Path(ct["path"])
+        kind = {"deeplesion": "a folder (Images_png/ and DL_info.csv)",
+                "dicom": "a folder of DICOM series", "nifti": "a .nii/.nii.gz file or a folder"}
+        _check(path.exists(), "ct_images.path",
+               f"{path} does not exist (source {ct['source']!r} reads {kind[ct['source']]} "
+               f"there; relative paths are read from {Path.cwd()})")
+        _check(ct["source"] == "nifti" or path.is_dir(), "ct_images.path",
+               f"{path} is a file; source {ct['source']!r} reads {kind[ct['source']]}")
+    weights = config["evaluate"]["inception_weights"]
+    if weights:
+        _check(Path(weights).is_file(), "evaluate.inception_weights",
+               f"{weights} is not a file (the Inception-v3 FID weights; null skips the "
+               "standard FID)")
+
+
 def _non_finite(node: Any, path: tuple = ()) -> Iterator[str]:
     """Key paths of NaN or infinite numbers anywhere in a config."""
     if isinstance(node, float) and not np.isfinite(node):
@@ -265,6 +286,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
         _check_dataset_names(name, ds, resolved)
     for stage_check in stage_checks():
         stage_check(resolved)
+    _check_paths(resolved)
     # Last: the estimates assume every other setting is sound.
     for key, message in check_limits(resolved):
         raise ConfigError(f"config key {key}: {message}")

@@ -18,11 +18,21 @@ simulate (fast)     decays in flight: min(decays, workers x       decays
 positron_features   training images x (size_px / 64)^2           (fixed)
 train, pretrain_vae batch x (size_px / 64)^2                    steps x batch x
                                                                  (size_px / 64)^2, per method
+feature_network     (size_px / 64)^2                             epochs x training images x
+                                                                 (size_px / 64)^2
+downstream          (size_px / 64)^2                             epochs x training images x
+                                                                 sets x seeds x (size_px/64)^2
 =================== ============================================ =========================
 
 The GATE engines cannot run here (no Geant4 data), so their simulate jobs keep fixed requests
 (``GATE_SIMULATE``), to be set per site with ``set-resources`` in the profile. Rules whose
 cost does not move with the config keep fixed values in their rule, from the same runs.
+
+:func:`check_jobs` holds every job a config plans (:func:`planned_jobs`) to the ``limits``
+section before any job starts: its expected peak memory against ``limits.memory_gb`` and its
+expected wall time (no margin) against ``limits.job_runtime_h``, each refusal naming the key
+that sizes the job, so ``train.steps: 1e12`` is refused by the dry run instead of asking a
+scheduler for 53,000 years.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.budget import dataset_needs
+
+#: Threads of a simulate job (its rule's ``threads``).
+SIMULATE_THREADS = 2
 
 #: Margins of benchmarks/propose_resources.py.
 MEMORY_MARGIN, RUNTIME_MARGIN = 1.5, 3.0
@@ -63,6 +76,14 @@ TRAIN_S_PER_STEP = {"attention_gan": 0.44, "dcgan": 0.44, "wgan_gp": 0.56, "vae"
                     "dcgan_conditional": 0.45, "attention_gan_conditional": 0.5,
                     "mask2image_patch": 0.32, "mask2image_global": 0.25, "pix2pix": 0.28}
 TRAIN_BASE_MB, TRAIN_MB_PER_SCALE = 400.0, 250.0
+#: feature_network: seconds per training image and epoch at 64 px (measured 9.5 s for 30 epochs
+#: of the default run's at most 112 training images, 33.9 s for 224 in config/table1.yaml; the
+#: larger rate), and its peak (456-485 MB).
+FEATURE_NET_S_PER_IMAGE_EPOCH, FEATURE_NET_MB = 5.0e-3, 500.0
+#: downstream: seconds per training image, epoch and detector (training set x seed) at 64 px
+#: (measured 71 s for 30 epochs, 9 training sets, 2 seeds, at most 112 images), and its peak
+#: (518 MB).
+DOWNSTREAM_S_PER_IMAGE_EPOCH, DOWNSTREAM_MB = 1.2e-3, 600.0
 #: The kernel method's extra memory per neighbour offset (0.48 GB over 405 offsets, measured on
 #: the default 2 mm image grid) and its time factor (recon/kernel.py).
 KERNEL_MB_PER_OFFSET, KERNEL_TIME_FACTOR = 1.2, 5.0
@@ -70,15 +91,30 @@ KERNEL_MB_PER_OFFSET, KERNEL_TIME_FACTOR = 1.2, 5.0
 
 @dataclass(frozen=True)
 class Request:
-    """A job's request: memory, MB, and wall time, minutes."""
+    """A job's request: memory, MB, and wall time, minutes; and what it is expected to use
+    (``peak_mb``, ``seconds``, no margin; for a fixed request, the request itself)."""
 
     mem_mb: int
     runtime_min: int
+    peak_mb: float | None = None
+    seconds: float | None = None
+
+    @property
+    def expected_mb(self) -> float:
+        """Expected peak memory, MB."""
+        return float(self.mem_mb if self.peak_mb is None else self.peak_mb)
+
+    @property
+    def expected_s(self) -> float:
+        """Expected wall time, s."""
+        return float(60 * self.runtime_min if self.seconds is None else self.seconds)
 
 
-def _request(peak_mb: float, seconds: float, min_mb: int = 500) -> Request:
+def _request(peak_mb: float, seconds: float, min_mb: int = 500, min_runtime_min: int = 5
+             ) -> Request:
     mem = max(min_mb, 500 * math.ceil(MEMORY_MARGIN * peak_mb / 500))
-    return Request(int(mem), int(max(5, 5 * math.ceil(RUNTIME_MARGIN * seconds / 60 / 5))))
+    runtime = max(min_runtime_min, 5 * math.ceil(RUNTIME_MARGIN * seconds / 60 / 5))
+    return Request(int(mem), int(runtime), float(peak_mb), float(seconds))
 
 
 def phantom(config: dict[str, Any], dataset: str) -> Request:
@@ -173,3 +209,102 @@ def pretrain_vae(config: dict[str, Any]) -> Request:
     p = config["pretrain_vae"]
     return _training(p["steps"], p["batch_size"], config["ct_images"]["size_px"],
                      TRAIN_S_PER_STEP["pretrain_vae"])
+
+
+def feature_network(config: dict[str, Any], dataset: str) -> Request:
+    """The feature_network job of ``dataset`` (``evaluate.feature_network.epochs``)."""
+    scale = (config["positron_images"]["size_px"] / 64) ** 2
+    epochs = int(config["evaluate"]["feature_network"]["epochs"])
+    return _request(FEATURE_NET_MB * scale, 30.0 + FEATURE_NET_S_PER_IMAGE_EPOCH * scale
+                    * epochs * training_images_bound(config, dataset), min_mb=1000)
+
+
+def downstream(config: dict[str, Any], dataset: str, methods: int) -> Request:
+    """The downstream job of ``dataset`` with ``methods`` labelled methods (a detector per
+    training set, real and real + / only each method, and per seed)."""
+    d = config["downstream"]
+    scale = (config["positron_images"]["size_px"] / 64) ** 2
+    detectors = (1 + 2 * methods) * len(d["seeds"])
+    return _request(DOWNSTREAM_MB * scale, 30.0 + DOWNSTREAM_S_PER_IMAGE_EPOCH * scale
+                    * int(d["epochs"]) * detectors * training_images_bound(config, dataset),
+                    min_mb=1500, min_runtime_min=10)
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """A job a config plans, what sizes it and what it asks."""
+
+    name: str
+    memory_key: str
+    runtime_key: str
+    request: Request
+
+
+def planned_jobs(config: dict[str, Any]) -> list[PlannedJob]:
+    """Every kind of job the default target of ``config`` runs, with the config keys that
+    size its memory and its wall time (one job per kind and dataset, acquisition or method:
+    the others of a kind ask the same)."""
+    from pipeline.config import selected_datasets  # both import this module
+    from pipeline.specs import downstream_methods
+
+    jobs = []
+    methods = list(config["train"]["methods"])
+    n_labelled = len(downstream_methods(config))
+    for name in selected_datasets(config):
+        ds = config["datasets"][name]
+        base = f"datasets.{name}"
+        jobs.append(PlannedJob(f"phantom of {name}", f"{base}.grid.shape",
+                               f"{base}.grid.shape", phantom(config, name)))
+        for acq in ds["acquisitions"]:
+            jobs.append(PlannedJob(
+                f"simulate {name}/{acq}", "simulation.chunk_decays",
+                f"acquisitions.{acq}", simulate(config, acq, SIMULATE_THREADS)))
+        if methods:
+            jobs.append(PlannedJob(f"positron_features of {name}",
+                                   f"{base}.n_phantoms", "positron_features",
+                                   positron_features(config, name)))
+            jobs.append(PlannedJob(f"feature_network of {name}", "positron_images.size_px",
+                                   "evaluate.feature_network.epochs",
+                                   feature_network(config, name)))
+            if n_labelled:
+                jobs.append(PlannedJob(f"downstream of {name}", "positron_images.size_px",
+                                       "downstream.epochs",
+                                       downstream(config, name, n_labelled)))
+    jobs.append(PlannedJob("reconstruct", "recon.kernel_window", "recon.iterations",
+                           reconstruct(config)))
+    for method in methods:
+        jobs.append(PlannedJob(f"train {method}", "train.batch_size", "train.steps",
+                               train(config, method)))
+    if methods:
+        jobs.append(PlannedJob("pretrain_vae", "pretrain_vae.batch_size", "pretrain_vae.steps",
+                               pretrain_vae(config)))
+    return jobs
+
+
+def check_jobs(config: dict[str, Any], memory_bytes: float) -> list[tuple[str, str]]:
+    """Problems (key, message) of the planned jobs against ``memory_bytes`` (one job's
+    memory) and ``limits.job_runtime_h``."""
+    hours = float(config["limits"]["job_runtime_h"])
+    problems = []
+    for job in planned_jobs(config):
+        r = job.request
+        if r.expected_mb * 1e6 > memory_bytes:
+            problems.append((job.memory_key,
+                             f"the {job.name} job needs about {r.expected_mb / 1e3:.3g} GB of "
+                             f"memory, more than the {memory_bytes / 1e9:.3g} GB one job may use "
+                             "(limits.memory_gb)"))
+        if r.expected_s > hours * 3600:
+            problems.append((job.runtime_key,
+                             f"the {job.name} job is expected to take about "
+                             f"{_duration(r.expected_s)}, longer than limits.job_runtime_h "
+                             f"({hours:g} h)"))
+    return problems
+
+
+def _duration(seconds: float) -> str:
+    hours = seconds / 3600
+    if hours < 48:
+        return f"{hours:.3g} h"
+    if hours < 24 * 365 * 2:
+        return f"{hours / 24:.3g} days"
+    return f"{hours / 24 / 365:,.0f} years"

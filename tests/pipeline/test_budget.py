@@ -42,6 +42,59 @@ def test_what_cannot_fit_is_refused_with_the_numbers(overlay, key, text):
     assert f"config key {key}: " in str(info.value) and text in str(info.value), info.value
 
 
+#: A value that makes each kind of job the default run plans absurdly long, and the key the
+#: refusal must name: every job's expected wall time is held to limits.job_runtime_h.
+ABSURD_RUNTIMES = [
+    ({"train": {"steps": 10**12}}, "train.steps", "the train attention_gan job"),
+    ({"train": {"steps": 1.0e12}}, "train.steps", "years"),
+    ({"pretrain_vae": {"steps": 10**11}}, "pretrain_vae.steps", "the pretrain_vae job"),
+    ({"evaluate": {"feature_network": {"epochs": 10**9}}}, "evaluate.feature_network.epochs",
+     "the feature_network of tubes job"),
+    ({"downstream": {"epochs": 10**9}}, "downstream.epochs", "the downstream of tubes job"),
+    ({"datasets": {"tubes": {"grid": {"shape": [8000, 8000, 8000]}}},
+      "limits": {"memory_gb": 1e9, "disk_gb": 1e9}}, "datasets.tubes.grid.shape",
+     "the phantom of tubes job"),
+    ({"acquisitions": {"reference": {"activity_bq": 1e9, "duration_s": 1e9}},
+      "limits": {"disk_gb": 1e12}}, "acquisitions.reference",
+     "the simulate tubes/reference job"),
+    ({"limits": {"job_runtime_h": 0.01}}, "acquisitions.reference",
+     "longer than limits.job_runtime_h (0.01 h)"),
+]
+
+
+@pytest.mark.parametrize("overlay, key, text", ABSURD_RUNTIMES,
+                         ids=[case[1] for case in ABSURD_RUNTIMES])
+def test_a_job_that_would_run_too_long_is_refused_naming_what_sizes_it(overlay, key, text):
+    cfg = deep_merge(load_config(), overlay)
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg)
+    message = str(info.value)
+    assert message.startswith(f"config key {key}: ") and text in message, message
+    assert "limits.job_runtime_h" in message
+
+
+def test_a_job_that_needs_more_memory_than_one_job_may_use_is_refused():
+    # 2 GB: the phantom job fits (0.67 GB), the positron features of 4 tubes do not (2.2 GB).
+    cfg = deep_merge(load_config(), {"limits": {"memory_gb": 2.0}})
+    with pytest.raises(ConfigError, match=r"^config key datasets.tubes.n_phantoms: the "
+                                          r"positron_features of tubes job needs about 2.2 GB"):
+        validate_config(cfg)
+    # No training planned: no features job, nothing refused.
+    validate_config(deep_merge(cfg, {"train": {"methods": []}, "downstream": {"methods": []}}))
+
+
+@pytest.mark.parametrize("overlay", [None, "table1.yaml", "parts.yaml", "qa.yaml",
+                                     "cluster_test.yaml"])
+def test_the_shipped_configs_fit_their_limits(overlay):
+    from pipeline.config import REPO_ROOT
+    from pipeline.job_resources import planned_jobs
+
+    cfg = load_config(REPO_ROOT / "config/config.yaml",
+                      *([REPO_ROOT / "config" / overlay] if overlay else []))
+    jobs = planned_jobs(cfg)
+    assert {j.name.split()[0] for j in jobs} >= {"phantom", "simulate", "reconstruct"}
+
+
 def test_the_default_config_fits_and_the_memory_estimate_bounds_a_real_phantom_job(tmp_path):
     cfg = load_config()
     needs = dataset_needs(cfg["datasets"]["tubes"], cfg["acquisitions"])

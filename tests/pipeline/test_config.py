@@ -7,7 +7,13 @@ import copy
 import pytest
 from snakemake.cli import parse_config
 
-from pipeline.config import ConfigError, load_config, load_schema, validate_config
+from pipeline.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    load_config,
+    load_schema,
+    validate_config,
+)
 from pipeline.specs import phantom_index, phantom_names
 
 
@@ -179,3 +185,30 @@ def test_the_stages_checks_run_and_their_absence_is_an_error(monkeypatch):
     monkeypatch.setattr(core.metadata, "entry_points", lambda group: [])
     with pytest.raises(ConfigError, match="pip install -e"):
         validate_config({})
+
+
+def test_paths_the_config_names_must_exist_before_any_job(tmp_path, monkeypatch):
+    """The CT source and the Inception weights are looked for when the config is validated
+    (the dry run), relative to the working directory, with what the reader needs there."""
+    monkeypatch.chdir(tmp_path)
+    cases = [({"ct_images": {"source": "deeplesion", "path": "DeepLesion"}},
+              "config key ct_images.path: DeepLesion does not exist (source 'deeplesion' reads "
+              f"a folder (Images_png/ and DL_info.csv) there; relative paths are read from "
+              f"{tmp_path})"),
+             ({"ct_images": {"source": "dicom", "path": "scan.nii.gz"}},
+              "config key ct_images.path: scan.nii.gz is a file; source 'dicom' reads a folder "
+              "of DICOM series"),
+             ({"evaluate": {"inception_weights": "pt_inception.pth"}},
+              "config key evaluate.inception_weights: pt_inception.pth is not a file")]
+    (tmp_path / "scan.nii.gz").write_bytes(b"")
+    for overlay, message in cases:
+        with pytest.raises(ConfigError) as info:
+            load_config(DEFAULT_CONFIG_PATH, overrides=overlay)
+        assert str(info.value).startswith(message), info.value
+    # Where they are, they pass: a NIfTI file, a DICOM folder, the weights file.
+    (tmp_path / "series").mkdir()
+    (tmp_path / "pt_inception.pth").write_bytes(b"w")
+    for overlay in ({"ct_images": {"source": "nifti", "path": "scan.nii.gz"}},
+                    {"ct_images": {"source": "dicom", "path": "series"}},
+                    {"evaluate": {"inception_weights": "pt_inception.pth"}}):
+        load_config(DEFAULT_CONFIG_PATH, overrides=overlay)

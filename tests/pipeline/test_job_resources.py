@@ -15,7 +15,7 @@ import importlib.util
 
 from pipeline import job_resources
 from pipeline.config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
-from pipeline.specs import split_run
+from pipeline.specs import downstream_methods, split_run
 
 MEASURED = REPO_ROOT / "benchmarks" / "measured" / "jobs_2026-11-30.tsv"
 OVERLAY = {"tubes": None, "tubes_table1": "config/table1.yaml", "block": "config/parts.yaml",
@@ -47,6 +47,9 @@ def _request(rule: str, job: str) -> job_resources.Request:
         "positron_features": lambda: job_resources.positron_features(config, dataset),
         "train": lambda: job_resources.train(config, split_run(rest[-1])[0]),
         "pretrain_vae": lambda: job_resources.pretrain_vae(config),
+        "feature_network": lambda: job_resources.feature_network(config, dataset),
+        "downstream": lambda: job_resources.downstream(config, dataset,
+                                                       len(downstream_methods(config))),
     }
     if rule in scaled:
         request = scaled[rule]()

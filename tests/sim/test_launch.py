@@ -100,6 +100,19 @@ def test_the_merged_config_is_validated_with_the_key_named(tmp_path, capsys):
     assert line.startswith("error: config key engine: 'nope' is not one of")
 
 
+def test_limits_and_paths_the_config_implies_are_refused_before_snakemake(tmp_path, capsys):
+    """What the dry run could know: a training that would run for millennia, a CT folder that
+    is not there; one line each, nothing started."""
+    overlay = tmp_path / "o.yaml"
+    overlay.write_text("train: {steps: 1.0e+12}\n")
+    line = _one_error_line(["--configfile", str(overlay)], capsys)
+    assert line.startswith("error: config key train.steps: the train attention_gan job is "
+                           "expected to take about") and "years" in line, line
+    overlay.write_text("ct_images: {source: dicom, path: /no/such/series}\n")
+    assert _one_error_line(["--configfile", str(overlay)], capsys).startswith(
+        "error: config key ct_images.path: /no/such/series does not exist")
+
+
 def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text("engine: fast\n")

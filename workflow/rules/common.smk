@@ -103,6 +103,24 @@ def pretrain_vae_runtime(wildcards):
     return job_resources.pretrain_vae(config).runtime_min
 
 
+def feature_network_mem_mb(wildcards):
+    return job_resources.feature_network(config, wildcards.dataset).mem_mb
+
+
+def feature_network_runtime(wildcards):
+    return job_resources.feature_network(config, wildcards.dataset).runtime_min
+
+
+def downstream_mem_mb(wildcards):
+    return job_resources.downstream(config, wildcards.dataset,
+                                    len(downstream_methods(config))).mem_mb
+
+
+def downstream_runtime(wildcards):
+    return job_resources.downstream(config, wildcards.dataset,
+                                    len(downstream_methods(config))).runtime_min
+
+
 def part_files(wildcards):
     """The mesh files and labelled image of a `part` dataset (none for the other families): a
     changed file re-runs its phantoms, and a cluster job declares what it reads."""

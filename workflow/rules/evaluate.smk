@@ -14,8 +14,8 @@ rule feature_network:
         "benchmarks/out/feature_network/{dataset}.tsv"
     threads: train_threads
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=feature_network_mem_mb,
+        runtime=feature_network_runtime,
     conda:
         "../envs/models.yaml"
     shell:
@@ -111,8 +111,8 @@ rule downstream:
         "benchmarks/out/downstream/{dataset}.tsv"
     threads: 2
     resources:
-        mem_mb=1500,
-        runtime=10,
+        mem_mb=downstream_mem_mb,
+        runtime=downstream_runtime,
     conda:
         "../envs/models.yaml"
     shell:
