@@ -101,6 +101,11 @@ def atomic_output_set(paths: list[str | Path], overwrite: bool = False) -> Itera
                     os.replace(staging / path.name, path)
         except Exception as exc:
             error = _write_error(exc, parent, parent)
+            if isinstance(error, OSError) and error.filename is not None:
+                # An output written in the staging folder is named where it was to go.
+                named = Path(error.filename)
+                if named.parent == staging:
+                    error = OSError(error.errno, error.strerror, str(parent / named.name))
             if error is exc:
                 raise
             raise error from None
@@ -113,14 +118,17 @@ def _write_error(exc: Exception, target: Path, folder: Path) -> Exception:
     """The exception a failed write of ``target`` raises: an ``OSError`` naming ``target``
     when the disk is full (whatever the writer raised) or the writer's ``OSError`` named
     neither file nor cause (h5py, numpy); else ``exc`` itself."""
-    full = _disk_full(folder)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return exc  # already says which file (an inner atomic write, the OS itself)
+    full = (isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            or _disk_full(folder))
     if full or isinstance(exc, OSError) and exc.filename is None:
-        detail = (exc.strerror if isinstance(exc, OSError) and exc.strerror
-                  else str(exc).strip().splitlines()[0] if str(exc).strip()
-                  else type(exc).__name__)
-        if full:
-            return OSError(errno.ENOSPC, f"no space left on the device ({detail})",
-                           str(target))
+        detail = " ".join(str(exc.strerror if isinstance(exc, OSError) and exc.strerror
+                              else exc or type(exc).__name__).split())
+        detail = detail if len(detail) <= 120 else detail[:117] + "..."
+        if full:  # a library's own words for it ("unexpected pos") would only confuse
+            return OSError(errno.ENOSPC, "no space left on the device" + (
+                f" ({detail})" if isinstance(exc, OSError) else ""), str(target))
         return OSError(getattr(exc, "errno", None), f"cannot write ({detail})", str(target))
     return exc
 

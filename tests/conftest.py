@@ -1,4 +1,4 @@
-"""Shared fixtures: the validated default config and small phantom specs."""
+"""Shared fixtures: the validated default config, small phantom specs and a tiny disk."""
 
 from __future__ import annotations
 
@@ -28,3 +28,20 @@ def make_spec(default_config):
         return phantom_spec(cfg, name, phantom or f"{family}_0000")
 
     return _make
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB file system (tmpfs), or a skip when this machine does not let us mount one."""
+    import subprocess
+
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)],
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({run.stderr.strip() or 'not root'})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)

@@ -229,3 +229,23 @@ def test_sigterm_leaves_a_resumable_checkpoint_and_no_partial_file(inputs, tmp_p
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     step = load_checkpoint(out / "checkpoint.pt", "checkpoint")["step"]
     assert step >= 5 and step % 5 == 0
+
+
+def test_a_full_disk_at_a_checkpoint_names_the_checkpoint(inputs, tiny_disk, capsys):
+    """torch's writer says "enforce fail ... unexpected pos" when the disk fills: the user
+    reads the checkpoint's path and the cause, on one line, and no partial file is left."""
+    cfg, files = inputs
+    filler = tiny_disk / "filler"
+    filler.write_bytes(b"\0" * 1_990_000)  # about 60 kB left of the 2 MB
+    out = tiny_disk / "run"
+    code = models_main(["train", "--spec", json.dumps(train_spec(cfg, "tubes", "attention_gan")),
+                        "--out-dir", str(out),
+                        *[a for role in ("positron", "ct", "features", "encoder")
+                          for a in (f"--{role}", str(files[role]))], "--threads", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1, err
+    assert errors[0].startswith(f"error: {out}/") and "no space left on the device" in \
+        errors[0], errors
+    assert "enforce fail" not in errors[0] and "Traceback" not in "\n".join(err)
+    assert not [p for p in tiny_disk.rglob("*") if p.name.startswith(".")]

@@ -97,23 +97,6 @@ def test_describe_names_the_path_and_cause():
         "out of memory (Unable to allocate 477 GiB)")
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MB file system (tmpfs), or a skip when this machine does not let us mount one."""
-    import subprocess
-
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    run = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(mount)],
-                         capture_output=True, text=True)
-    if run.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({run.stderr.strip() or 'not root'})")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-
-
 @pytest.mark.slow
 def test_a_full_disk_gives_one_line_and_leaves_nothing(tiny_disk, tmp_path, capsys):
     """Phantom (its files as one set) and simulate (HDF5 list-mode written chunk by chunk)
