@@ -35,13 +35,17 @@ def _hdf5(path) -> None:
         f["x"] = np.random.default_rng(0).random(500_000)
 
 
+def _numpy(path) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, np.random.default_rng(0).random(400_000))
+
+
 #: Each library's way of writing more than the 2 MB disk holds (torch's zip writer says
 #: "unexpected pos", h5py "can't write data", numpy and Pillow an OSError without the file).
 WRITERS = {
     "torch.save": lambda path: torch.save({"w": torch.rand(700_000)}, path),
     "h5py": _hdf5,
-    "numpy.save": lambda path: np.save(open(path, "wb"), np.random.default_rng(0).random(
-        400_000)),
+    "numpy.save": lambda path: _numpy(path),
     "matplotlib": _figure,
     "plain write": lambda path: path.write_bytes(os.urandom(3_000_000)),
 }
