@@ -32,7 +32,8 @@ import pytest
 from tests.workflow.sandbox import REPO, copy_workflow
 from tests.workflow.test_local_slurm import SYSTEM_PATHS, _snapshot
 
-pytestmark = pytest.mark.cluster
+# A cluster run of a dataset takes 8 to 15 minutes on 2 cores: more than the suite's timeout.
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(3600)]
 
 LOCAL = REPO / "profiles/slurm/local"
 HOW_TO_START = ("run `make cluster-test`, or start the private cluster with "

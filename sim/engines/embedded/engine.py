@@ -252,14 +252,20 @@ def _pool_results(engine: FastEngine, frame: Frame, seed: int, workers: int):
         # Ctrl-C, SIGTERM, an error or the consumer stopping: the queued chunks are dropped
         # and the workers stopped now, instead of the pool's exit running every chunk left.
         # Workers ignore the stop signals (below), so they are killed: they hold no files.
-        # Then the pool's manager thread is joined: left running, it can close its wake-up
-        # pipe while the interpreter's exit hook writes to it (CPython 3.11: "Exception
-        # ignored ... Bad file descriptor" after the stop line).
         processes = list((pool._processes or {}).values())  # no public terminate() here
         for process in processes:
             process.kill()
         for process in processes:
             process.join(timeout=5)
+        # A worker killed while sending its chunk leaves the pool's manager thread waiting
+        # for the rest of the message, for ever (and the interpreter's exit waits for that
+        # thread): with the parent's end of the result pipe closed too, no writer is left,
+        # the read ends and the thread shuts the broken pool down. It is then joined: left
+        # running, it can close its wake-up pipe while the exit hook writes to it (CPython
+        # 3.11: "Exception ignored ... Bad file descriptor" after the stop line).
+        results = getattr(pool, "_result_queue", None)
+        if results is not None:
+            results._writer.close()
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown()
