@@ -8,18 +8,41 @@ names are the ``train.methods`` entries of the config and the ``method`` wildcar
 
 from __future__ import annotations
 
-from models.methods.base import Method
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the registry itself needs no torch: the Snakefile reads it
+    from models.methods.base import Method
+
+#: Every method's name and the input files it is built from besides its image sets
+#: (``Method.needs``: the positron feature memory, the CT encoder). The one place these are
+#: declared: :func:`register` gives them to the class, and the workflow reads them here
+#: without importing the methods' modules (torch takes seconds to load, on every dry run).
+NEEDS: dict[str, tuple[str, ...]] = {
+    "attention_gan": ("positron", "features", "encoder"),
+    "attention_gan_conditional": ("positron", "features", "encoder"),
+    "dcgan": (),
+    "dcgan_conditional": (),
+    "mask2image_global": (),
+    "mask2image_patch": (),
+    "pix2pix": (),
+    "vae": (),
+    "wgan_gp": (),
+}
 
 _REGISTRY: dict[str, type[Method]] = {}
 
 
 def register(name: str):
-    """Class decorator: make a method available under ``name``."""
+    """Class decorator: make a method available under ``name`` (a key of :data:`NEEDS`),
+    with its ``needs`` from there."""
 
     def add(cls: type[Method]) -> type[Method]:
         if name in _REGISTRY:
             raise ValueError(f"method {name!r} is registered twice")
+        if name not in NEEDS:
+            raise ValueError(f"method {name!r} is not declared in models.methods.NEEDS")
         cls.name = name
+        cls.needs = NEEDS[name]
         _REGISTRY[name] = cls
         return cls
 
@@ -53,6 +76,14 @@ def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def method_needs(name: str) -> tuple[str, ...]:
+    """The input files of method ``name`` besides its image sets (without importing it)."""
+    if name not in NEEDS:
+        raise ValueError(f"unknown generative method {name!r}; known: "
+                         f"{', '.join(sorted(NEEDS))}")
+    return NEEDS[name]
+
+
 def run_name_pattern() -> str:
     """Regular expression of a training run's name: a method, optionally ``__seed{N}``."""
-    return f"({'|'.join(method_names())})(__seed[0-9]+)?"
+    return f"({'|'.join(sorted(NEEDS))})(__seed[0-9]+)?"

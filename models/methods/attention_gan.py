@@ -155,7 +155,6 @@ class AttentionGAN(Method):
 
     sources = ("real", "query")
     sampler_nets = ("encoder", "memory", "generator")
-    needs = ("positron", "features", "encoder")
     settings_class = AttentionGANSettings
 
     def __init__(self, settings: AttentionGANSettings, arch: dict[str, Any]) -> None:

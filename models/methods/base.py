@@ -84,7 +84,8 @@ class Method:
         Networks used by :meth:`sample`; these are the ones averaged when EMA is on.
     needs : tuple of str
         Input files the method is built from besides its image sources (``features``,
-        ``encoder``); the stage checks they exist before any work.
+        ``encoder``); the stage checks they exist before any work. Declared in
+        :data:`models.methods.NEEDS` (the workflow reads it there) and set by ``register``.
     settings_class : type
         Frozen dataclass with ``from_section(config_section)``.
     data : str

@@ -39,3 +39,24 @@ def test_no_module_imports_against_the_layering(package):
     wrong = {str(p.relative_to(REPO)): sorted(imported_packages(p) & FORBIDDEN[package])
              for p in modules if imported_packages(p) & FORBIDDEN[package]}
     assert not wrong, wrong
+
+
+def test_the_workflow_and_the_entry_points_load_without_torch():
+    """What every Snakemake invocation imports to read the Snakefile (torch took 3 of a dry
+    run's 5 seconds) and what `python -m sim|recon|models` imports before its stop-signal
+    handlers are in: no torch. And the method registry declares exactly the methods that
+    register themselves, with the inputs their classes get."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import models.methods, pipeline.config, pipeline.job_resources, "
+            "pipeline.specs, sim.phantoms.spec, sim.__main__, recon.__main__, models.__main__; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn') if m in sys.modules))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "[]", run.stdout + run.stderr
+    from models.methods import NEEDS, method_class, method_names
+
+    assert method_names() == sorted(NEEDS)
+    assert {m: method_class(m).needs for m in method_names()} == NEEDS
+    assert NEEDS["attention_gan"] == ("positron", "features", "encoder")

@@ -234,7 +234,7 @@ def test_simulate_stops_cleanly_whenever_the_signal_comes(point_phantom, tmp_pat
     commands = [_sim_args("simulate", overlay, "--phantom", "point_0000", "--acquisition",
                           "reference", "--phantom-file", str(phantom), "--out", str(out),
                           "--threads", "2") for out in outs]
-    failures, seconds = stress("sim", commands, plan_shots(n, (0.02, 2.5), seed=1), tmp_path,
+    failures, seconds = stress("sim", commands, plan_shots(n, (0.02, 2.0), seed=1), tmp_path,
                                lambda k: _left_in(outs[k].parent))
     print(f"{n} interrupted simulations in {seconds:.1f} s")
     assert not failures, "\n".join(failures)
@@ -333,7 +333,7 @@ def test_the_launcher_stops_snakemake_and_its_jobs_whenever_the_signal_comes(tmp
             [f"Snakemake's locks {locks}"] if locks else []) + (
             [f"{listmode.name} written"] if listmode.exists() else [])
 
-    failures, seconds = stress("sim", [command] * n, plan_shots(n, (0.05, 6.0), seed=4),
+    failures, seconds = stress("sim", [command] * n, plan_shots(n, (0.05, 4.0), seed=4),
                                tmp_path, leftovers, cwd=workflow, own_log=False)
     print(f"{n} interrupted workflow runs in {seconds:.1f} s")
     assert not failures, "\n".join(failures)

@@ -148,7 +148,7 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         " feature_network: {epochs: 1}}\n"
         "downstream: {epochs: 1, seeds: [1], channels: 4}\n"
     )
-    run = _snakemake("--cores", "1", "--configfile", str(overlay), cwd=tmp_path)
+    run = _snakemake("--cores", "2", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
     for name in ("point_0000", "point_0001"):
         folder = tmp_path / "results/tiny/phantoms"

@@ -3,7 +3,7 @@ import json
 import math
 import shlex
 
-from models.methods import method_class, run_name_pattern
+from models.methods import method_needs, run_name_pattern
 from pipeline import job_resources
 from pipeline.config import selected_datasets
 from pipeline.specs import (
@@ -287,7 +287,7 @@ def generate_spec_json(wildcards):
 def train_inputs(wildcards):
     """Image sets, and the feature memory and CT encoder for the methods built on them."""
     base = f"results/{wildcards.dataset}"
-    needs = method_class(split_run(wildcards.method)[0]).needs
+    needs = method_needs(split_run(wildcards.method)[0])
     inputs = {"positron": f"{base}/datasets/positron.h5", "ct": f"{base}/datasets/ct.h5"}
     if "features" in needs:
         inputs["features"] = f"{base}/models/features.h5"
