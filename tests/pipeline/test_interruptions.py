@@ -144,9 +144,10 @@ def stress(package: str, commands: list[list[str]], shots: list[Shot], tmp_path:
     """Run ``commands[k]`` of ``package`` under ``shots[k]`` in one driver process; the
     failures (empty when every repetition stopped as it should) and the seconds taken.
 
-    Each repetition must end with 128 + its first signal's number, exactly the one stop
-    line on stderr (no traceback, no "Exception ignored"), no child process alive, and
-    ``leftovers(k)`` (what it left that it should not have) empty. Without ``own_log`` the
+    Each repetition must end with 128 + its first signal's number (or, with two signals
+    close together, the second's), exactly the matching stop line on stderr (no traceback,
+    no "Exception ignored"), no child process alive, and ``leftovers(k)`` (what it left
+    that it should not have) empty. Without ``own_log`` the
     stderr is shared with a program the command runs (Snakemake, which echoes its failed
     jobs' logs and its own traceback when stopped while it reads the Snakefile): then the
     stop line must be the last line, and no traceback may pass through the project's own
@@ -192,15 +193,20 @@ def stress(package: str, commands: list[list[str]], shots: list[Shot], tmp_path:
     seconds = time.monotonic() - t0
     sections = log.read_text().split("=== ")[1:]
     for k, result in results.items():
-        first = shots[k].sends[0][1]
+        # The stop is the first signal's; two that are pending together (the main thread in
+        # one long C call, an import's) reach Python in the order of their numbers, so with
+        # a second signal within 0.3 s either may be the one reported. The code and the
+        # line must agree.
+        sent = [signum for _, signum, _ in shots[k].sends]
+        stop = result["code"] - 128
         text = sections[k].split("\n", 1)[1] if k < len(sections) else ""
         errors = [line for line in text.splitlines() if line.startswith("error:")]
         wrong = []
-        if result["code"] != 128 + first:
-            wrong.append(f"exit code {result['code']}")
-        if own_log and errors != [stop_message(first)]:
+        if stop not in sent:
+            wrong.append(f"exit code {result['code']} (signals sent: {sent})")
+        if own_log and errors != [stop_message(stop)]:
             wrong.append(f"error lines {errors}")
-        if not own_log and text.strip().splitlines()[-1:] != [stop_message(first)]:
+        if not own_log and text.strip().splitlines()[-1:] != [stop_message(stop)]:
             wrong.append("the stop line is not the last line")
         # Without its own log: Snakemake's traceback runs through the workflow copy's
         # modules, the command's own would run through the repository's.
@@ -234,7 +240,7 @@ def test_simulate_stops_cleanly_whenever_the_signal_comes(point_phantom, tmp_pat
     commands = [_sim_args("simulate", overlay, "--phantom", "point_0000", "--acquisition",
                           "reference", "--phantom-file", str(phantom), "--out", str(out),
                           "--threads", "2") for out in outs]
-    failures, seconds = stress("sim", commands, plan_shots(n, (0.02, 2.0), seed=1), tmp_path,
+    failures, seconds = stress("sim", commands, plan_shots(n, (0.02, 1.2), seed=1), tmp_path,
                                lambda k: _left_in(outs[k].parent))
     print(f"{n} interrupted simulations in {seconds:.1f} s")
     assert not failures, "\n".join(failures)
@@ -261,7 +267,7 @@ def test_reconstruct_stops_cleanly_whenever_the_signal_comes(point_listmode, tmp
     outs = [tmp_path / f"run{k}" / "image.h5" for k in range(n)]
     commands = [_sim_args("reconstruct", overlay, "--listmode", str(listmode),
                           "--phantom-file", str(phantom), "--out", str(out)) for out in outs]
-    failures, seconds = stress("recon", commands, plan_shots(n, (0.02, 2.0), seed=2),
+    failures, seconds = stress("recon", commands, plan_shots(n, (0.02, 1.2), seed=2),
                                tmp_path, lambda k: _left_in(outs[k].parent))
     print(f"{n} interrupted reconstructions in {seconds:.1f} s")
     assert not failures, "\n".join(failures)
@@ -304,7 +310,7 @@ def test_training_and_evaluation_stop_cleanly_whenever_the_signal_comes(generati
                 "--positron", str(files["positron"]), "--threads", "1"]
     commands = [[*(features if k % 2 else train), "--out-dir", str(out)]
                 for k, out in enumerate(outs)]
-    failures, seconds = stress("models", commands, plan_shots(n, (0.02, 2.0), seed=3),
+    failures, seconds = stress("models", commands, plan_shots(n, (0.02, 1.2), seed=3),
                                tmp_path, lambda k: _not_finished(outs[k]))
     print(f"{n} interrupted trainings in {seconds:.1f} s")
     assert not failures, "\n".join(failures)
@@ -333,7 +339,7 @@ def test_the_launcher_stops_snakemake_and_its_jobs_whenever_the_signal_comes(tmp
             [f"Snakemake's locks {locks}"] if locks else []) + (
             [f"{listmode.name} written"] if listmode.exists() else [])
 
-    failures, seconds = stress("sim", [command] * n, plan_shots(n, (0.05, 4.0), seed=4),
+    failures, seconds = stress("sim", [command] * n, plan_shots(n, (0.05, 3.0), seed=4),
                                tmp_path, leftovers, cwd=workflow, own_log=False)
     print(f"{n} interrupted workflow runs in {seconds:.1f} s")
     assert not failures, "\n".join(failures)
