@@ -28,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipeline.cli import CommandParser, run_command
+from pipeline.cli import command_parser, run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import (
     ct_dataset_spec,
@@ -207,10 +207,7 @@ def _cmd_device(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m models", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m models", __doc__)
 
     p = sub.add_parser("positron-dataset", help="build positron.h5 from reconstructions")
     p.add_argument("--spec", help="dataset spec as JSON (what the Snakemake rule passes)")

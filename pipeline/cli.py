@@ -35,6 +35,16 @@ class CommandParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def command_parser(prog: str, description: str | None
+                   ) -> tuple[CommandParser, argparse._SubParsersAction]:
+    """A stage's parser (``-v`` for debug logging, the module docstring as its help) and
+    the action its sub-commands are added to (one is required)."""
+    parser = CommandParser(prog=prog, description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser, parser.add_subparsers(dest="command", required=True)
+
+
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None, package: str) -> int:
     """Parse ``argv``, set up logging (``-v`` for debug) and run ``args.func(args)``.
 

@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pipeline.cli import CommandParser, run_command
+from pipeline.cli import command_parser, run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import recon_spec
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
@@ -96,10 +96,7 @@ def _limit_threads(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m recon", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m recon", __doc__)
 
     p = sub.add_parser("system-matrix", help="compute the 2D system matrix")
     _spec_args(p)

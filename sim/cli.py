@@ -22,7 +22,7 @@ import sys
 
 import yaml
 
-from pipeline.cli import CommandParser, run_command
+from pipeline.cli import command_parser, run_command
 from pipeline.config import ConfigError, load_config
 from pipeline.specs import simulate_spec
 from sim.launch import KILL_AFTER_S, SNAKEMAKE_STOP_S
@@ -147,10 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         # Everything after `run` is Snakemake's, options included.
         at = argv.index("run") + 1
         argv[at:at] = ["--"]
-    parser = CommandParser(prog="python -m sim", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser, sub = command_parser("python -m sim", __doc__)
 
     p = sub.add_parser("phantom", help="build one phantom")
     p.add_argument("--spec", help="phantom spec as JSON (what the Snakemake rule passes)")
