@@ -1,0 +1,135 @@
+"""Where a photon line enters the crystal ring: the module face it crosses, the crystal of
+that face it would reach first, and its angles of incidence.
+
+A photon leaving a point inside the ring along ``d`` leaves the polygon of the modules'
+front faces through the face ``m`` with the smallest positive distance
+``t_m = (R_in - p . n_m) / (d . n_m)`` over the faces it heads for (``d . n_m > 0``); the
+polygon is convex, so that face is the one crossed. On that face the entry point has a
+tangential offset ``tau`` (along the direction of growing crystal index) and an axial
+position ``z``. The *entry crystal* is the face's crystal column under ``tau`` (clipped to
+the module: a point in the gap between two modules belongs to the nearer edge crystal) and
+the *virtual ring* under ``z`` (rings counted on beyond the axial ends, so that a photon
+entering just past the last ring has ring ``rings`` and can still be detected by a
+crystal's end face). The incidence angles are measured in the module's frame: ``alpha``
+between the line's transaxial projection and the face normal (positive towards growing
+crystal index) and ``beta`` between the line and the transaxial plane (positive towards +z).
+
+This is the coordinate system of :mod:`sim.engines.statistical.response`: the Monte Carlo
+calibration and the statistical engine both describe photons by it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.scanner.geometry import Scanner
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Entry of n photon lines into the ring (arrays of shape (n,)).
+
+    Attributes
+    ----------
+    module : numpy.ndarray of int64
+        Module (face) crossed.
+    within : numpy.ndarray of int64
+        Crystal column of that module under the entry point, 0 .. crystals_per_module - 1.
+    ring : numpy.ndarray of int64
+        Virtual ring under the entry point (may be < 0 or >= rings beyond the axial ends).
+    point_mm : numpy.ndarray
+        Entry point (x, y, z), mm, shape (n, 3).
+    distance_mm : numpy.ndarray
+        Distance from the start point to the entry point, mm.
+    alpha_rad, beta_rad : numpy.ndarray
+        Transaxial and axial incidence angles, rad.
+    """
+
+    module: np.ndarray
+    within: np.ndarray
+    ring: np.ndarray
+    point_mm: np.ndarray
+    distance_mm: np.ndarray
+    alpha_rad: np.ndarray
+    beta_rad: np.ndarray
+
+    def index(self, scanner: Scanner) -> np.ndarray:
+        """Transaxial index of the entry crystal, int64."""
+        return self.module * scanner.crystals_per_module + self.within
+
+
+def virtual_ring(scanner: Scanner, z_mm: np.ndarray) -> np.ndarray:
+    """Ring under each axial position, counted on past both ends, int64.
+
+    Inside the axial extent it is the ring whose cell holds ``z`` (an axial gap between
+    modules belongs to the ring below it); beyond the ends rings continue at the axial pitch.
+    """
+    z_rel = np.asarray(z_mm, dtype=float) + scanner.axial_length_mm / 2.0
+    cma = scanner.crystals_per_module_axial
+    module_mm = cma * scanner.axial_pitch_mm + scanner.axial_module_gap_mm
+    module = np.floor(z_rel / module_mm).astype(np.int64)
+    row = np.minimum(np.floor((z_rel - module * module_mm) / scanner.axial_pitch_mm), cma - 1)
+    inside = module * cma + row.astype(np.int64)
+    below = np.floor(z_rel / scanner.axial_pitch_mm).astype(np.int64)
+    above = scanner.rings + np.floor((z_rel - scanner.axial_length_mm)
+                                     / scanner.axial_pitch_mm).astype(np.int64)
+    return np.where(z_rel < 0, below, np.where(z_rel >= scanner.axial_length_mm, above, inside))
+
+
+def ring_entry(scanner: Scanner, start_mm: np.ndarray, direction: np.ndarray) -> Entry:
+    """Entry of the lines ``start_mm + t direction`` (t > 0) into the ring.
+
+    Parameters
+    ----------
+    scanner : Scanner
+    start_mm : numpy.ndarray
+        Start points inside the polygon of the front faces, mm, shape (n, 3).
+    direction : numpy.ndarray
+        Unit directions, shape (n, 3).
+    """
+    angles = scanner.module_angles_rad
+    normals = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (M, 2)
+    towards = direction[:, :2] @ normals.T  # (n, M)
+    gap = scanner.inner_radius_mm - start_mm[:, :2] @ normals.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(towards > 1e-12, gap / towards, np.inf)
+    module = np.argmin(t, axis=1)
+    rows = np.arange(module.size)
+    distance = t[rows, module]
+    point = start_mm + distance[:, None] * direction
+    normal = normals[module]
+    tangent = np.stack([-normal[:, 1], normal[:, 0]], axis=1)
+    tau = np.einsum("ij,ij->i", point[:, :2], tangent)
+    n = scanner.crystals_per_module
+    within = np.clip(np.floor(tau / scanner.crystal_pitch_mm + n / 2.0), 0, n - 1)
+    along_normal = np.einsum("ij,ij->i", direction[:, :2], normal)
+    along_tangent = np.einsum("ij,ij->i", direction[:, :2], tangent)
+    return Entry(module.astype(np.int64), within.astype(np.int64),
+                 virtual_ring(scanner, point[:, 2]), point, distance,
+                 np.arctan2(along_tangent, along_normal),
+                 np.arcsin(np.clip(direction[:, 2], -1.0, 1.0)))
+
+
+def direction_from_angles(scanner: Scanner, module: np.ndarray, alpha_rad: np.ndarray,
+                          beta_rad: np.ndarray) -> np.ndarray:
+    """Unit directions with incidence angles ``alpha``, ``beta`` on face ``module``,
+    shape (n, 3) (the inverse of :func:`ring_entry`'s angles)."""
+    phi = scanner.module_angles_rad[module]
+    normal = np.stack([np.cos(phi), np.sin(phi)], axis=1)
+    tangent = np.stack([-normal[:, 1], normal[:, 0]], axis=1)
+    transaxial = (np.cos(alpha_rad)[:, None] * normal + np.sin(alpha_rad)[:, None] * tangent)
+    return np.concatenate([np.cos(beta_rad)[:, None] * transaxial,
+                           np.sin(beta_rad)[:, None]], axis=1)
+
+
+def face_point_mm(scanner: Scanner, module: np.ndarray, tau_mm: np.ndarray,
+                  z_mm: np.ndarray) -> np.ndarray:
+    """Points on the front face of ``module`` at tangential offset ``tau_mm`` and axial
+    position ``z_mm``, mm, shape (n, 3)."""
+    phi = scanner.module_angles_rad[module]
+    normal = np.stack([np.cos(phi), np.sin(phi)], axis=1)
+    tangent = np.stack([-normal[:, 1], normal[:, 0]], axis=1)
+    xy = scanner.inner_radius_mm * normal + tau_mm[:, None] * tangent
+    return np.concatenate([xy, np.asarray(z_mm, float)[:, None]], axis=1)
