@@ -78,6 +78,17 @@ def virtual_ring(scanner: Scanner, z_mm: np.ndarray) -> np.ndarray:
     return np.where(z_rel < 0, below, np.where(z_rel >= scanner.axial_length_mm, above, inside))
 
 
+def virtual_ring_z_mm(scanner: Scanner, ring: np.ndarray) -> np.ndarray:
+    """Axial centre of (virtual) rings, mm: a ring's own centre inside the axial extent,
+    continuing at the axial pitch beyond the ends (the inverse of :func:`virtual_ring`)."""
+    ring = np.asarray(ring)
+    inside = scanner.ring_z_mm[np.clip(ring, 0, scanner.rings - 1)]
+    half = scanner.axial_length_mm / 2.0
+    below = -half + (ring + 0.5) * scanner.axial_pitch_mm
+    above = half + (ring - scanner.rings + 0.5) * scanner.axial_pitch_mm
+    return np.where(ring < 0, below, np.where(ring >= scanner.rings, above, inside))
+
+
 def ring_entry(scanner: Scanner, start_mm: np.ndarray, direction: np.ndarray) -> Entry:
     """Entry of the lines ``start_mm + t direction`` (t > 0) into the ring.
 

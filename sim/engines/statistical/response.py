@@ -50,6 +50,7 @@ from sim.engines.statistical.entry import (
     direction_from_angles,
     face_point_mm,
     ring_entry,
+    virtual_ring_z_mm,
 )
 from sim.phantoms.materials import get_material
 from sim.scanner.geometry import Scanner
@@ -288,7 +289,7 @@ def calibration_photons(scanner: Scanner, n: int, bins: ResponseBins,
                     block * cma + (axial - OUTSIDE_RINGS - END_RINGS))
     ring = np.where((~end) & (ring < END_RINGS), ring + cma, ring)
     ring = np.where(rng.random(n) < 0.5, ring, scanner.rings - 1 - ring)
-    z = _ring_z_mm(scanner, ring) + (rng.random(n) - 0.5) * scanner.axial_pitch_mm
+    z = virtual_ring_z_mm(scanner, ring) + (rng.random(n) - 0.5) * scanner.axial_pitch_mm
     alpha = np.radians(rng.uniform(-bins.alpha_max_deg, bins.alpha_max_deg, n))
     beta = np.radians(rng.uniform(-bins.beta_max_deg, bins.beta_max_deg, n))
     direction = direction_from_angles(scanner, module, alpha, beta)
@@ -338,12 +339,3 @@ def send_photons(scanner: Scanner, digitizer: DigitizerSettings, bins: ResponseB
         "local_mm": local,
         "delay_ns": singles["time_ns"][first] - path_to_entry_ns,
     }
-
-
-def _ring_z_mm(scanner: Scanner, ring: np.ndarray) -> np.ndarray:
-    """Axial centre of (virtual) rings, mm: the ring's own inside, the pitch beyond."""
-    inside = scanner.ring_z_mm[np.clip(ring, 0, scanner.rings - 1)]
-    half = scanner.axial_length_mm / 2.0
-    below = -half + (ring + 0.5) * scanner.axial_pitch_mm
-    above = half + (ring - scanner.rings + 0.5) * scanner.axial_pitch_mm
-    return np.where(ring < 0, below, np.where(ring >= scanner.rings, above, inside))

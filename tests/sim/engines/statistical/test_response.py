@@ -10,7 +10,12 @@ import scipy.stats
 import xraylib
 
 from sim.engines.embedded.digitizer import DigitizerSettings
-from sim.engines.statistical.entry import direction_from_angles, ring_entry, virtual_ring
+from sim.engines.statistical.entry import (
+    direction_from_angles,
+    ring_entry,
+    virtual_ring,
+    virtual_ring_z_mm,
+)
 from sim.engines.statistical.response import (
     ResponseBins,
     axial_classes,
@@ -69,6 +74,8 @@ def test_virtual_rings_continue_past_the_ends():
                   half - 0.5 * pitch, half + 0.5 * pitch])
     assert virtual_ring(SCANNER, z).tolist() == [-2, -1, 0, SCANNER.rings - 1, SCANNER.rings]
     assert np.array_equal(virtual_ring(SCANNER, SCANNER.ring_z_mm), np.arange(SCANNER.rings))
+    rings = np.arange(-2, SCANNER.rings + 2)
+    assert np.array_equal(virtual_ring(SCANNER, virtual_ring_z_mm(SCANNER, rings)), rings)
 
 
 @pytest.fixture(scope="module")
