@@ -77,26 +77,40 @@ def face_centres_xy(scanner: Scanner) -> np.ndarray:
                      scanner.inner_radius_mm * np.sin(phi) + tau * np.cos(phi)], axis=1)
 
 
+def _circle(lo_xy_mm: np.ndarray, hi_xy_mm: np.ndarray) -> tuple[np.ndarray, float]:
+    mid = (np.asarray(lo_xy_mm, float) + np.asarray(hi_xy_mm, float)) / 2.0
+    return mid, float(np.linalg.norm(np.asarray(hi_xy_mm, float) - mid))
+
+
+def _distance_to_line(point: np.ndarray, a: np.ndarray, d: np.ndarray) -> np.ndarray:
+    return np.abs((a[:, 0] - point[0]) * d[:, 1] - (a[:, 1] - point[1]) * d[:, 0]) / np.linalg.norm(
+        d, axis=1)
+
+
 def tracks_through(scanner: Scanner, lo_xy_mm: np.ndarray, hi_xy_mm: np.ndarray,
-                   step_mm: float = STEP_MM) -> Tracks:
+                   step_mm: float = STEP_MM, cover_lo_xy_mm: np.ndarray | None = None,
+                   cover_hi_xy_mm: np.ndarray | None = None) -> Tracks:
     """Column pairs whose track passes the circle around the box ``[lo, hi]`` (x, y), with
-    sample fractions covering the box on every kept track at most ``step_mm`` apart."""
+    sample fractions at most ``step_mm`` apart covering, on every kept track, the circle
+    around the box ``[cover_lo, cover_hi]`` (default: the same box; an attenuation map can
+    reach beyond the activity)."""
     centres = face_centres_xy(scanner)
     i, j = np.triu_indices(scanner.crystals_per_ring, k=1)
     a, b = centres[i], centres[j]
-    mid = (np.asarray(lo_xy_mm, float) + np.asarray(hi_xy_mm, float)) / 2.0
-    radius = float(np.linalg.norm(np.asarray(hi_xy_mm, float) - mid))
+    mid, radius = _circle(lo_xy_mm, hi_xy_mm)
+    keep = _distance_to_line(mid, a, b - a) < radius
+    i, j, a, b = i[keep], j[keep], a[keep], b[keep]
     d = b - a
     length = np.linalg.norm(d, axis=1)
-    # Distance from the box centre to each track's line.
-    distance = np.abs((a[:, 0] - mid[0]) * d[:, 1] - (a[:, 1] - mid[1]) * d[:, 0]) / length
-    keep = distance < radius
-    i, j, a, b, d, length = i[keep], j[keep], a[keep], b[keep], d[keep], length[keep]
+    if cover_lo_xy_mm is not None:
+        mid, radius = _circle(cover_lo_xy_mm, cover_hi_xy_mm)
+    distance = _distance_to_line(mid, a, d)
     # Fraction of the way to the foot of the perpendicular from the centre, and the circle's
-    # half chord: every kept track is inside the circle for u in [c - h, c + h].
+    # half chord: every kept track is inside the circle for u in [c - h, c + h] at most.
     c = np.einsum("ij,ij->i", mid - a, d) / length**2
-    h = np.sqrt(np.maximum(radius**2 - distance[keep] ** 2, 0.0)) / length
-    u_lo, u_hi = float((c - h).min()), float((c + h).max())
+    h = np.sqrt(np.maximum(radius**2 - distance**2, 0.0)) / length
+    crossing = distance < radius
+    u_lo, u_hi = float((c - h)[crossing].min()), float((c + h)[crossing].max())
     n = int(np.ceil((u_hi - u_lo) * length.max() / step_mm))
     u = u_lo + (np.arange(n) + 0.5) * (u_hi - u_lo) / n
     return Tracks(i.astype(np.int64), j.astype(np.int64), a, b, u)
