@@ -59,6 +59,10 @@ class Entry:
         """Transaxial index of the entry crystal, int64."""
         return self.module * scanner.crystals_per_module + self.within
 
+    def subset(self, keep: np.ndarray) -> Entry:
+        """The photons selected by ``keep`` (mask or indices)."""
+        return Entry(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
+
 
 def virtual_ring(scanner: Scanner, z_mm: np.ndarray) -> np.ndarray:
     """Ring under each axial position, counted on past both ends, int64.

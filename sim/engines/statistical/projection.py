@@ -61,6 +61,18 @@ class Tracks:
     def length_xy_mm(self) -> np.ndarray:
         return np.linalg.norm(self.end_xy - self.start_xy, axis=1)
 
+    def shifted(self, offset_mm: float) -> Tracks:
+        """The tracks moved sideways by ``offset_mm`` (to the left of i -> j), same fractions."""
+        d = self.end_xy - self.start_xy
+        side = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.linalg.norm(d, axis=1)[:, None]
+        return Tracks(self.i, self.j, self.start_xy + offset_mm * side,
+                      self.end_xy + offset_mm * side, self.u)
+
+    def subset(self, keep: slice | np.ndarray) -> Tracks:
+        """The tracks selected by ``keep``, same fractions."""
+        return Tracks(self.i[keep], self.j[keep], self.start_xy[keep], self.end_xy[keep],
+                      self.u)
+
     def points_xy(self) -> np.ndarray:
         """Sample points, mm, shape (P, K, 2)."""
         return (self.start_xy[:, None, :]
@@ -117,8 +129,9 @@ def tracks_through(scanner: Scanner, lo_xy_mm: np.ndarray, hi_xy_mm: np.ndarray,
 
 
 def plane_profiles(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.ndarray,
-                   tracks: Tracks) -> np.ndarray:
-    """The image on every track, plane by plane (bilinear in x, y; zero outside the grid).
+                   tracks: Tracks, nearest: bool = False) -> np.ndarray:
+    """The image on every track, plane by plane (bilinear in x, y, or the value of the
+    voxel holding the point with ``nearest``; zero outside the grid).
 
     Returns
     -------
@@ -129,6 +142,8 @@ def plane_profiles(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: 
     pts = tracks.points_xy()
     fx = (pts[..., 0] - origin_mm[2]) / voxel_size_mm[2]
     fy = (pts[..., 1] - origin_mm[1]) / voxel_size_mm[1]
+    if nearest:
+        fx, fy = np.floor(fx + 0.5), np.floor(fy + 0.5)
     x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
     wx, wy = (fx - x0).astype(np.float32), (fy - y0).astype(np.float32)
     padded = np.zeros((nz, ny + 2, nx + 2), np.float32)

@@ -80,7 +80,7 @@ class ResponseBins:
     alpha_max_deg: float = 75.0
     beta_max_deg: float = 60.0
     alpha_bins: int = 15
-    beta_bins: int = 12
+    beta_bins: int = 24
 
     def alpha_bin(self, alpha_rad: np.ndarray) -> np.ndarray:
         """Bin of ``|alpha|`` (clipped to the last bin), int64."""
@@ -92,18 +92,39 @@ class ResponseBins:
         x = (np.degrees(beta_rad) / self.beta_max_deg + 1.0) / 2.0 * self.beta_bins
         return np.clip(np.floor(x), 0, self.beta_bins - 1).astype(np.int64)
 
+    def alpha_coordinate(self, alpha_rad: np.ndarray) -> np.ndarray:
+        """Position of ``|alpha|`` in bin units, bin centres at 0, 1, ... (clipped to them)."""
+        x = np.degrees(np.abs(alpha_rad)) / self.alpha_max_deg * self.alpha_bins - 0.5
+        return np.clip(x, 0.0, self.alpha_bins - 1.0)
+
+    def beta_coordinate(self, beta_rad: np.ndarray) -> np.ndarray:
+        """Position of ``beta`` in bin units, bin centres at 0, 1, ... (clipped to them)."""
+        x = (np.degrees(beta_rad) / self.beta_max_deg + 1.0) / 2.0 * self.beta_bins - 0.5
+        return np.clip(x, 0.0, self.beta_bins - 1.0)
+
 
 @dataclass(frozen=True)
 class Folded:
-    """Photons folded onto their cells (arrays of shape (n,)).
+    """Photons folded onto the response's cells (arrays of shape (n,)).
 
-    ``cell`` is -1 for a photon that cannot be detected (entering too far beyond an axial
-    end); ``flip_t`` and ``flip_z`` are -1 where a mirror was applied (the outcome's column
-    and tangential offsets, and its ring and axial offsets, change sign back)."""
+    ``cell`` is the cell whose angle bins hold the photon's angles (the calibration's
+    bookkeeping), -1 for a photon that cannot be detected (entering too far beyond an axial
+    end); ``base`` is its cell without the angle bins (-1 likewise); ``alpha_x`` and
+    ``beta_x`` are the angles in bin units with the bins' centres at whole numbers (for
+    interpolation between cells). ``flip_t`` and ``flip_z`` are -1 where a mirror was
+    applied (the outcome's column and tangential offsets, and its ring and axial offsets,
+    change sign back)."""
 
     cell: np.ndarray
+    base: np.ndarray
+    alpha_x: np.ndarray
+    beta_x: np.ndarray
     flip_t: np.ndarray
     flip_z: np.ndarray
+
+    def subset(self, keep: np.ndarray) -> Folded:
+        """The photons selected by ``keep`` (mask or indices)."""
+        return Folded(*(getattr(self, f)[keep] for f in self.__dataclass_fields__))
 
 
 def axial_classes(scanner: Scanner) -> int:
@@ -124,9 +145,27 @@ def fold(scanner: Scanner, bins: ResponseBins, entry: Entry) -> Folded:
     cma = scanner.crystals_per_module_axial
     axial = np.where(ring < END_RINGS, ring + OUTSIDE_RINGS,
                      OUTSIDE_RINGS + END_RINGS + np.mod(ring, cma))
-    cell = ((within * axial_classes(scanner) + axial) * bins.alpha_bins
-            + bins.alpha_bin(entry.alpha_rad)) * bins.beta_bins + bins.beta_bin(beta)
-    return Folded(np.where(ring < -OUTSIDE_RINGS, -1, cell).astype(np.int64), flip_t, flip_z)
+    outside = ring < -OUTSIDE_RINGS
+    base = np.where(outside, -1, within * axial_classes(scanner) + axial).astype(np.int64)
+    cell = (base * bins.alpha_bins + bins.alpha_bin(entry.alpha_rad)) * bins.beta_bins \
+        + bins.beta_bin(beta)
+    return Folded(np.where(outside, -1, cell).astype(np.int64), base,
+                  bins.alpha_coordinate(entry.alpha_rad), bins.beta_coordinate(beta),
+                  flip_t, flip_z)
+
+
+def _neighbours(bins: ResponseBins, folded: Folded) -> tuple[np.ndarray, np.ndarray]:
+    """The four cells around each photon's angles and their bilinear weights, (n, 4)."""
+    a0 = np.minimum(np.floor(folded.alpha_x), bins.alpha_bins - 2).astype(np.int64)
+    b0 = np.minimum(np.floor(folded.beta_x), bins.beta_bins - 2).astype(np.int64)
+    fa = (folded.alpha_x - a0)[:, None]
+    fb = (folded.beta_x - b0)[:, None]
+    da = np.array([0, 0, 1, 1])[None, :]
+    db = np.array([0, 1, 0, 1])[None, :]
+    base = np.maximum(folded.base, 0)[:, None]
+    cells = (base * bins.alpha_bins + a0[:, None] + da) * bins.beta_bins + b0[:, None] + db
+    weights = np.where(da == 1, fa, 1 - fa) * np.where(db == 1, fb, 1 - fb)
+    return cells, np.where((folded.base >= 0)[:, None], weights, 0.0)
 
 
 def n_cells(scanner: Scanner, bins: ResponseBins) -> int:
@@ -152,9 +191,10 @@ class DetectorResponse:
         Detected crystal minus entry crystal (column, ring), in the folded frame.
     energy_kev : numpy.ndarray of float32
         Blurred energy of the single.
-    local_mm : numpy.ndarray of float32, shape (n_detected, 3)
-        Interaction point in the detected crystal's frame (depth below the front face,
-        tangential and axial offsets from its centre line), folded frame.
+    offset_mm : numpy.ndarray of float32, shape (n_detected, 3)
+        Interaction point (the single's energy-weighted position) from the entry point, in
+        the photon's frame (:func:`photon_frame`: along its direction, sideways in the
+        transaxial plane, and the third direction), folded.
     delay_ns : numpy.ndarray of float32
         Time from the entry point to the first deposit in the detected crystal, with the
         digitizer's time blurring, ns.
@@ -168,7 +208,7 @@ class DetectorResponse:
     d_index: np.ndarray
     d_ring: np.ndarray
     energy_kev: np.ndarray
-    local_mm: np.ndarray
+    offset_mm: np.ndarray
     delay_ns: np.ndarray
 
     @property
@@ -177,32 +217,57 @@ class DetectorResponse:
         return np.diff(self.start)
 
     def probability(self, folded: Folded) -> np.ndarray:
-        """Detection probability of each photon (0 where its cell is -1 or empty)."""
+        """Detection probability of each photon, interpolated bilinearly in the angles
+        between the cells' centres (0 where the photon cannot be detected)."""
         p = self.detected / np.maximum(self.sent, 1)
-        return np.where(folded.cell >= 0, p[np.maximum(folded.cell, 0)], 0.0)
+        cells, weights = _neighbours(self.bins, folded)
+        return np.sum(p[cells] * weights, axis=1)
 
     def draw(self, folded: Folded, entry: Entry, rng: np.random.Generator) -> dict:
-        """Outcomes of photons known to be detected (every cell must hold outcomes).
+        """Outcomes of photons known to be detected.
+
+        The outcome comes from one of the four cells around the photon's angles, chosen
+        with its bilinear weight times its detection probability (the outcome distribution
+        of the interpolated response). Every photon needs a neighbour with outcomes.
 
         Returns columns ``crystal`` (int32), ``energy_kev`` (float32), ``pos_mm`` ((n, 3)
         float32, global) and ``delay_ns`` (float32: from the entry point to the single's
         time stamp, time blurring included).
         """
-        cell = folded.cell
-        count = self.detected[cell]
-        if np.any(count == 0):
-            raise ValueError("drawing an outcome in a cell without detected photons")
+        cells, weights = _neighbours(self.bins, folded)
+        count = self.detected[cells]
+        weights = weights * count / np.maximum(self.sent[cells], 1)
+        total = weights.sum(axis=1)
+        if np.any(total <= 0):
+            raise ValueError("drawing an outcome for a photon whose cells detect nothing")
+        pick = (np.cumsum(weights, axis=1) < (rng.random(total.size) * total)[:, None]).sum(
+            axis=1)
+        pick = np.minimum(pick, 3)
+        cell = cells[np.arange(total.size), pick]
+        count = count[np.arange(total.size), pick]
         row = self.start[cell] + np.floor(rng.random(cell.size) * count).astype(np.int64)
         scanner = self.scanner
-        index = np.mod(entry.index(scanner) + folded.flip_t * self.d_index[row],
-                       scanner.crystals_per_ring)
-        ring = entry.ring + folded.flip_z * self.d_ring[row]
-        crystal = scanner.crystal_id(np.clip(ring, 0, scanner.rings - 1), index)
-        local = self.local_mm[row].astype(np.float64)
-        frames = scanner.crystal_frames(crystal)
-        centre = scanner.crystal_position_mm(crystal, 0.0)
-        pos = (centre + local[:, :1] * frames[:, 0] + (folded.flip_t * local[:, 1])[:, None]
-               * frames[:, 1] + (folded.flip_z * local[:, 2])[:, None] * frames[:, 2])
+        # The interaction point moves with the entry point and turns with the photon's
+        # direction (the path, shifted within its cell and turned within its angle bins),
+        # and the detected crystal is the one that holds it; where the moved point falls
+        # outside every crystal (a gap), the calibrated crystal offset is used.
+        direction = direction_from_angles(scanner, entry.module, entry.alpha_rad,
+                                          entry.beta_rad)
+        frame = photon_frame(direction)
+        offset = self.offset_mm[row].astype(np.float64)
+        offset[:, 1] *= folded.flip_t
+        offset[:, 2] *= folded.flip_z
+        pos = entry.point_mm + np.einsum("nk,nkj->nj", offset, frame)
+        crystal = scanner.crystal_id_at(pos)
+        lost = crystal < 0
+        if lost.any():
+            kept_row = row[lost]
+            index = np.mod(entry.index(scanner)[lost]
+                           + folded.flip_t[lost] * self.d_index[kept_row],
+                           scanner.crystals_per_ring)
+            ring = entry.ring[lost] + folded.flip_z[lost] * self.d_ring[kept_row]
+            crystal[lost] = scanner.crystal_id(np.clip(ring, 0, scanner.rings - 1), index)
+            pos[lost] = _into_crystal(scanner, crystal[lost], pos[lost])
         return {"crystal": crystal, "energy_kev": self.energy_kev[row],
                 "pos_mm": pos.astype(np.float32), "delay_ns": self.delay_ns[row]}
 
@@ -249,8 +314,32 @@ def calibrate(scanner: Scanner, digitizer: DigitizerSettings, photons_per_cell: 
         scanner, digitizer, bins, sent.astype(np.int64), start.astype(np.int64),
         outcomes["d_index"][order].astype(np.int16), outcomes["d_ring"][order].astype(np.int16),
         outcomes["energy_kev"][order].astype(np.float32),
-        outcomes["local_mm"][order].astype(np.float32),
+        outcomes["offset_mm"][order].astype(np.float32),
         outcomes["delay_ns"][order].astype(np.float32))
+
+
+def _into_crystal(scanner: Scanner, crystal: np.ndarray, pos_mm: np.ndarray) -> np.ndarray:
+    """The points of ``crystal`` nearest to ``pos_mm`` (each point clipped to its crystal's
+    box, in the crystal's frame), mm, shape (n, 3)."""
+    frames = scanner.crystal_frames(crystal)
+    front = scanner.crystal_position_mm(crystal, 0.0)
+    local = np.einsum("nij,nj->ni", frames, pos_mm - front)
+    half_t = scanner.crystal_width_mm / 2.0
+    half_z = scanner.crystal_axial_width_mm / 2.0
+    local = np.clip(local, [0.0, -half_t, -half_z], [scanner.crystal_depth_mm, half_t, half_z])
+    return front + np.einsum("ni,nij->nj", local, frames)
+
+
+def photon_frame(direction: np.ndarray) -> np.ndarray:
+    """Orthonormal frames (n, 3, 3) whose rows are the direction, the transaxial unit
+    vector ``z x d`` (normalised) and their cross product.
+
+    The ring's mirrors act simply on coordinates in these frames: the module's mid-plane
+    (a vertical plane) changes the sign of the second, the scanner's mid-plane (z = 0) that
+    of the third."""
+    side = np.stack([-direction[:, 1], direction[:, 0], np.zeros(len(direction))], axis=1)
+    side /= np.maximum(np.linalg.norm(side, axis=1), 1e-12)[:, None]
+    return np.stack([direction, side, np.cross(direction, side)], axis=1)
 
 
 def ring_transport(scanner: Scanner, energy_cut_kev: float = 1.0) -> Transport:
@@ -302,8 +391,9 @@ def send_photons(scanner: Scanner, digitizer: DigitizerSettings, bins: ResponseB
     """Transport photons of 511 keV from ``start`` (in the bore, :data:`BACK_OFF_MM`
     before their entry) along ``direction`` through the ring and the digitizer.
 
-    Returns the cell of every photon (n,) and, for the detected ones, their cell, folded
-    column and ring offsets, energy, local interaction point and delay.
+    Returns the cell of every photon (n,) and, for the detected ones, their index among the
+    photons sent, cell, folded column and ring offsets, energy, interaction point offset and
+    delay.
     """
     n = start.shape[0]
     entry = ring_entry(scanner, start, direction)
@@ -325,17 +415,17 @@ def send_photons(scanner: Scanner, digitizer: DigitizerSettings, bins: ResponseB
     half = scanner.crystals_per_ring // 2
     d_index = np.mod(det_index - entry.index(scanner)[photon] + half,
                      scanner.crystals_per_ring) - half
-    frames = scanner.crystal_frames(crystal)
-    offset = singles["pos_mm"][first] - scanner.crystal_position_mm(crystal, 0.0)
-    local = np.einsum("nij,nj->ni", frames, offset)
-    local[:, 1] *= flip_t
-    local[:, 2] *= flip_z
+    shift = singles["pos_mm"][first] - entry.point_mm[photon]
+    offset = np.einsum("nkj,nj->nk", photon_frame(direction[photon]), shift)
+    offset[:, 1] *= flip_t
+    offset[:, 2] *= flip_z
     path_to_entry_ns = entry.distance_mm[photon] / C_MM_PER_NS
     return folded.cell, {
+        "photon": photon,
         "cell": folded.cell[photon],
         "d_index": d_index * flip_t,
         "d_ring": (det_ring - entry.ring[photon]) * flip_z,
         "energy_kev": singles["energy_kev"][first],
-        "local_mm": local,
+        "offset_mm": offset,
         "delay_ns": singles["time_ns"][first] - path_to_entry_ns,
     }

@@ -1,18 +1,30 @@
-"""Expected true coincidences on every line between two face cells of the ring.
+"""Where true coincidences can come from: every line between two face cells of the ring
+whose tube can hold activity, with an upper bound of its expected trues.
 
 For face cells ``i`` (column, virtual ring) and ``j`` of areas ``A`` (crystal pitch times
 axial pitch) joined by a line of length ``L`` that meets their faces at angles
 ``theta_i``, ``theta_j`` to the normals, the decays whose two photons cross both cells are,
-for cells small against ``L``, ``D / (2 pi) G int rho dl`` with the pair's etendue
+for cells small against ``L``, ``D / (2 pi) G <int rho dl>`` with the pair's etendue
 ``G = A cos(theta_i) A cos(theta_j) / L^2``, ``rho`` the decay density (the activity map
-normalised to integrate to one, 1/mm^3) and ``D`` the expected decays of the frame: a
-decay at a point sends its photon axis through both cells with probability
-``Omega / (2 pi)``, and the solid angle ``Omega`` integrated over the line's cross-section
-is ``G``. Those photons escape the phantom with probability ``exp(-int mu dl)`` (both
-photons together see the whole line) and each is detected with the probability its cell
-and incidence angles have in the calibrated response (:mod:`.response`). The sum over
-cells is the expected number of true coincidences; line integrals are
-:mod:`.projection`'s.
+normalised to integrate to one, 1/mm^3), ``D`` the expected decays of the frame and
+``<int rho dl>`` the line integral averaged over the pair's tube of lines: a decay at a
+point sends its photon axis through both cells with probability ``Omega / (2 pi)``, and the
+solid angle ``Omega`` integrated over the line's cross-section is ``G``. Those photons
+escape the phantom with probability ``exp(-int mu dl)`` (both photons together see the whole
+line) and each is detected with the probability its cell and incidence angles have in the
+calibrated response (:mod:`.response`).
+
+The tube average of the line integral is not computed: bounding ``int rho dl`` by ``rho_max
+Lambda`` (``Lambda`` the length of the stretch of the line that covers the phantom) and
+leaving the detection out gives each line an *envelope* ``D / (2 pi) G exp(-int mu dl)
+rho_max Lambda``. Drawing a Poisson number of candidates from the envelopes, each with its
+axis through uniform points of the two cells and a point uniform on the stretch, and keeping
+a candidate with probability ``rho(x) / rho_max`` and then each photon with its detection
+probability, thins that Poisson process into exactly the trues' (:mod:`.events`): the tube
+average is then made by the sampling itself, whatever the size of the structures in the
+image. Only the attenuation (a smooth factor) is taken on the central line, and lines whose
+tube cannot hold activity (the central line more than a cell's half width and a voxel from
+every active voxel) are left out.
 """
 
 from __future__ import annotations
@@ -20,21 +32,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.ndimage
 
-from sim.engines.statistical.entry import Entry, virtual_ring_z_mm
+from sim.engines.statistical.entry import virtual_ring_z_mm
 from sim.engines.statistical.projection import (
     Tracks,
     oblique_integrals,
     plane_profiles,
     tracks_through,
 )
-from sim.engines.statistical.response import OUTSIDE_RINGS, DetectorResponse, fold
+from sim.engines.statistical.response import OUTSIDE_RINGS
 from sim.scanner.geometry import Scanner
 
 
 @dataclass(frozen=True)
 class ExpectedTrues:
-    """Expected true coincidences per line with a non-zero expectation.
+    """Candidate lines of true coincidences and their envelopes.
 
     Attributes
     ----------
@@ -43,20 +56,24 @@ class ExpectedTrues:
         Track (column pair) of each line.
     ring1, ring2 : numpy.ndarray of int16, shape (n,)
         Virtual rings of the cells of columns ``tracks.i`` and ``tracks.j``.
-    expected : numpy.ndarray of float64, shape (n,)
-        Expected detected trues per expected decay of the frame.
+    envelope : numpy.ndarray of float64, shape (n,)
+        Upper bound of the expected trues reaching the two cells per expected decay of the
+        frame (before detection).
+    density_max : float
+        Largest decay density, 1/mm^3 (what a candidate's density is compared with).
+    u_lo, u_hi : float
+        Stretch of every line (fractions of the way from cell i to cell j) on which the
+        candidates' points are drawn; it covers the phantom.
     """
 
     tracks: Tracks
     track: np.ndarray
     ring1: np.ndarray
     ring2: np.ndarray
-    expected: np.ndarray
-
-    @property
-    def per_decay(self) -> float:
-        """Expected detected trues per decay."""
-        return float(self.expected.sum())
+    envelope: np.ndarray
+    density_max: float
+    u_lo: float
+    u_hi: float
 
 
 def support_box(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.ndarray
@@ -71,9 +88,9 @@ def support_box(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.
 
 
 def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
-                   voxel_size_mm: np.ndarray, origin_mm: np.ndarray,
-                   response: DetectorResponse, tracks_per_batch: int = 512) -> ExpectedTrues:
-    """Expected detected trues per decay on every line between face cells.
+                   voxel_size_mm: np.ndarray, origin_mm: np.ndarray, scanner: Scanner,
+                   tracks_per_batch: int = 512) -> ExpectedTrues:
+    """Candidate lines of true coincidences and their envelopes per decay.
 
     Parameters
     ----------
@@ -83,50 +100,66 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
         Attenuation at 511 keV, 1/mm, same shape.
     voxel_size_mm, origin_mm : numpy.ndarray
         (z, y, x); ``origin_mm`` is the centre of voxel (0, 0, 0).
-    response : DetectorResponse
+    scanner : Scanner
     tracks_per_batch : int
         Column pairs processed together (memory).
     """
-    scanner = response.scanner
     voxel_size_mm = np.asarray(voxel_size_mm, float)
     origin_mm = np.asarray(origin_mm, float)
     activity = np.asarray(activity_zyx, np.float64)
+    if not np.all(np.isfinite(activity)) or np.any(activity < 0) or activity.sum() <= 0:
+        raise ValueError("activity map must be finite, non-negative and not all zero")
     density = activity / (activity.sum() * np.prod(voxel_size_mm))
-    lo, hi = support_box(activity, voxel_size_mm, origin_mm)
-    mu_lo, mu_hi = (lo, hi) if not np.any(mu_per_mm_zyx) else support_box(
-        np.asarray(mu_per_mm_zyx), voxel_size_mm, origin_mm)
-    # Lines cross the activity; their samples cover the attenuating material too.
+    mu = np.asarray(mu_per_mm_zyx, np.float32)
+    reach, reach_origin_mm = _reach(activity > 0, scanner, voxel_size_mm, origin_mm)
+    lo, hi = support_box(reach, voxel_size_mm, reach_origin_mm)
+    mu_lo, mu_hi = (lo, hi) if not np.any(mu) else support_box(mu, voxel_size_mm, origin_mm)
+    # Lines cross the activity; their stretch covers the attenuating material too.
     tracks = tracks_through(scanner, lo[:2], hi[:2], cover_lo_xy_mm=np.minimum(lo, mu_lo)[:2],
                             cover_hi_xy_mm=np.maximum(hi, mu_hi)[:2])
+    du = tracks.u[1] - tracks.u[0] if tracks.u.size > 1 else 0.0
+    u_lo, u_hi = float(tracks.u[0] - du / 2), float(tracks.u[-1] + du / 2)
     rings = np.arange(-OUTSIDE_RINGS, scanner.rings + OUTSIDE_RINGS)
     z = virtual_ring_z_mm(scanner, rings)
     r1, r2 = (a.ravel() for a in np.meshgrid(rings, rings, indexing="ij"))
     z1, z2 = (a.ravel() for a in np.meshgrid(z, z, indexing="ij"))
-    keep_pairs = _axially_possible(z1, z2, tracks, lo[2], hi[2])  # the activity's z extent
+    keep_pairs = _axially_possible(z1, z2, tracks, lo[2], hi[2])
     r1, r2, z1, z2 = r1[keep_pairs], r2[keep_pairs], z1[keep_pairs], z2[keep_pairs]
+    zc, dz = (z1 + z2) / 2, z2 - z1
     parts = []
     for first in range(0, tracks.i.size, tracks_per_batch):
-        sub = Tracks(*(getattr(tracks, f)[first:first + tracks_per_batch]
-                       for f in ("i", "j", "start_xy", "end_xy")), tracks.u)
-        emission = oblique_integrals(
-            plane_profiles(density.astype(np.float32), voxel_size_mm, origin_mm, sub),
-            origin_mm[0], voxel_size_mm[0], sub, (z1 + z2) / 2, z2 - z1)
-        track, pair = np.nonzero(emission > 0)
+        sub = tracks.subset(slice(first, first + tracks_per_batch))
+        near = oblique_integrals(
+            plane_profiles(reach, voxel_size_mm, reach_origin_mm, sub, nearest=True),
+            reach_origin_mm[0], voxel_size_mm[0], sub, zc, dz)
+        track, pair = np.nonzero(near > 0)
         if track.size == 0:
             continue
         attenuation = oblique_integrals(
-            plane_profiles(np.asarray(mu_per_mm_zyx, np.float32), voxel_size_mm, origin_mm,
-                           sub), origin_mm[0], voxel_size_mm[0], sub, (z1 + z2) / 2,
-            z2 - z1)[track, pair]
-        value = (emission[track, pair] * np.exp(-attenuation)
-                 * _etendue_and_detection(scanner, response, sub, track, r1[pair], r2[pair],
-                                          z1[pair], z2[pair]) / (2.0 * np.pi))
+            plane_profiles(mu, voxel_size_mm, origin_mm, sub, nearest=True),
+            origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
+        length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
+        value = (np.exp(-attenuation) * density.max() * (u_hi - u_lo) * length
+                 * _etendue(sub, track, z1[pair], z2[pair], scanner) / (2.0 * np.pi))
         parts.append((track + first, r1[pair], r2[pair], value))
     if not parts:
         raise ValueError("no line between two face cells crosses the activity")
     track, ring1, ring2, value = (np.concatenate(x) for x in zip(*parts, strict=True))
     return ExpectedTrues(tracks, track.astype(np.int32), ring1.astype(np.int16),
-                         ring2.astype(np.int16), value)
+                         ring2.astype(np.int16), value, float(density.max()), u_lo, u_hi)
+
+
+def _reach(active: np.ndarray, scanner: Scanner, voxel_size_mm: np.ndarray,
+           origin_mm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The active voxels grown by a cell's half width and one voxel each way (on a grid
+    padded as much, whose origin is returned with it): a line whose cells' tube holds
+    activity has its central line in here."""
+    grow = np.array([int(np.ceil(half / size)) + 1 for half, size in zip(
+        (scanner.axial_pitch_mm / 2, scanner.crystal_pitch_mm / 2,
+         scanner.crystal_pitch_mm / 2), voxel_size_mm, strict=True)])
+    structure = np.ones(2 * grow + 1, bool)
+    grown = scipy.ndimage.binary_dilation(np.pad(active, [(g, g) for g in grow]), structure)
+    return grown.astype(np.float32), origin_mm - grow * voxel_size_mm
 
 
 def _axially_possible(z1: np.ndarray, z2: np.ndarray, tracks: Tracks, z_lo: float,
@@ -138,29 +171,17 @@ def _axially_possible(z1: np.ndarray, z2: np.ndarray, tracks: Tracks, z_lo: floa
     return (np.maximum(za, zb) >= z_lo) & (np.minimum(za, zb) <= z_hi)
 
 
-def _etendue_and_detection(scanner: Scanner, response: DetectorResponse, tracks: Tracks,
-                           track: np.ndarray, ring1: np.ndarray, ring2: np.ndarray,
-                           z1: np.ndarray, z2: np.ndarray) -> np.ndarray:
-    """``G p_i p_j`` of each line (mm^2)."""
+def _etendue(tracks: Tracks, track: np.ndarray, z1: np.ndarray, z2: np.ndarray,
+             scanner: Scanner) -> np.ndarray:
+    """``G`` of each line, mm^2."""
     a = np.concatenate([tracks.start_xy[track], z1[:, None]], axis=1)
     b = np.concatenate([tracks.end_xy[track], z2[:, None]], axis=1)
     d = b - a
     length = np.linalg.norm(d, axis=1)
     d /= length[:, None]
     area = scanner.crystal_pitch_mm * scanner.axial_pitch_mm
-    cpm = scanner.crystals_per_module
-    etendue = np.ones(track.size) * area**2 / length**2
-    for column, ring, point, towards in ((tracks.i[track], ring1, a, -d),
-                                         (tracks.j[track], ring2, b, d)):
-        module, within = np.divmod(column, cpm)
-        phi = scanner.module_angles_rad[module]
-        normal = np.stack([np.cos(phi), np.sin(phi)], axis=1)
-        tangent = np.stack([-normal[:, 1], normal[:, 0]], axis=1)
-        along_normal = np.einsum("ij,ij->i", towards[:, :2], normal)
-        along_tangent = np.einsum("ij,ij->i", towards[:, :2], tangent)
-        etendue *= np.abs(along_normal)
-        entry = Entry(module, within, ring.astype(np.int64), point, np.zeros(track.size),
-                      np.arctan2(along_tangent, along_normal),
-                      np.arcsin(np.clip(towards[:, 2], -1.0, 1.0)))
-        etendue *= response.probability(fold(scanner, response.bins, entry))
+    etendue = area**2 / length**2
+    for column in (tracks.i[track], tracks.j[track]):
+        phi = scanner.module_angles_rad[column // scanner.crystals_per_module]
+        etendue = etendue * np.abs(d[:, 0] * np.cos(phi) + d[:, 1] * np.sin(phi))
     return etendue

@@ -157,13 +157,9 @@ def test_drawn_outcomes_lie_in_their_crystals_and_match_the_calibration(response
     entry = ring_entry(SCANNER, start, direction)
     folded = fold(SCANNER, response.bins, entry)
     p = response.probability(folded)
-    detected = (rng.random(p.size) < p) & (response.detected[np.maximum(folded.cell, 0)] > 0)
-    from sim.engines.statistical.entry import Entry
-
-    sub = Entry(*(getattr(entry, f)[detected] for f in Entry.__dataclass_fields__))
-    sub_fold = type(folded)(folded.cell[detected], folded.flip_t[detected],
-                            folded.flip_z[detected])
-    out = response.draw(sub_fold, sub, rng)
+    detected = rng.random(p.size) < p
+    sub = entry.subset(detected)
+    out = response.draw(folded.subset(detected), sub, rng)
     # Every drawn interaction point is inside the crystal drawn with it (the frames and the
     # mirrors put it back where the Monte Carlo had it).
     shrink = out["pos_mm"].astype(float)

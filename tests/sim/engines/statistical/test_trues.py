@@ -1,15 +1,19 @@
-"""Expected trues of the statistical engine: the geometric acceptance of a sphere against a
-Monte Carlo estimate written here (isotropic photon axes, the polygon of faces as
-half-planes), and the detected trues per decay against the embedded Monte Carlo."""
+"""Trues of the statistical engine: with perfect detection, the geometric acceptance of a
+sphere against a Monte Carlo estimate written here (isotropic photon axes, the polygon of
+faces as half-planes); the detected trues per decay, and their distributions, against the
+embedded Monte Carlo."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.stats
 
 from sim.engines.embedded.coincidences import SorterSettings
 from sim.engines.embedded.digitizer import DigitizerSettings
 from sim.engines.embedded.engine import EngineSettings, FastEngine
+from sim.engines.embedded.source import Frame
+from sim.engines.statistical.events import ActivityLookup, draw_trues
 from sim.engines.statistical.response import (
     OUTSIDE_RINGS,
     DetectorResponse,
@@ -18,6 +22,7 @@ from sim.engines.statistical.response import (
     n_cells,
 )
 from sim.engines.statistical.trues import expected_trues
+from sim.listmode.file import COLUMNS as LISTMODE_COLUMNS
 from sim.scanner.geometry import Scanner
 from tests.sim.synthetic import phantom_data
 
@@ -42,10 +47,22 @@ def _perfect_response() -> DetectorResponse:
                             np.zeros((n, 3), np.float32), zeros.astype(np.float32))
 
 
-def test_with_perfect_detection_the_sum_is_the_geometric_acceptance():
+def _draw(phantom, response, decays: float, seed: int, min_sector_difference: int = 2):
+    expected = expected_trues(phantom.activity, phantom.mu511_per_mm, phantom.voxel_size_mm,
+                              phantom.origin_mm, response.scanner)
+    frame = Frame(decays, 1.0, 1e12, 1)  # no decay during the frame: decays = activity
+    chunks = list(draw_trues(expected, ActivityLookup(phantom.activity, phantom.voxel_size_mm,
+                                                 phantom.origin_mm),
+                        response, frame, 0.5, min_sector_difference, seed))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in LISTMODE_COLUMNS}
+
+
+def test_with_perfect_detection_the_trues_per_decay_are_the_geometric_acceptance():
     phantom = _sphere(12.0)
-    result = expected_trues(phantom.activity, phantom.mu511_per_mm * 0, phantom.voxel_size_mm,
-                            phantom.origin_mm, _perfect_response())
+    phantom.mu511_per_mm[:] = 0
+    decays = 400_000
+    trues = _draw(phantom, _perfect_response(), decays, seed=1, min_sector_difference=0)
+    per_decay = trues["crystal1"].size / decays
     # Reference: points uniform in the sphere, isotropic axes; an axis counts when both of
     # its ends leave the polygon of front faces within the axial extent of the face cells
     # (the rings and the virtual rings beyond the ends the response covers).
@@ -64,9 +81,8 @@ def test_with_perfect_detection_the_sum_is_the_geometric_acceptance():
                      / np.where(towards > 0, towards, 1), np.inf).min(axis=1)
         both &= np.abs(point[:, 2] + t * d[:, 2]) < half
     acceptance = both.mean()
-    sigma = np.sqrt(acceptance * (1 - acceptance) / n)
-    assert abs(result.per_decay - acceptance) < 0.01 * acceptance + 4 * sigma, (
-        result.per_decay, acceptance)
+    sigma = np.sqrt(acceptance * (1 - acceptance) / n + acceptance / decays)
+    assert abs(per_decay - acceptance) < 4 * sigma, (per_decay, acceptance)
 
 
 def _isotropic(n, rng):
@@ -76,19 +92,52 @@ def _isotropic(n, rng):
     return np.stack([s * np.cos(phi), s * np.sin(phi), cos_t], axis=1)
 
 
+@pytest.fixture(scope="module")
+def response():
+    return calibrate(SCANNER, DIGITIZER, photons_per_cell=200, seed=1)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("material", ["air", "water"])
-def test_detected_trues_per_decay_match_the_monte_carlo(material):
-    """A 15 mm sphere of activity (in air: detection only; in water: attenuation too): the
-    expected trues per decay against the embedded engine's trues, within 2 % (the
-    calibration's own statistics included) or 3 Poisson sigma."""
+def test_trues_match_the_monte_carlo_in_number_and_distribution(material, response):
+    """A 15 mm sphere of activity (in air: detection only; in a water cube: attenuation
+    too), 1.5e6 decays each: the trues per decay within 2 % (or 3 Poisson sigma) of the
+    embedded engine's trues, and the distributions of ring difference, axial position,
+    transaxial separation, view, energy, time difference and interaction radius consistent
+    by chi-square and Kolmogorov-Smirnov tests at p > 0.001 (seeded: deterministic)."""
     phantom = _sphere(15.0, material=material)
-    response = calibrate(SCANNER, DIGITIZER, photons_per_cell=40, seed=1)
-    expected = expected_trues(phantom.activity, phantom.mu511_per_mm, phantom.voxel_size_mm,
-                              phantom.origin_mm, response).per_decay
+    decays = 1.5e6
+    stat = _draw(phantom, response, decays, seed=3)
     engine = FastEngine(phantom, SCANNER, DIGITIZER, SorterSettings(),
                         EngineSettings(chunk_decays=200_000))
-    counts = engine.run(2e6, 0.4, 6586.2, seed=5, workers=2).counts
-    measured = counts["trues"] / counts["primaries"]
-    sigma = np.sqrt(counts["trues"]) / counts["primaries"]
-    assert abs(expected - measured) < max(0.02 * measured, 3 * sigma), (expected, measured)
+    mc = engine.run(decays / 0.5, 0.5, 1e12, seed=5, workers=2)
+    trues = mc.prompts["kind"] == 0
+    measured = trues.sum() / mc.primaries
+    sigma = np.sqrt(trues.sum()) / mc.primaries
+    per_decay = stat["crystal1"].size / decays
+    assert abs(per_decay - measured) < max(0.02 * measured, 3 * sigma), (per_decay, measured)
+    a, b = _features(stat), _features({k: v[trues] for k, v in mc.prompts.items()})
+    for name in ("ring_difference", "ring_sum", "separation", "view"):
+        lo = min(a[name].min(), b[name].min())
+        ha = np.bincount(a[name] - lo)
+        hb = np.bincount(b[name] - lo, minlength=ha.size)
+        ha = np.pad(ha, (0, hb.size - ha.size))
+        used = (ha + hb) >= 20
+        p = scipy.stats.chi2_contingency(np.stack([ha[used], hb[used]]))[1]
+        assert p > 1e-3, (name, p)
+    for name in ("energy", "time_difference", "radius"):
+        p = scipy.stats.ks_2samp(a[name], b[name]).pvalue
+        assert p > 1e-3, (name, p)
+
+
+def _features(columns) -> dict:
+    r1, i1 = SCANNER.ring_and_index(columns["crystal1"])
+    r2, i2 = SCANNER.ring_and_index(columns["crystal2"])
+    r1, r2, i1, i2 = (x.astype(np.int64) for x in (r1, r2, i1, i2))
+    half = SCANNER.crystals_per_ring // 2
+    return {"ring_difference": np.abs(r1 - r2), "ring_sum": r1 + r2,
+            "separation": np.abs((i1 - i2 + half) % SCANNER.crystals_per_ring - half),
+            "view": (i1 + i2) % SCANNER.crystals_per_ring,
+            "energy": np.concatenate([columns["energy1_kev"], columns["energy2_kev"]]),
+            "time_difference": columns["time1_ns"] - columns["time2_ns"],
+            "radius": np.linalg.norm(columns["pos1_mm"][:, :2], axis=1)}
