@@ -177,11 +177,14 @@ class FastEngine:
 
     def run(self, activity_bq: float, duration_s: float, half_life_s: float, seed: int,
             workers: int = 1, progress: bool | None = None,
-            sink: Callable[[dict, dict], None] | None = None) -> SimulationResult:
+            sink: Callable[[dict, dict], None] | None = None,
+            singles_sink: Callable[[dict], None] | None = None) -> SimulationResult:
         """Simulate a frame; ``workers`` > 1 runs chunks in that many processes.
 
         With ``sink``, each chunk's (prompts, delayed) go to ``sink`` as soon as they are
-        sorted (memory stays bounded) and the result holds the counts only.
+        sorted (memory stays bounded) and the result holds the counts only. With
+        ``singles_sink``, each chunk's singles (frame-wide event ids) go to it before
+        sorting.
         """
         frame = Frame.for_chunks(activity_bq, duration_s, half_life_s,
                                  self.settings.chunk_decays)
@@ -211,6 +214,8 @@ class FastEngine:
                 singles["event"] = singles["event"] + primaries
                 singles["photon"] = singles["photon"] + 2 * primaries
                 primaries += n
+                if singles_sink is not None:
+                    singles_sink(singles)
                 t0 = time.perf_counter()
                 horizon = edges_ns[k + 1] - margin_ns if k + 1 < frame.n_slices else np.inf
                 p, d = sorter.add(singles, horizon)
