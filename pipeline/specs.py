@@ -62,6 +62,21 @@ def simulate_spec(config: dict, dataset: str, phantom: str, acquisition: str) ->
     }
 
 
+#: Seed of the detector response calibration (one per scanner; not a dataset's).
+RESPONSE_SEED = 511
+
+
+def response_spec(config: dict) -> dict[str, Any]:
+    """Everything the statistical engine's detector response depends on: the scanner (with
+    its digitizer), the photons per cell, the transport's energy cut and the seed."""
+    return {
+        "scanner": copy.deepcopy(config["scanner"]),
+        "photons_per_cell": int(config["simulation"]["statistical"]["photons_per_cell"]),
+        "energy_cut_kev": float(config["simulation"]["energy_cut_kev"]),
+        "seed": RESPONSE_SEED,
+    }
+
+
 def recon_spec(config: dict, dataset: str) -> dict[str, Any]:
     """Everything a reconstruction of a dataset depends on: the ``recon`` section, the
     scanner, the dataset's voxel grid (the phantoms' frame) and the device switch."""

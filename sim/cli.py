@@ -59,7 +59,26 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         spec = simulate_spec(load_config(*args.configfile), args.dataset, args.phantom,
                              args.acquisition)
     run_simulation(spec, args.phantom_file, args.out, workers=args.threads,
-                   overwrite=args.overwrite)
+                   overwrite=args.overwrite, response_h5=args.response)
+
+
+def _cmd_calibrate_response(args: argparse.Namespace) -> None:
+    from pipeline.fileio import provenance_attrs
+    from pipeline.specs import response_spec
+    from sim.engines.embedded.digitizer import DigitizerSettings
+    from sim.engines.statistical.response import calibrate
+    from sim.engines.statistical.response_file import write_response
+    from sim.scanner.geometry import Scanner
+
+    spec = json.loads(args.spec) if args.spec else response_spec(load_config(*args.configfile))
+    scanner = Scanner.from_config(spec["scanner"])
+    digitizer = DigitizerSettings.from_config(spec["scanner"])
+    photons = int(spec["photons_per_cell"])
+    response = calibrate(scanner, digitizer, photons, int(spec["seed"]),
+                         energy_cut_kev=float(spec["energy_cut_kev"]))
+    write_response(args.out, response, {
+        **provenance_attrs(spec, params={"photons_per_cell": photons}, seed=int(spec["seed"])),
+        "photons_per_cell": photons}, overwrite=args.overwrite)
 
 
 def _positive_option(option: str, value: float, unit: str) -> float:
@@ -167,8 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--phantom-file", required=True, help="phantom .h5 from the phantom stage")
     p.add_argument("--out", required=True, help="output list-mode .h5 path")
     p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--response", help="detector response file (engine statistical; from "
+                   "calibrate-response)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("calibrate-response", help="calibrate the detector response of the "
+                       "statistical engine with the embedded Monte Carlo (once per scanner)")
+    p.add_argument("--spec", help="response spec as JSON (what the Snakemake rule passes)")
+    _config_args(p)
+    p.add_argument("--out", required=True, help="output response .h5 path")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_calibrate_response)
 
     p = sub.add_parser("import-root", help="convert a GATE ROOT coincidence file")
     p.add_argument("--root", required=True, help="GATE 9 or opengate ROOT file")

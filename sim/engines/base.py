@@ -41,7 +41,8 @@ class Acquisition:
 class SimulationJob:
     """Everything an engine needs for one list-mode file.
 
-    ``spec`` is the job's simulate spec itself: engines read their own settings from it
+    ``response_h5`` is the detector response file the statistical engine needs (None for
+    the others). ``spec`` is the job's simulate spec itself: engines read their own settings from it
     (the embedded engine's ``simulation`` section, GATE's macro values) and record it as
     provenance.
     """
@@ -54,10 +55,12 @@ class SimulationJob:
     seed: int
     workers: int = 1
     overwrite: bool = False
+    response_h5: Path | None = None
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
-                  workers: int = 1, overwrite: bool = False) -> SimulationJob:
+                  workers: int = 1, overwrite: bool = False,
+                  response_h5: str | Path | None = None) -> SimulationJob:
         """Parse a simulate spec (ValueError names what is missing or wrong)."""
         missing = [k for k in SPEC_KEYS if k not in spec]
         if missing:
@@ -66,7 +69,8 @@ class SimulationJob:
         a = spec["acquisition"]
         return cls(spec, Path(phantom_h5), Path(out_h5), Scanner.from_config(spec["scanner"]),
                    Acquisition(a["name"], a["activity_bq"], a["duration_s"], a["half_life_s"]),
-                   spec["seed"], workers, overwrite)
+                   spec["seed"], workers, overwrite,
+                   None if response_h5 is None else Path(response_h5))
 
 
 class Engine(Protocol):

@@ -22,6 +22,7 @@ from pipeline.specs import (
     positron_features_spec,
     pretrain_vae_spec,
     recon_spec,
+    response_spec,
     simulate_spec,
     split_run,
     train_spec,
@@ -159,6 +160,32 @@ def simulate_spec_json(wildcards):
     """What a simulation depends on, as JSON; a change re-runs only the affected jobs."""
     spec = simulate_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition)
     return json.dumps(spec, sort_keys=True)
+
+
+def _engine_of(wildcards):
+    """The engine of a simulation job: the ``engine`` wildcard's (cross-check runs) or the
+    config's."""
+    return getattr(wildcards, "engine", None) or config["engine"]
+
+
+def simulate_inputs(wildcards):
+    """The phantom, and the detector response when the engine is the statistical one."""
+    inputs = {"phantom": f"results/{wildcards.dataset}/phantoms/{wildcards.phantom}.h5"}
+    if _engine_of(wildcards) == "statistical":
+        inputs["response"] = "results/calibration/response.h5"
+    return inputs
+
+
+def simulate_response_arg(wildcards):
+    """The simulate command's ``--response`` option (empty for the Monte Carlo engines)."""
+    if _engine_of(wildcards) != "statistical":
+        return ""
+    return " --response results/calibration/response.h5"
+
+
+def response_spec_json(wildcards):
+    """What the detector response depends on, as JSON."""
+    return json.dumps(response_spec(config), sort_keys=True)
 
 
 def simulate_spec_json_for_engine(wildcards):

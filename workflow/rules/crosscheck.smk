@@ -2,11 +2,12 @@ rule simulate_engine:
     """Simulate one acquisition with the engine named in the path (engine cross-check only;
     the main DAG uses the configured engine)."""
     input:
-        phantom="results/{dataset}/phantoms/{phantom}.h5",
+        unpack(simulate_inputs),
     output:
         "results/{dataset}/crosscheck/{phantom}/{acquisition}/{engine}.h5",
     params:
         spec=simulate_spec_json_for_engine,
+        response=simulate_response_arg,
     log:
         "logs/simulate_engine/{dataset}/{phantom}/{acquisition}/{engine}.log",
     benchmark:
@@ -19,7 +20,7 @@ rule simulate_engine:
         "../envs/sim.yaml"
     shell:
         "python -m sim simulate --spec {params.spec:q} --phantom-file {input.phantom:q}"
-        " --out {output:q} --threads {threads} --overwrite 2> {log:q}"
+        " --out {output:q} --threads {threads}{params.response} --overwrite 2> {log:q}"
 
 
 rule crosscheck:

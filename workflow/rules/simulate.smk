@@ -1,12 +1,35 @@
+rule calibrate_response:
+    """The statistical engine's detector response, measured once per scanner with the
+    embedded Monte Carlo."""
+    output:
+        "results/calibration/response.h5",
+    params:
+        spec=response_spec_json,
+    log:
+        "logs/calibrate_response.log",
+    benchmark:
+        "benchmarks/out/calibrate_response.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../envs/sim.yaml"
+    shell:
+        "python -m sim calibrate-response --spec {params.spec:q} --out {output:q}"
+        " --overwrite 2> {log:q}"
+
+
 rule simulate:
     """Simulate one acquisition of one phantom with the configured engine into a list-mode
     file (prompts with truth, delayed window)."""
     input:
-        phantom="results/{dataset}/phantoms/{phantom}.h5",
+        unpack(simulate_inputs),
     output:
         listmode_output("results/{dataset}/listmode/{phantom}/{acquisition}.h5"),
     params:
         spec=simulate_spec_json,
+        response=simulate_response_arg,
     log:
         "logs/simulate/{dataset}/{phantom}/{acquisition}.log",
     benchmark:
@@ -19,4 +42,4 @@ rule simulate:
         "../envs/sim.yaml"
     shell:
         "python -m sim simulate --spec {params.spec:q} --phantom-file {input.phantom:q}"
-        " --out {output:q} --threads {threads} --overwrite 2> {log:q}"
+        " --out {output:q} --threads {threads}{params.response} --overwrite 2> {log:q}"

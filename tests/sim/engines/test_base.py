@@ -16,7 +16,7 @@ from sim.engines.stage import run_simulation
 
 
 def test_every_engine_of_the_schema_is_found_by_its_name():
-    assert base.engine_names() == ("fast", "opengate", "gate9")
+    assert base.engine_names() == ("fast", "opengate", "gate9", "statistical")
     for name in base.engine_names():
         engine = base.engine_named(name)
         assert engine.name == name and callable(engine.run)

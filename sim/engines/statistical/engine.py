@@ -1,0 +1,183 @@
+"""Engine ``statistical``: list-mode files drawn from expected counts instead of tracked
+photons, with the detector response and the background calibrated from the embedded Monte
+Carlo (:mod:`sim.engines.statistical`).
+
+Per phantom it computes the attenuation along every candidate line (:mod:`.trues`) and runs
+the embedded engine for ``simulation.statistical.background_decays`` decays (the scattered
+and random coincidences' sample, :mod:`.background`); the detector response is the
+calibration file the job is given (``--response``, made once per scanner by
+``python -m sim calibrate-response``). The frame is then cut into time slices of about
+``chunk_decays`` candidate trues; each slice's trues, scattered, randoms and delayed pairs
+are drawn, merged in time order and appended to the file, so memory stays bounded whatever
+the counts.
+
+The list-mode contract's columns are all written. ``primaries`` is the frame's expected
+number of decays (rounded): decays are not drawn one by one. Event ids number the
+coincidences (a random pair's two singles get two ids); the truth columns are those of
+:mod:`.events` (trues: the annihilation point, no scatter) and :mod:`.background` (scattered:
+the sample event's scatter counts and annihilation point; randoms: no annihilation point).
+``kind`` is 0 true, 1 scattered, 2 random.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.engines.base import SimulationJob
+from sim.engines.embedded.coincidences import SorterSettings
+from sim.engines.embedded.digitizer import DigitizerSettings
+from sim.engines.embedded.engine import EngineSettings, FastEngine
+from sim.engines.embedded.source import Frame
+from sim.engines.statistical.background import (
+    background_sample,
+    draw_randoms,
+    draw_scattered,
+)
+from sim.engines.statistical.events import ActivityLookup, draw_trues
+from sim.engines.statistical.response_file import read_response
+from sim.engines.statistical.trues import expected_trues
+from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
+from sim.phantoms.file import read_phantom
+
+log = logging.getLogger(__name__)
+
+ENGINE_VERSION = "0.1"
+
+
+@dataclass(frozen=True)
+class StatisticalSettings:
+    """Options of the statistical engine (``simulation.statistical``).
+
+    Attributes
+    ----------
+    background_decays : int
+        Decays of the phantom's Monte Carlo sample for scatter and randoms.
+    jitter_columns, jitter_rings : int
+        Largest shift of each end of a resampled scattered coincidence.
+    slice_candidates : int
+        Candidate trues per time slice (memory: about 300 bytes each).
+    """
+
+    background_decays: int = 2_000_000
+    jitter_columns: int = 2
+    jitter_rings: int = 2
+    slice_candidates: int = 2_000_000
+
+    @classmethod
+    def from_config(cls, simulation_cfg: dict) -> StatisticalSettings:
+        """From the ``simulation`` config section (its ``statistical`` part)."""
+        section = simulation_cfg.get("statistical", {})
+        return cls(**{k: int(section[k]) for k in cls.__dataclass_fields__ if k in section})
+
+
+def _seed(seed: int, *keys: int) -> int:
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+class StatisticalEngine:
+    """The statistical engine (needs the detector response file)."""
+
+    name = "statistical"
+
+    def run(self, job: SimulationJob) -> dict[str, int]:
+        spec = job.spec
+        if job.response_h5 is None:
+            raise ValueError("engine statistical needs the detector response file "
+                             "(--response; make it with `python -m sim calibrate-response`)")
+        digitizer = DigitizerSettings.from_config(spec["scanner"])
+        sorter = SorterSettings.from_config(spec["scanner"])
+        engine_settings = EngineSettings.from_config(spec["simulation"])
+        settings = StatisticalSettings.from_config(spec["simulation"])
+        response = read_response(job.response_h5, job.scanner, digitizer)
+        phantom = read_phantom(job.phantom_h5)
+        start = time.perf_counter()
+        expected = expected_trues(phantom.activity, phantom.mu511_per_mm,
+                                  phantom.voxel_size_mm, phantom.origin_mm, job.scanner)
+        monte_carlo = FastEngine(phantom, job.scanner, digitizer, sorter, engine_settings)
+        sample = background_sample(monte_carlo, settings.background_decays,
+                                   _seed(job.seed, 1), workers=job.workers)
+        prepared_s = time.perf_counter() - start
+        activity = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
+        acq = job.acquisition
+        frame = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s, 1)
+        candidates = frame.expected_decays * float(expected.envelope.sum())
+        n_slices = max(1, int(np.ceil(candidates / settings.slice_candidates)))
+        edges_s = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s,
+                        n_slices).slice_edges_s
+        counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
+        next_event = 0
+        with ListModeWriter(job.out_h5, job.overwrite) as out:
+            for k in range(n_slices):
+                t0 = edges_s[k]
+                part = Frame(acq.activity_bq * np.exp(-t0 / frame.tau_s), edges_s[k + 1] - t0,
+                             acq.half_life_s, 1)
+                trues = list(draw_trues(expected, activity, response, part,
+                                        engine_settings.acolinearity_fwhm_deg,
+                                        sorter.min_sector_difference, _seed(job.seed, 2, k),
+                                        chunk_candidates=2**62))
+                scattered = draw_scattered(sample, job.scanner, part,
+                                           sorter.min_sector_difference, _seed(job.seed, 3, k),
+                                           settings.jitter_columns, settings.jitter_rings)
+                randoms = draw_randoms(sample, job.scanner, part, sorter.window_ns,
+                                       sorter.min_sector_difference, _seed(job.seed, 4, k))
+                delayed = draw_randoms(sample, job.scanner, part, sorter.window_ns,
+                                       sorter.min_sector_difference, _seed(job.seed, 5, k),
+                                       delay_ns=sorter.delay_ns)
+                prompts = _merge([*trues, scattered, randoms], t0 * 1e9)
+                delayed = _merge([delayed], t0 * 1e9)
+                next_event = _number(prompts, next_event)
+                next_event = _number(delayed, next_event)
+                out.append(prompts, delayed)
+                kinds = np.bincount(prompts["kind"], minlength=3)
+                for key, value in (("prompts", prompts["kind"].size), ("trues", kinds[0]),
+                                   ("scattered", kinds[1]), ("randoms", kinds[2]),
+                                   ("delayed", delayed["kind"].size)):
+                    counts[key] += int(value)
+            elapsed = time.perf_counter() - start
+            log.info("%s/%s %s: %s in %.1f s (%.1f s for the phantom's lines and sample)",
+                     spec["dataset"], spec["phantom"], acq.name, counts, elapsed, prepared_s)
+            attrs = acquisition_attrs(spec, job.phantom_h5, params={
+                "workers": job.workers, "response_file": str(job.response_h5)})
+            attrs.update(
+                engine="statistical", engine_version=ENGINE_VERSION,
+                primaries=int(round(frame.expected_decays)),
+                counts=json.dumps({**counts, "primaries": int(round(frame.expected_decays))},
+                                  sort_keys=True),
+                timings_s=json.dumps({"phantom": round(prepared_s, 3),
+                                      "total": round(elapsed, 3)}),
+                background_decays=int(sample.decays),
+            )
+            out.attrs.update(attrs)
+        return {**counts, "primaries": int(round(frame.expected_decays))}
+
+
+def _merge(tables: list[dict], offset_ns: float) -> dict:
+    """Tables of list-mode columns as one, in time order, times moved by ``offset_ns``."""
+    tables = [t for t in tables if t["kind"].size] or tables[:1]
+    merged = {k: np.concatenate([np.asarray(t[k], COLUMNS[k][0]) for t in tables])
+              for k in COLUMNS}
+    order = np.argsort(merged["time1_ns"], kind="stable")
+    merged = {k: v[order] for k, v in merged.items()}
+    merged["time1_ns"] = merged["time1_ns"] + offset_ns
+    merged["time2_ns"] = merged["time2_ns"] + offset_ns
+    return merged
+
+
+def _number(table: dict, first: int) -> int:
+    """Give the coincidences event ids from ``first`` on (two for a random pair); returns
+    the next free id."""
+    two = table["kind"] == 2
+    step = np.where(two, 2, 1)
+    ids = first + np.concatenate([[0], np.cumsum(step)[:-1]]) if step.size else step
+    table["event1"] = ids.astype(np.int64)
+    table["event2"] = (ids + two).astype(np.int64)
+    return int(first + step.sum())
+
+
+ENGINE = StatisticalEngine()
+
