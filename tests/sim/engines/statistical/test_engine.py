@@ -1,7 +1,9 @@
 """The statistical engine through the simulate stage and its command line: a readable
 list-mode file whose counts match the embedded engine's for the same phantom (trues within
 2 %, scattered within the background sample's error, randoms and delayed within 4 sigma),
-and one-line refusals of a missing or foreign detector response file."""
+and one-line refusals of a missing or foreign detector response file. The response comes
+from the command line with few photons per cell for the refusals, and from a calibration
+made here with enough photons for the counts."""
 
 from __future__ import annotations
 
@@ -16,16 +18,19 @@ import pytest
 from pipeline.config import load_config, validate_config
 from pipeline.specs import response_spec, simulate_spec
 from sim.engines.stage import run_simulation
+from sim.engines.statistical.response import calibrate
+from sim.engines.statistical.response_file import write_response
 from sim.listmode.file import read_listmode
 from sim.phantoms.spec import phantom_spec
 from sim.phantoms.stage import build_phantom
+from tests.sim.engines.statistical.test_trues import DIGITIZER, SCANNER
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("statistical")
     cfg = copy.deepcopy(load_config())
-    cfg["simulation"]["statistical"] = {"photons_per_cell": 40, "background_decays": 400_000}
+    cfg["simulation"]["statistical"] = {"photons_per_cell": 10, "background_decays": 400_000}
     cfg["acquisitions"]["short"] = {"activity_bq": 4e6, "duration_s": 0.25}
     cfg["positron_images"]["low_count"] = "short"
     cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 1, "acquisitions": ["short"],
@@ -44,7 +49,9 @@ def setup(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_engine_writes_a_list_mode_file_that_counts_like_the_monte_carlo(setup):
-    cfg, phantom, response, folder = setup
+    cfg, phantom, _, folder = setup
+    response = folder / "response_60.h5"
+    write_response(response, calibrate(SCANNER, DIGITIZER, photons_per_cell=60, seed=1), {})
     spec = simulate_spec(cfg, "pt", "point_0000", "short")
     stat = folder / "statistical.h5"
     counts = run_simulation({**spec, "engine": "statistical"}, phantom, stat, workers=2,

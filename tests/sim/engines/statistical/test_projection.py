@@ -49,7 +49,7 @@ def test_line_integrals_match_trilinear_sampling(sharp):
     image, voxel, origin = _image(sharp)
     half_xy = (np.array(image.shape[1:]) / 2 * voxel[1:])[::-1]
     centre_xy = (origin[1:] + (np.array(image.shape[1:]) - 1) / 2 * voxel[1:])[::-1]
-    tracks = tracks_through(SCANNER, centre_xy - half_xy, centre_xy + half_xy, step_mm=0.5)
+    tracks = tracks_through(SCANNER, centre_xy - half_xy, centre_xy + half_xy, step_mm=0.7)
     z = virtual_ring_z_mm(SCANNER, np.arange(-2, SCANNER.rings + 2))
     z1, z2 = (a.ravel() for a in np.meshgrid(z, z, indexing="ij"))
     result = oblique_integrals(plane_profiles(image, voxel, origin, tracks), origin[0],

@@ -94,19 +94,19 @@ def _isotropic(n, rng):
 
 @pytest.fixture(scope="module")
 def response():
-    return calibrate(SCANNER, DIGITIZER, photons_per_cell=200, seed=1)
+    return calibrate(SCANNER, DIGITIZER, photons_per_cell=150, seed=1)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("material", ["air", "water"])
 def test_trues_match_the_monte_carlo_in_number_and_distribution(material, response):
     """A 15 mm sphere of activity (in air: detection only; in a water cube: attenuation
-    too), 1.5e6 decays each: the trues per decay within 2 % (or 3 Poisson sigma) of the
+    too), 1.2e6 decays each: the trues per decay within 2 % (or 3 Poisson sigma) of the
     embedded engine's trues, and the distributions of ring difference, axial position,
     transaxial separation, view, energy, time difference and interaction radius consistent
     by chi-square and Kolmogorov-Smirnov tests at p > 0.001 (seeded: deterministic)."""
     phantom = _sphere(15.0, material=material)
-    decays = 1.5e6
+    decays = 1.2e6
     stat = _draw(phantom, response, decays, seed=3)
     engine = FastEngine(phantom, SCANNER, DIGITIZER, SorterSettings(),
                         EngineSettings(chunk_decays=200_000))
