@@ -31,7 +31,8 @@ import numpy as np
 from sim.engines.embedded.physics import rotate_directions
 from sim.engines.embedded.source import FWHM_PER_SIGMA, Frame
 from sim.engines.embedded.transport import C_MM_PER_NS
-from sim.engines.statistical.entry import face_point_mm, ring_entry, virtual_ring_z_mm
+from sim.engines.statistical.entry import ring_entry, virtual_ring_z_mm
+from sim.engines.statistical.projection import face_centres_xy
 from sim.engines.statistical.response import DetectorResponse, fold
 from sim.engines.statistical.trues import ExpectedTrues
 
@@ -91,14 +92,18 @@ def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: Activi
     rng.shuffle(line)
     tracks = expected.tracks
     track = expected.track[line]
-    cpm = scanner.crystals_per_module
+    centres = face_centres_xy(scanner)
+    phi = scanner.module_angles_rad[np.arange(scanner.crystals_per_ring)
+                                    // scanner.crystals_per_module]
+    tangents = np.stack([-np.sin(phi), np.cos(phi)], axis=1)
     ends = []
     for column, ring in ((tracks.i[track], expected.ring1[line]),
                          (tracks.j[track], expected.ring2[line])):
-        module, within = np.divmod(column, cpm)
-        tau = (within - (cpm - 1) / 2.0 + rng.random(n) - 0.5) * scanner.crystal_pitch_mm
+        # A point uniform on the face cell: its centre, moved along the face and the axis.
+        along = (rng.random(n) - 0.5) * scanner.crystal_pitch_mm
         z = virtual_ring_z_mm(scanner, ring) + (rng.random(n) - 0.5) * scanner.axial_pitch_mm
-        ends.append(face_point_mm(scanner, module, tau, z))
+        xy = centres[column] + along[:, None] * tangents[column]
+        ends.append(np.concatenate([xy, z[:, None]], axis=1))
     u = expected.u_lo + (expected.u_hi - expected.u_lo) * rng.random(n)
     point = ends[0] + u[:, None] * (ends[1] - ends[0])
     kept = rng.random(n) * activity.maximum < activity(point)

@@ -173,15 +173,14 @@ def _axially_possible(z1: np.ndarray, z2: np.ndarray, tracks: Tracks, z_lo: floa
 
 def _etendue(tracks: Tracks, track: np.ndarray, z1: np.ndarray, z2: np.ndarray,
              scanner: Scanner) -> np.ndarray:
-    """``G`` of each line, mm^2."""
-    a = np.concatenate([tracks.start_xy[track], z1[:, None]], axis=1)
-    b = np.concatenate([tracks.end_xy[track], z2[:, None]], axis=1)
-    d = b - a
-    length = np.linalg.norm(d, axis=1)
-    d /= length[:, None]
-    area = scanner.crystal_pitch_mm * scanner.axial_pitch_mm
-    etendue = area**2 / length**2
-    for column in (tracks.i[track], tracks.j[track]):
+    """``G`` of each line, mm^2: ``A^2 |d . n_i| |d . n_j| / L^4`` with ``d`` the line's
+    vector (its transaxial part, hence the products with the faces' normals, is the
+    track's) and ``L`` its length."""
+    d_xy = tracks.end_xy - tracks.start_xy
+    across = np.ones(tracks.i.size)
+    for column in (tracks.i, tracks.j):
         phi = scanner.module_angles_rad[column // scanner.crystals_per_module]
-        etendue = etendue * np.abs(d[:, 0] * np.cos(phi) + d[:, 1] * np.sin(phi))
-    return etendue
+        across *= np.abs(d_xy[:, 0] * np.cos(phi) + d_xy[:, 1] * np.sin(phi))
+    length_sq = np.einsum("ij,ij->i", d_xy, d_xy)[track] + (z2 - z1) ** 2
+    area = scanner.crystal_pitch_mm * scanner.axial_pitch_mm
+    return area**2 * across[track] / length_sq**2
