@@ -17,7 +17,7 @@ from sim.engines.statistical.background import (
     draw_scattered,
     randoms_mean,
 )
-from tests.sim.engines.statistical.test_trues import DIGITIZER, SCANNER, _features, _sphere
+from tests.sim.engines.statistical.helpers import DIGITIZER, SCANNER, features, sphere
 
 
 def _chi2(a: np.ndarray, b: np.ndarray) -> float:
@@ -31,7 +31,7 @@ def _chi2(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.slow
 def test_scattered_and_randoms_match_the_monte_carlo():
-    phantom = _sphere(15.0, material="water")
+    phantom = sphere(15.0, material="water")
     engine = FastEngine(phantom, SCANNER, DIGITIZER, SorterSettings(),
                         EngineSettings(chunk_decays=200_000))
     sample = background_sample(engine, 2e6, seed=11, workers=2)
@@ -57,12 +57,12 @@ def test_scattered_and_randoms_match_the_monte_carlo():
     assert np.all(delayed["time2_ns"] - delayed["time1_ns"] >= 500.0)
     prompts = mc.prompts
     for kind, drawn in ((1, scattered), (2, randoms)):
-        a = _features(drawn)
-        b = _features({k: v[prompts["kind"] == kind] for k, v in prompts.items()})
+        a = features(drawn)
+        b = features({k: v[prompts["kind"] == kind] for k, v in prompts.items()})
         for name in ("ring_sum", "separation", "view"):
             assert _chi2(a[name], b[name]) > 1e-3, (kind, name)
         assert scipy.stats.ks_2samp(a["radius"], b["radius"]).pvalue > 1e-3, kind
-    a = _features(scattered)
-    b = _features({k: v[prompts["kind"] == 1] for k, v in prompts.items()})
+    a = features(scattered)
+    b = features({k: v[prompts["kind"] == 1] for k, v in prompts.items()})
     assert _chi2(a["ring_difference"], b["ring_difference"]) > 1e-3
     assert scipy.stats.ks_2samp(a["energy"], b["energy"]).pvalue > 1e-3

@@ -23,7 +23,7 @@ from sim.engines.statistical.response_file import write_response
 from sim.listmode.file import read_listmode
 from sim.phantoms.spec import phantom_spec
 from sim.phantoms.stage import build_phantom
-from tests.sim.engines.statistical.test_trues import DIGITIZER, SCANNER
+from tests.sim.engines.statistical.helpers import DIGITIZER, SCANNER
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ from sim.engines.statistical.projection import (
     plane_profiles,
     tracks_through,
 )
-from sim.scanner.geometry import Scanner
-
-SCANNER = Scanner()
+from tests.sim.engines.statistical.helpers import SCANNER
 
 
 def _image(sharp: bool):

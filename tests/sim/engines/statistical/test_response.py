@@ -9,7 +9,6 @@ import pytest
 import scipy.stats
 import xraylib
 
-from sim.engines.embedded.digitizer import DigitizerSettings
 from sim.engines.statistical.entry import (
     direction_from_angles,
     ring_entry,
@@ -25,10 +24,7 @@ from sim.engines.statistical.response import (
     ring_transport,
     send_photons,
 )
-from sim.scanner.geometry import Scanner
-
-SCANNER = Scanner()
-DIGITIZER = DigitizerSettings(0.15, 511.0, 300.0, (350.0, 650.0))
+from tests.sim.engines.statistical.helpers import DIGITIZER, SCANNER
 
 
 def _lines(n: int, rng: np.random.Generator, radius_mm: float = 60.0):

@@ -10,7 +10,6 @@ import pytest
 import scipy.stats
 
 from sim.engines.embedded.coincidences import SorterSettings
-from sim.engines.embedded.digitizer import DigitizerSettings
 from sim.engines.embedded.engine import EngineSettings, FastEngine
 from sim.engines.embedded.source import Frame
 from sim.engines.statistical.events import ActivityLookup, draw_trues
@@ -23,17 +22,13 @@ from sim.engines.statistical.response import (
 )
 from sim.engines.statistical.trues import expected_trues
 from sim.listmode.file import COLUMNS as LISTMODE_COLUMNS
-from sim.scanner.geometry import Scanner
-from tests.sim.synthetic import phantom_data
-
-SCANNER = Scanner()
-DIGITIZER = DigitizerSettings(0.15, 511.0, 300.0, (350.0, 650.0))
-
-
-def _sphere(radius_mm: float, shape=(40, 40, 40), material: str = "air"):
-    zz, yy, xx = np.meshgrid(*[np.arange(s) - (s - 1) / 2 for s in shape], indexing="ij")
-    activity = ((xx**2 + yy**2 + zz**2) < radius_mm**2).astype(float)
-    return phantom_data(np.full(shape, material), activity)
+from tests.sim.engines.statistical.helpers import (
+    DIGITIZER,
+    SCANNER,
+    features,
+    isotropic,
+    sphere,
+)
 
 
 def _perfect_response() -> DetectorResponse:
@@ -58,7 +53,7 @@ def _draw(phantom, response, decays: float, seed: int, min_sector_difference: in
 
 
 def test_with_perfect_detection_the_trues_per_decay_are_the_geometric_acceptance():
-    phantom = _sphere(12.0)
+    phantom = sphere(12.0)
     phantom.mu511_per_mm[:] = 0
     decays = 400_000
     trues = _draw(phantom, _perfect_response(), decays, seed=1, min_sector_difference=0)
@@ -69,8 +64,8 @@ def test_with_perfect_detection_the_trues_per_decay_are_the_geometric_acceptance
     rng = np.random.default_rng(4)
     n = 400_000
     r = 12.0 * rng.random(n) ** (1 / 3)
-    point = r[:, None] * _isotropic(n, rng)
-    axis = _isotropic(n, rng)
+    point = r[:, None] * isotropic(n, rng)
+    axis = isotropic(n, rng)
     angles = SCANNER.module_angles_rad
     normals = np.stack([np.cos(angles), np.sin(angles)], axis=1)
     half = SCANNER.axial_length_mm / 2 + OUTSIDE_RINGS * SCANNER.axial_pitch_mm
@@ -83,13 +78,6 @@ def test_with_perfect_detection_the_trues_per_decay_are_the_geometric_acceptance
     acceptance = both.mean()
     sigma = np.sqrt(acceptance * (1 - acceptance) / n + acceptance / decays)
     assert abs(per_decay - acceptance) < 4 * sigma, (per_decay, acceptance)
-
-
-def _isotropic(n, rng):
-    cos_t = rng.uniform(-1, 1, n)
-    phi = rng.uniform(0, 2 * np.pi, n)
-    s = np.sqrt(1 - cos_t**2)
-    return np.stack([s * np.cos(phi), s * np.sin(phi), cos_t], axis=1)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +93,7 @@ def test_trues_match_the_monte_carlo_in_number_and_distribution(material, respon
     embedded engine's trues, and the distributions of ring difference, axial position,
     transaxial separation, view, energy, time difference and interaction radius consistent
     by chi-square and Kolmogorov-Smirnov tests at p > 0.001 (seeded: deterministic)."""
-    phantom = _sphere(15.0, material=material)
+    phantom = sphere(15.0, material=material)
     decays = 1.2e6
     stat = _draw(phantom, response, decays, seed=3)
     engine = FastEngine(phantom, SCANNER, DIGITIZER, SorterSettings(),
@@ -116,7 +104,7 @@ def test_trues_match_the_monte_carlo_in_number_and_distribution(material, respon
     sigma = np.sqrt(trues.sum()) / mc.primaries
     per_decay = stat["crystal1"].size / decays
     assert abs(per_decay - measured) < max(0.02 * measured, 3 * sigma), (per_decay, measured)
-    a, b = _features(stat), _features({k: v[trues] for k, v in mc.prompts.items()})
+    a, b = features(stat), features({k: v[trues] for k, v in mc.prompts.items()})
     for name in ("ring_difference", "ring_sum", "separation", "view"):
         lo = min(a[name].min(), b[name].min())
         ha = np.bincount(a[name] - lo)
@@ -128,16 +116,3 @@ def test_trues_match_the_monte_carlo_in_number_and_distribution(material, respon
     for name in ("energy", "time_difference", "radius"):
         p = scipy.stats.ks_2samp(a[name], b[name]).pvalue
         assert p > 1e-3, (name, p)
-
-
-def _features(columns) -> dict:
-    r1, i1 = SCANNER.ring_and_index(columns["crystal1"])
-    r2, i2 = SCANNER.ring_and_index(columns["crystal2"])
-    r1, r2, i1, i2 = (x.astype(np.int64) for x in (r1, r2, i1, i2))
-    half = SCANNER.crystals_per_ring // 2
-    return {"ring_difference": np.abs(r1 - r2), "ring_sum": r1 + r2,
-            "separation": np.abs((i1 - i2 + half) % SCANNER.crystals_per_ring - half),
-            "view": (i1 + i2) % SCANNER.crystals_per_ring,
-            "energy": np.concatenate([columns["energy1_kev"], columns["energy2_kev"]]),
-            "time_difference": columns["time1_ns"] - columns["time2_ns"],
-            "radius": np.linalg.norm(columns["pos1_mm"][:, :2], axis=1)}
