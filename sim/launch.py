@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -216,16 +217,51 @@ def _own_group_dying_with_parent() -> None:
 
 
 def stop_process_group(proc: subprocess.Popen, first: int, timeout_s: float) -> None:
-    """Send ``first`` to the process group led by ``proc`` and wait ``timeout_s`` for
-    ``proc`` to end; then SIGTERM and, :data:`KILL_AFTER_S` later, SIGKILL to the group."""
+    """Send ``first`` to the process group led by ``proc`` and wait ``timeout_s`` for the
+    whole group to end (``proc`` and every job it started: a job still cleaning up can
+    outlive Snakemake); then SIGTERM and, :data:`KILL_AFTER_S` later, SIGKILL to the group.
+    Returns only when the group is empty or SIGKILL has been sent and waited for."""
     for signum, wait_s in ((first, timeout_s), (signal.SIGTERM, KILL_AFTER_S),
                            (signal.SIGKILL, KILL_AFTER_S)):
         try:
             os.killpg(proc.pid, signum)
         except ProcessLookupError:
             break  # the whole group is gone
-        try:
-            proc.wait(timeout=wait_s)
+        if _group_ends(proc, wait_s):
             break
-        except subprocess.TimeoutExpired:
+
+
+def _group_ends(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether ``proc`` and every other live member of its process group end within
+    ``timeout_s`` (``proc`` is reaped here; the others, children of ``proc``, are reaped by
+    whoever adopts them, which may be never in a container: zombies do not count)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None and not _live_members(proc.pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
+def _live_members(pgid: int) -> bool:
+    """Whether a process other than a zombie is in process group ``pgid``."""
+    proc_fs = Path("/proc")
+    if not (proc_fs / "self" / "stat").is_file():  # no procfs: ask the kernel
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    for entry in proc_fs.iterdir():
+        if not entry.name.isdigit():
             continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended while we looked
+            continue
+        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False

@@ -3,15 +3,19 @@ Snakemake (which parses them before the Snakefile's validator could) starts."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 from snakemake.cli import get_argument_parser, parse_config
 
 from sim.__main__ import main
-from sim.launch import config_arguments, parse_config_items
+from sim.launch import config_arguments, parse_config_items, stop_process_group
 from tests.workflow.sandbox import copy_workflow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,3 +141,48 @@ def test_a_missing_executor_plugin_is_named_with_its_install_command(tmp_path, c
                     "environment")
     assert "plugin snakemake-executor-plugin-other is not installed" in _one_error_line(
         ["--executor", "other"], capsys)
+
+
+# A Snakemake stand-in: its job (a child in its process group) outlives it after a stop.
+_LEADER = """
+import os, signal, subprocess, sys, time
+job = subprocess.Popen([sys.executable, "-c", sys.argv[1]])
+print(job.pid, flush=True)
+signal.signal(signal.SIGINT, lambda *a: os._exit(130))  # the leader stops at once
+time.sleep(60)
+"""
+
+
+def _group(job_code: str) -> tuple[subprocess.Popen, psutil.Process]:
+    leader = subprocess.Popen([sys.executable, "-c", _LEADER, job_code],
+                              stdout=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: os.setpgid(0, 0))
+    job = psutil.Process(int(leader.stdout.readline()))
+    time.sleep(0.5)  # the job's interpreter starts and installs its handlers
+    return leader, job
+
+
+def _done(job: psutil.Process) -> bool:
+    try:
+        return job.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_a_stop_waits_for_every_job_of_the_group_not_only_its_leader():
+    """Snakemake ends on SIGINT before its jobs finish their own clean-up: the launcher
+    returns only when the job has ended too (it did not, once, in the stress test)."""
+    leader, job = _group("import signal, time\n"
+                         "signal.signal(signal.SIGINT, lambda *a: None)\n"
+                         "time.sleep(1.0)")  # a clean-up that takes a second
+    stop_process_group(leader, signal.SIGINT, timeout_s=20)
+    assert leader.returncode == 130 and _done(job)
+
+
+def test_a_job_that_ignores_the_stop_is_terminated_then_killed():
+    leader, job = _group("import signal, time\n"
+                         "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                         "time.sleep(60)")
+    stop_process_group(leader, signal.SIGINT, timeout_s=0.5)
+    assert _done(job)
