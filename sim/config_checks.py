@@ -39,6 +39,13 @@ def _check_dataset(name: str, ds: dict, scanner: Scanner) -> None:
     half_xy_mm = min(ny * dy, nx * dx) / 2.0
     length_z_mm = nz * dz
     bore_mm = scanner.inner_radius_mm
+    # The voxel box is the phantom volume of every engine (the embedded transport walks it,
+    # GATE places it): a corner inside the crystals would overlap the detector.
+    corner_mm = float(np.hypot(nx * dx, ny * dy) / 2.0)
+    _check(corner_mm < bore_mm, f"{base}.grid",
+           f"the grid's transaxial corners lie {corner_mm:.1f} mm from the axis, beyond the "
+           f"scanner bore (crystal front faces at {bore_mm:.1f} mm); use fewer or smaller "
+           "voxels across x and y")
     family = ds["family"]
     if family == "tube":
         tube = ds["tube"]
