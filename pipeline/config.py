@@ -13,6 +13,7 @@ Any problem raises :class:`ConfigError` with one message that names the key path
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Callable, Iterator
 from importlib import metadata
@@ -224,6 +225,41 @@ def _non_finite(node: Any, path: tuple = ()) -> Iterator[str]:
             yield from _non_finite(value, (*path, i))
 
 
+#: A number written as YAML 1.2 and JSON read it (``6e5``, ``1.0e15``, ``-2E-3``) but YAML 1.1,
+#: which PyYAML and Snakemake follow, leaves a string (it needs a dot and a signed exponent).
+_NUMBER = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+def _read_numbers(config: dict[str, Any], validator) -> None:
+    """Turn strings that spell a finite number into that number where the schema wants one
+    (``activity_bq: 6e5`` in an overlay, ``--config steps=300``), in place; anything else
+    is left for the schema's own error."""
+    for _ in range(1000):  # each pass fixes every such value the validator reports
+        fixed = 0
+        for error in validator.iter_errors(config):
+            wanted = error.validator_value if error.validator == "type" else None
+            wanted = wanted if isinstance(wanted, list) else [wanted]
+            text = error.instance
+            if not (isinstance(text, str) and _NUMBER.fullmatch(text.strip())
+                    and {"number", "integer"} & set(wanted)):
+                continue
+            value = float(text)
+            if "number" not in wanted:
+                if not value.is_integer():
+                    continue
+                value = int(value)
+            if not math.isfinite(value):
+                continue
+            *parents, leaf = error.absolute_path
+            node = config
+            for key in parents:
+                node = node[key]
+            node[leaf] = value
+            fixed += 1
+        if not fixed:
+            return
+
+
 def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[str, Any]:
     """Validate a config and return a copy with every default filled in.
 
@@ -238,6 +274,7 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     for key in _non_finite(resolved):
         raise ConfigError(f"config key {key}: NaN or infinity is not a valid value")
     validator = _Validator(load_schema() if schema is None else schema)
+    _read_numbers(resolved, validator)
     errors = sorted(validator.iter_errors(resolved), key=lambda e: list(map(str, e.path)))
     if errors:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

@@ -80,6 +80,9 @@ def _bad(update: dict) -> dict:
     ({"run_datasets": ["nope"]}, "run_datasets", "unknown dataset 'nope'"),
     ({"datasets/tubes/defects/bubble/diameter_mm": [2.0, 80.0]},
      "datasets.tubes.defects.bubble.diameter_mm", "does not fit the narrowest bore"),
+    # 170 mm square, corners 120.2 mm from the axis, bore 116.4 mm: the box meets crystals.
+    ({"datasets/tubes/grid/voxel_size_mm": [2.0, 1.7708, 1.7708]}, "datasets.tubes.grid",
+     "transaxial corners lie 120.2 mm from the axis, beyond the scanner bore"),
     ({"recon/tof": True}, "recon.tof", "needs recon.mode: 3d"),
     ({"recon/attenuation_correction": False}, "recon.scatter",
      "needs recon.attenuation_correction: true"),
@@ -116,8 +119,10 @@ def test_nested_value_given_on_the_command_line_arrives_as_string():
     assert override == {"scanner": {"rings": "32"}}
     cfg = load_config(overrides=None)
     cfg["scanner"].update(override["scanner"])
+    assert validate_config(cfg)["scanner"]["rings"] == 32  # the number it spells
+    cfg["scanner"]["rings"] = "32 rings"
     with pytest.raises(ConfigError, match=r"config key scanner.rings: expected an integer, got "
-                                          r"the string '32'.*--configfile"):
+                                          r"the string '32 rings'.*--configfile"):
         validate_config(cfg)
     with pytest.raises(ConfigError, match="config key datasets: expected a mapping, got the "
                                           "string 'tubes'"):
