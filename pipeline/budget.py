@@ -69,6 +69,19 @@ def check_limits(config: dict[str, Any]) -> list[tuple[str, str]]:
     problems = []
     total_disk = 0.0
     names = config["run_datasets"] or list(config["datasets"])
+    used = dict.fromkeys(a for name in names for a in config["datasets"][name]["acquisitions"])
+    for name in used:  # one acquisition's file alone: name the preset, not a dataset
+        preset = config["acquisitions"][name]
+        decays = float(preset["activity_bq"]) * float(preset["duration_s"])
+        if LISTMODE_BYTES_PER_DECAY * decays > disk:
+            problems.append((f"acquisitions.{name}",
+                             f"{preset['activity_bq']:g} Bq for {preset['duration_s']:g} s is "
+                             f"{decays:.3g} decays: one list-mode file of about "
+                             f"{LISTMODE_BYTES_PER_DECAY * decays / GB:.3g} GB, more than the "
+                             f"{disk / GB:.3g} GB free (limits.disk_gb); lower activity_bq "
+                             "or duration_s"))
+    if problems:
+        return problems
     for name in names:
         ds = config["datasets"][name]
         needs = dataset_needs(ds, config["acquisitions"])

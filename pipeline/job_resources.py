@@ -87,6 +87,10 @@ DOWNSTREAM_S_PER_IMAGE_EPOCH, DOWNSTREAM_MB = 1.2e-3, 600.0
 #: The kernel method's extra memory per neighbour offset (0.48 GB over 405 offsets, measured on
 #: the default 2 mm image grid) and its time factor (recon/kernel.py).
 KERNEL_MB_PER_OFFSET, KERNEL_TIME_FACTOR = 1.2, 5.0
+#: A list-mode file in a reconstruct job's memory, MB per decay of its acquisition: 89 bytes
+#: per coincidence (every column of the contract) at up to 0.3 coincidences per decay (a
+#: default tube gives 0.145, a source at the centre of the scanner in air about 0.25).
+RECON_MB_PER_DECAY = 0.3 * 89 / 1e6
 
 
 @dataclass(frozen=True)
@@ -129,20 +133,28 @@ def phantom(config: dict[str, Any], dataset: str) -> Request:
     return _request(peak_mb, 5.0 + per_voxel * voxels, min_mb=1000)
 
 
-def reconstruct(config: dict[str, Any]) -> Request:
-    """A reconstruct job: 2D measured (0.4-1.1 GB, 6-88 s with the corrections on); 3D, not
-    in the measured runs, keeps the requests issue 14's 3D runs needed. The kernel method
-    (``recon.kernel: mu``) adds its weight images, measured per neighbour offset (a 2D job of
-    the cold-sphere tube: 1.27 GB peak without, 1.75 GB with the default 405 offsets), and
-    about 5 times the time (52 s against 12 s at 3 x 46 with the corrections on)."""
+def reconstruct(config: dict[str, Any], acquisition: str | None = None) -> Request:
+    """A reconstruct job (of ``acquisition``, else of no list-mode at all): 2D measured
+    (0.4-1.1 GB, 6-88 s with the corrections on); 3D, not in the measured runs, keeps the
+    requests issue 14's 3D runs needed. The kernel method (``recon.kernel: mu``) adds its
+    weight images, measured per neighbour offset (a 2D job of the cold-sphere tube: 1.27 GB
+    peak without, 1.75 GB with the default 405 offsets), and about 5 times the time (52 s
+    against 12 s at 3 x 46 with the corrections on). The list-mode file is read whole:
+    ``RECON_MB_PER_DECAY`` per decay of the acquisition is added."""
     r = config["recon"]
     kernel = r.get("kernel", "none") != "none"
+    listmode_mb = 0.0
+    if acquisition is not None:
+        preset = config["acquisitions"][acquisition]
+        listmode_mb = RECON_MB_PER_DECAY * float(preset["activity_bq"]) * float(
+            preset["duration_s"])
     if r["mode"] == "3d":
-        return Request(6000, 60)
+        return _request(4000.0 + 2 * listmode_mb, 1200.0)  # events and their LOR ends
     if kernel:
         offsets = math.prod(2 * int(w) + 1 for w in r["kernel_window"])
-        return _request(1100.0 + KERNEL_MB_PER_OFFSET * offsets, 90.0 * KERNEL_TIME_FACTOR)
-    return _request(1100.0, 90.0)
+        return _request(1100.0 + listmode_mb + KERNEL_MB_PER_OFFSET * offsets,
+                        90.0 * KERNEL_TIME_FACTOR)
+    return _request(1100.0 + listmode_mb, 90.0)
 
 
 def simulate(config: dict[str, Any], acquisition: str, workers: int) -> Request:
@@ -270,8 +282,13 @@ def planned_jobs(config: dict[str, Any]) -> list[PlannedJob]:
                 jobs.append(PlannedJob(f"downstream of {name}", "positron_images.size_px",
                                        "downstream.epochs",
                                        downstream(config, name, n_labelled)))
-    jobs.append(PlannedJob("reconstruct", "recon.kernel_window", "recon.iterations",
-                           reconstruct(config)))
+        for acq in ds["acquisitions"]:
+            # Memory: the list-mode file read whole, or the kernel's weight images.
+            request = reconstruct(config, acq)
+            key = (f"acquisitions.{acq}" if request.expected_mb > 2 * reconstruct(config)
+                   .expected_mb else "recon.kernel_window")
+            jobs.append(PlannedJob(f"reconstruct {name}/{acq}", key, "recon.iterations",
+                                   request))
     for method in methods:
         jobs.append(PlannedJob(f"train {method}", "train.batch_size", "train.steps",
                                train(config, method)))

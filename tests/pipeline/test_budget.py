@@ -23,17 +23,26 @@ def test_needs_are_the_documented_per_voxel_and_per_decay_costs():
 
 
 @pytest.mark.parametrize("overlay, key, text", [
-    ({"datasets": {"tubes": {"grid": {"shape": [4000, 4000, 4000]}}}},
+    ({"datasets": {"tubes": {"grid": {"shape": [40000, 96, 96]}}}},
      "datasets.tubes.grid.shape",
-     "a phantom of 4000x4000x4000 voxels needs about 6.4e+04 GB of memory"),
+     "a phantom of 40000x96x96 voxels needs about 369 GB of memory"),
     ({"datasets": {"tubes": {"n_phantoms": 10**9}}}, "datasets.tubes.n_phantoms",
      "1000000000 phantoms of 56x96x96 voxels with acquisitions fast, reference need about"),
-    ({"acquisitions": {"reference": {"duration_s": 1e9}}}, "datasets.tubes.n_phantoms",
-     "need about 2.4e+07 GB of disk"),
+    ({"acquisitions": {"reference": {"duration_s": 1e9}}}, "acquisitions.reference",
+     "600000 Bq for 1e+09 s is 6e+14 decays: one list-mode file of about 6e+06 GB, more than"),
+    # A file fits, the dataset's files together do not.
+    ({"acquisitions": {"reference": {"duration_s": 1e4}}, "limits": {"disk_gb": 100}},
+     "datasets.tubes.n_phantoms", "need about 240 GB of disk"),
+    # The reconstruction reads a list-mode file whole (0.3 x 89 bytes per decay).
+    ({"acquisitions": {"reference": {"activity_bq": 1e9, "duration_s": 10.0}},
+      "limits": {"disk_gb": 1e6, "memory_gb": 24}}, "acquisitions.reference",
+     "the reconstruct tubes/reference job needs about 268 GB of memory"),
     ({"limits": {"memory_gb": 0.1}}, "datasets.tubes.grid.shape",
      "more than the 0.1 GB available (limits.memory_gb)"),
-    ({"limits": {"disk_gb": 0.01}}, "datasets.tubes.n_phantoms",
-     "more than the 0.01 GB free (limits.disk_gb)"),
+    ({"limits": {"disk_gb": 0.2}}, "datasets.tubes.n_phantoms",
+     "more than the 0.2 GB free (limits.disk_gb)"),
+    ({"limits": {"disk_gb": 0.01}}, "acquisitions.reference",
+     "one list-mode file of about 0.06 GB, more than the 0.01 GB free (limits.disk_gb)"),
 ])
 def test_what_cannot_fit_is_refused_with_the_numbers(overlay, key, text):
     cfg = deep_merge(load_config(), overlay)
@@ -51,7 +60,7 @@ ABSURD_RUNTIMES = [
     ({"evaluate": {"feature_network": {"epochs": 10**9}}}, "evaluate.feature_network.epochs",
      "the feature_network of tubes job"),
     ({"downstream": {"epochs": 10**9}}, "downstream.epochs", "the downstream of tubes job"),
-    ({"datasets": {"tubes": {"grid": {"shape": [8000, 8000, 8000]}}},
+    ({"datasets": {"tubes": {"grid": {"shape": [40_000_000, 96, 96]}}},
       "limits": {"memory_gb": 1e9, "disk_gb": 1e9}}, "datasets.tubes.grid.shape",
      "the phantom of tubes job"),
     ({"acquisitions": {"reference": {"activity_bq": 1e9, "duration_s": 1e9}},
@@ -71,6 +80,29 @@ def test_a_job_that_would_run_too_long_is_refused_naming_what_sizes_it(overlay, 
     message = str(info.value)
     assert message.startswith(f"config key {key}: ") and text in message, message
     assert "limits.job_runtime_h" in message
+
+
+def test_numbers_in_exponent_notation_are_numbers(tmp_path):
+    """YAML 1.1 (PyYAML, Snakemake) reads ``6e5`` as a string; the config reads it as the
+    number it spells wherever the schema wants one, and still refuses what is not one."""
+    overlay = tmp_path / "counts.yaml"
+    overlay.write_text("acquisitions:\n  reference: {activity_bq: 6e5, duration_s: 1.5E+1}\n"
+                       "train: {steps: 3e2}\n")
+    from pipeline.config import DEFAULT_CONFIG_PATH
+
+    cfg = load_config(DEFAULT_CONFIG_PATH, overlay)
+    assert cfg["acquisitions"]["reference"] == {"activity_bq": 600000.0, "duration_s": 15.0,
+                                                "half_life_s": 6586.2}
+    assert cfg["train"]["steps"] == 300 and isinstance(cfg["train"]["steps"], int)
+    for text, message in (("train: {steps: 3.5e0}\n", "config key train.steps: expected an "
+                                                       "integer, got the string '3.5e0'"),
+                          ("acquisitions: {reference: {activity_bq: 6e5x}}\n",
+                           "acquisitions.reference.activity_bq: expected a number"),
+                          ("acquisitions: {reference: {activity_bq: -6e5}}\n",
+                           "-600000.0 is less than or equal to the minimum of 0")):
+        overlay.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(DEFAULT_CONFIG_PATH, overlay)
 
 
 def test_a_job_that_needs_more_memory_than_one_job_may_use_is_refused():

@@ -43,7 +43,7 @@ def _request(rule: str, job: str) -> job_resources.Request:
     scaled = {
         "phantom": lambda: job_resources.phantom(config, dataset),
         "simulate": lambda: job_resources.simulate(config, rest[-1], int(threads)),
-        "reconstruct": lambda: job_resources.reconstruct(config),
+        "reconstruct": lambda: job_resources.reconstruct(config, rest[-1]),
         "positron_features": lambda: job_resources.positron_features(config, dataset),
         "train": lambda: job_resources.train(config, split_run(rest[-1])[0]),
         "pretrain_vae": lambda: job_resources.pretrain_vae(config),

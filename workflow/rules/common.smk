@@ -21,11 +21,13 @@ from pipeline.specs import (
     positron_dataset_spec,
     positron_features_spec,
     pretrain_vae_spec,
+    realisation_spec,
     recon_spec,
     response_spec,
     simulate_spec,
     split_run,
     train_spec,
+    validation_targets,
 )
 from sim.phantoms.spec import phantom_spec
 
@@ -34,9 +36,10 @@ wildcard_constraints:
     dataset=r"[A-Za-z0-9][A-Za-z0-9_-]*",
     phantom=r"[a-z]+_[0-9][0-9][0-9][0-9]+",
     acquisition=r"[A-Za-z0-9][A-Za-z0-9_-]*",
-    engine=r"fast|opengate|gate9",
-    engine_a=r"fast|opengate|gate9",
-    engine_b=r"fast|opengate|gate9",
+    engine=r"fast|opengate|gate9|statistical",
+    engine_a=r"fast|opengate|gate9|statistical",
+    engine_b=r"fast|opengate|gate9|statistical",
+    realisation=r"[0-9]+",
     method=run_name_pattern(),
 
 
@@ -67,11 +70,11 @@ def simulate_runtime(wildcards, threads):
 
 
 def reconstruct_mem_mb(wildcards):
-    return job_resources.reconstruct(config).mem_mb
+    return job_resources.reconstruct(config, wildcards.acquisition).mem_mb
 
 
 def reconstruct_runtime(wildcards):
-    return job_resources.reconstruct(config).runtime_min
+    return job_resources.reconstruct(config, wildcards.acquisition).runtime_min
 
 
 def positron_features_mem_mb(wildcards):
@@ -213,10 +216,13 @@ def recon_spec_json(wildcards):
 def reconstruct_inputs(wildcards):
     """List-mode and phantom files, and the cached geometry file of the configured mode."""
     base = f"results/{wildcards.dataset}"
-    inputs = {
-        "listmode": f"{base}/listmode/{wildcards.phantom}/{wildcards.acquisition}.h5",
-        "phantom": f"{base}/phantoms/{wildcards.phantom}.h5",
-    }
+    return _recon_inputs(wildcards,
+                         f"{base}/listmode/{wildcards.phantom}/{wildcards.acquisition}.h5")
+
+
+def _recon_inputs(wildcards, listmode):
+    base = f"results/{wildcards.dataset}"
+    inputs = {"listmode": listmode, "phantom": f"{base}/phantoms/{wildcards.phantom}.h5"}
     recon = config["recon"]
     if recon["mode"] == "2d":
         inputs["geometry"] = f"{base}/recon/system_matrix_2d.h5"
@@ -425,3 +431,43 @@ def evaluate_method_args(wildcards, input):
 def train_threads(wildcards):
     """Threads of the training-stage jobs (``train.threads``)."""
     return config["train"]["threads"]
+
+
+# ------------------------------------------------------------------ engine validation
+def _realisation_dir(wildcards, engine):
+    return (f"results/{wildcards.dataset}/validation/{wildcards.phantom}/"
+            f"{wildcards.acquisition}/{engine}")
+
+
+def realisation_spec_json(wildcards):
+    """The simulate spec of one validation realisation, as JSON."""
+    spec = realisation_spec(config, wildcards.dataset, wildcards.phantom,
+                            wildcards.acquisition, wildcards.engine,
+                            int(wildcards.realisation))
+    return json.dumps(spec, sort_keys=True)
+
+
+def realisation_recon_inputs(wildcards):
+    """What a validation realisation's reconstruction reads (as ``reconstruct``'s)."""
+    return _recon_inputs(wildcards, f"{_realisation_dir(wildcards, wildcards.engine)}/"
+                                    f"listmode_r{wildcards.realisation}.h5")
+
+
+def validate_phantom_inputs(wildcards):
+    """Every realisation's list-mode file and reconstruction of both engines."""
+    n = config["validation"]["realisations"]
+    inputs = {"phantom": f"results/{wildcards.dataset}/phantoms/{wildcards.phantom}.h5"}
+    for role, engine in (("reference", wildcards.engine_a), ("candidate", wildcards.engine_b)):
+        folder = _realisation_dir(wildcards, engine)
+        inputs[f"{role}_listmode"] = [f"{folder}/listmode_r{k}.h5" for k in range(n)]
+        inputs[f"{role}_recon"] = [f"{folder}/recon_r{k}.h5" for k in range(n)]
+    return inputs
+
+
+def validation_tables(wildcards):
+    """The per-phantom tables of the ``validation`` section (an input function: the section
+    is checked when its target is asked for, not on every run)."""
+    v = config["validation"]
+    a, b = v["engines"]
+    return [f"results/{dataset}/validation/{phantom}/{v['acquisition']}/{a}_vs_{b}/"
+            "validation.csv" for dataset, phantom in validation_targets(config)]
