@@ -62,6 +62,35 @@ def simulate_spec(config: dict, dataset: str, phantom: str, acquisition: str) ->
     }
 
 
+def realisation_spec(config: dict, dataset: str, phantom: str, acquisition: str,
+                     engine: str, realisation: int) -> dict[str, Any]:
+    """The simulate spec of one noise realisation of the engine validation (``validation``
+    section): the phantom's own spec with ``engine``, and a seed of its own for every
+    realisation (the same for both engines: their random streams differ anyway)."""
+    spec = simulate_spec(config, dataset, phantom, acquisition)
+    entropy = [int(spec["seed"]), 0x7EA1, int(realisation)]
+    spec.update(engine=engine, realisation=int(realisation),
+                seed=int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0]))
+    return spec
+
+
+def validation_targets(config: dict) -> list[tuple[str, str]]:
+    """The (dataset, phantom) pairs the engine validation runs: the first phantom of each
+    dataset of ``validation.datasets``, which must list ``validation.acquisition``."""
+    v = config["validation"]
+    pairs = []
+    for dataset in v["datasets"]:
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"config key validation.datasets: {dataset!r} is not a dataset "
+                              f"of the config ({', '.join(config['datasets'])})")
+        if v["acquisition"] not in config["datasets"][dataset]["acquisitions"]:
+            raise ConfigError(f"config key validation.acquisition: {v['acquisition']!r} is not "
+                              f"an acquisition of dataset {dataset!r} "
+                              f"({config['datasets'][dataset]['acquisitions']})")
+        pairs.append((dataset, phantom_names(config, dataset)[0]))
+    return pairs
+
+
 #: Seed of the detector response calibration (one per scanner; not a dataset's).
 RESPONSE_SEED = 511
 

@@ -147,6 +147,8 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         " kid_subsets: 5, prdc_k: 1, held_out_split: val, walk_steps: 3,"
         " feature_network: {epochs: 1}}\n"
         "downstream: {epochs: 1, seeds: [1], channels: 4}\n"
+        "validation: {datasets: [tiny], acquisition: paper, realisations: 2}\n"
+        "simulation: {statistical: {photons_per_cell: 4, background_decays: 20000}}\n"
     )
     run = _snakemake("--cores", "2", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]
@@ -216,6 +218,23 @@ def test_phantom_and_simulate_rules_run(tmp_path):
     table = (tmp_path / "results/tiny/crosscheck/point_0001/paper/fast_vs_fast/crosscheck.md")
     assert "| prompts per 1000 decays |" in table.read_text()
     assert (table.parent / "crosscheck.png").is_file()
+
+    # So does the engine validation: the detector response, two realisations of each engine,
+    # their reconstructions, the phantom's table and the summary.
+    run = _snakemake("statistical_validation", "--cores", "2", "--configfile", str(overlay),
+                     cwd=tmp_path)
+    assert run.returncode == 0, run.output[-3000:]
+    folder = tmp_path / "results/tiny/validation/point_0000/paper"
+    for engine in ("fast", "statistical"):
+        for k in (0, 1):
+            listmode = read_listmode(folder / f"{engine}/listmode_r{k}.h5")
+            assert listmode.attrs["engine"] == engine
+            assert (folder / f"{engine}/recon_r{k}_defects.json").is_file()
+    seeds = {read_listmode(folder / f"fast/listmode_r{k}.h5").attrs["seed"] for k in (0, 1)}
+    assert len(seeds) == 2  # independent realisations
+    assert "| prompts per decay |" in (folder / "fast_vs_statistical/validation.md").read_text()
+    summary = (tmp_path / "results/validation/statistical.md").read_text()
+    assert "| tiny/point_0000 |" in summary
 
 
 @pytest.mark.slow
