@@ -40,7 +40,8 @@ def _check_dataset(name: str, ds: dict, scanner: Scanner) -> None:
     length_z_mm = nz * dz
     bore_mm = scanner.inner_radius_mm
     # The voxel box is the phantom volume of every engine (the embedded transport walks it,
-    # GATE places it): a corner inside the crystals would overlap the detector.
+    # GATE places it): a corner inside the crystals would overlap the detector. Anything
+    # that fits the box (tube, source, cylinder, part) is therefore inside the bore too.
     corner_mm = float(np.hypot(nx * dx, ny * dy) / 2.0)
     _check(corner_mm < bore_mm, f"{base}.grid",
            f"the grid's transaxial corners lie {corner_mm:.1f} mm from the axis, beyond the "
@@ -65,8 +66,6 @@ def _check_dataset(name: str, ds: dict, scanner: Scanner) -> None:
         _check(tube["length_mm"][1] <= length_z_mm, f"{t}.length_mm",
                f"tube length up to {tube['length_mm'][1]} mm does not fit the grid "
                f"({length_z_mm} mm along z)")
-        _check(r_max < bore_mm, f"{t}.outer_radius_mm",
-               f"outer radius up to {r_max} mm does not fit the scanner bore ({bore_mm:.1f} mm)")
         defects = ds["defects"]
         d = f"{base}.defects"
         if defects["count"][1] > 0:
@@ -95,8 +94,6 @@ def _check_dataset(name: str, ds: dict, scanner: Scanner) -> None:
         half_len = src.get("length_mm", src["diameter_mm"]) / 2.0
         _check(max(abs(x), abs(y)) + radius <= half_xy_mm and abs(z) + half_len <= length_z_mm / 2,
                f"{base}.{family}.position_mm", "source does not fit inside the voxel grid")
-        _check((x * x + y * y) ** 0.5 + radius < bore_mm, f"{base}.{family}.position_mm",
-               f"source lies outside the scanner bore ({bore_mm:.1f} mm)")
     elif family == "part":
         _check_part(base, ds, np.array([nx * dx, ny * dy, nz * dz]) / 2.0, bore_mm)
     elif family == "nema":
@@ -106,8 +103,6 @@ def _check_dataset(name: str, ds: dict, scanner: Scanner) -> None:
                f"cylinder radius {radius} mm does not fit the grid ({half_xy_mm} mm half-width)")
         _check(nema["length_mm"] <= length_z_mm, f"{base}.nema.length_mm",
                f"cylinder length does not fit the grid ({length_z_mm} mm)")
-        _check(radius < bore_mm, f"{base}.nema.diameter_mm",
-               f"cylinder does not fit the scanner bore ({bore_mm:.1f} mm)")
         _check(nema["line_offset_mm"] + nema["line_diameter_mm"] / 2 < radius,
                f"{base}.nema.line_offset_mm", "line source lies outside the cylinder")
 
@@ -138,8 +133,7 @@ def _check_part(base: str, ds: dict, half_extent_xyz_mm: np.ndarray, bore_mm: fl
     grid = ds["grid"]
     room = PartRoom.of(grid["shape"], grid["voxel_size_mm"], bore_mm)
     try:
-        check_fit(load_part(settings, lo, room=room), half_extent_xyz_mm, bore_mm,
-                  turns_about_z=hi > lo)
+        check_fit(load_part(settings, lo, room=room), half_extent_xyz_mm, turns_about_z=hi > lo)
     except PartError as exc:  # a scale error is one of part.unit_mm, the others of the files
         raise ConfigError(f"config key {base}.part.{getattr(exc, 'key', 'volumes')}: "
                           f"{exc}") from None

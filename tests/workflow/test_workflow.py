@@ -148,7 +148,7 @@ def test_phantom_and_simulate_rules_run(tmp_path):
         " feature_network: {epochs: 1}}\n"
         "downstream: {epochs: 1, seeds: [1], channels: 4}\n"
         "validation: {datasets: [tiny], acquisition: paper, realisations: 2}\n"
-        "simulation: {statistical: {photons_per_cell: 4, background_decays: 20000}}\n"
+        "simulation: {statistical: {photons_per_cell: 10, background_decays: 20000}}\n"
     )
     run = _snakemake("--cores", "2", "--configfile", str(overlay), cwd=tmp_path)
     assert run.returncode == 0, run.output[-3000:]

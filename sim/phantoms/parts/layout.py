@@ -233,8 +233,9 @@ def load_part(settings: PartSettings, turn_z_deg: float = 0.0,
 
 
 def check_fit(volumes: list[PartVolume], half_extent_xyz_mm: np.ndarray,
-              bore_radius_mm: float, turns_about_z: bool) -> None:
-    """Refuse a part that leaves the voxel grid or the scanner bore.
+              turns_about_z: bool) -> None:
+    """Refuse a part that leaves the voxel grid (the config check keeps the grid inside the
+    scanner bore, so a part that fits the grid fits the bore).
 
     With ``turns_about_z`` the part is turned by a random angle per phantom, so it must fit
     the grid's inscribed cylinder, not only its box.
@@ -243,9 +244,6 @@ def check_fit(volumes: list[PartVolume], half_extent_xyz_mm: np.ndarray,
         vertices = v.solid.mesh.vertices
         radius = float(np.max(np.hypot(vertices[:, 0], vertices[:, 1])))
         where = f"{v.solid.path} (volume {v.solid.name!r})"
-        if radius >= bore_radius_mm:
-            raise PartError(f"{where}: reaches {radius:.1f} mm from the scanner axis; it does "
-                            f"not fit the scanner bore ({bore_radius_mm:.1f} mm)")
         reach = np.max(np.abs(vertices), axis=0)
         limit = np.asarray(half_extent_xyz_mm, dtype=float).copy()
         if turns_about_z:

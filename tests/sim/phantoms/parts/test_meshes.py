@@ -279,17 +279,25 @@ def test_a_missing_mesh_is_refused(default_config, tmp_path):
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"unit_mm": 3.0}, "does not fit the scanner bore"),
     ({"unit_mm": 1.5}, "does not fit the voxel grid"),
     ({"translation_mm": [0.0, 0.0, 15.0]}, "does not fit the voxel grid"),
 ])
 def test_a_part_that_does_not_fit_is_refused(default_config, change, expected):
     ds = _block(turn=(0.0, 0.0))
     ds["part"].update(change)
-    ds["grid"] = {"shape": [40, 200, 200], "voxel_size_mm": [1.0, 1.0, 1.0]} \
-        if "bore" in expected else ds["grid"]
     message = _refused(default_config, ds)
     assert expected in message and "drilled_block_body.ply" in message
+
+
+def test_a_grid_large_enough_for_a_part_beyond_the_bore_is_refused(default_config):
+    """A part reaching past the crystals needs a voxel box whose corners do too."""
+    ds = _block(turn=(0.0, 0.0))
+    ds["part"]["unit_mm"] = 3.0
+    ds["grid"] = {"shape": [40, 200, 200], "voxel_size_mm": [1.0, 1.0, 1.0]}
+    message = _refused(default_config, ds)
+    # 200 mm square box: corners at 100 * sqrt(2) mm, beyond the 116.4 mm crystal faces.
+    assert "datasets.mine.grid" in message and f"{100 * 2 ** 0.5:.1f} mm" in message
+    assert "beyond the scanner bore" in message
 
 
 def test_random_turns_need_the_grid_inscribed_circle(default_config):
