@@ -9,7 +9,8 @@
   normalised like the image (its own ``truth_scale``, same ``normalisation`` mode): what a
   perfect reconstruction of that slice would show;
 * ``pairs`` (M, 2) int64: rows of the low-count and the reference image of one slice;
-* per-image columns (length N): ``phantom``, ``acquisition``, ``split`` (train/val/test),
+* per-image columns (length N): ``phantom``, ``acquisition``, ``split`` (train/val/test, by
+  phantom, stratified by the phantom's defect types: :func:`phantom_splits`),
   ``slice_index`` (plane or column of the reconstruction), ``position_mm`` (its z, or x for
   axial slices), ``defect_types`` (comma-separated types present in the slice, "" for none),
   ``defect_class`` (the one class of the slice for class-conditional generation and the
@@ -54,7 +55,7 @@ from pipeline.provenance import PHANTOM_FIELDS, Origin, check_same_origin  # noq
 from recon.detectability import measure_defects  # noqa: E402
 from recon.image_io import ReconImage, read_recon  # noqa: E402
 from recon.truth import activity_concentration, overlap_fractions  # noqa: E402
-from sim.phantoms.file import PhantomData, read_phantom  # noqa: E402
+from sim.phantoms.file import PhantomData, read_defects, read_phantom  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,22 @@ def input_files(spec: dict[str, Any], results_dir: str | Path) -> dict[str, dict
     return files
 
 
+def phantom_splits(phantoms: list[str], files: dict[str, dict[str, Path]],
+                   fractions: list[float], seed: int) -> dict[str, str]:
+    """Train, validation or test for every phantom, stratified by the defect types each
+    phantom holds (:func:`models.data.splits.assign_splits`); a type held by at least three
+    phantoms that still misses a split (too few phantoms to place it everywhere) is logged."""
+    types = {name: {d["type"] for d in read_defects(files[name]["phantom"])} for name in phantoms}
+    splits = assign_splits(phantoms, fractions, seed, labels=types)
+    for kind in sorted(set().union(*types.values())):
+        holders = [name for name in phantoms if kind in types[name]]
+        present = {splits[name] for name in holders}
+        if len(holders) >= 3 and len(present) < 3:
+            log.warning("defect type %s (%d phantoms) is not in every split: %s only",
+                        kind, len(holders), ", ".join(sorted(present)))
+    return splits
+
+
 def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]], rows_out: _Rows
            ) -> tuple[Slices, list]:
     """Cut, resample and describe every slice, one phantom at a time, the images appended to
@@ -254,7 +271,7 @@ def gather(spec: dict[str, Any], files: dict[str, dict[str, Path]], rows_out: _R
     cfg = spec["positron_images"]
     size = int(cfg["size_px"])
     axis = 0 if cfg["orientation"] == "transaxial" else 2
-    splits = assign_splits(spec["phantoms"], cfg["split_fractions"], int(cfg["seed"]))
+    splits = phantom_splits(spec["phantoms"], files, cfg["split_fractions"], int(cfg["seed"]))
     out, pairs = Slices(), []
     for phantom_name, entry in files.items():
         phantom = read_phantom(entry["phantom"])

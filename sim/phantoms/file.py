@@ -89,6 +89,23 @@ def read_origin(path: str | Path) -> Origin:
         values.vector(where, "attribute origin_mm", attrs["origin_mm"], 3)))
 
 
+def read_defects(path: str | Path) -> list[dict[str, Any]]:
+    """A phantom file's ``defects`` records (attribute only: no image is read)."""
+    path = Path(path)
+    with open_hdf5(path, "phantom file") as f:
+        if "defects" not in f.attrs:
+            raise ValueError(f"{path}: missing attribute defects")
+        attrs = decoded_attrs(f)
+    return _defect_records(str(path), attrs["defects"])
+
+
+def _defect_records(where: str, text: Any) -> list[dict[str, Any]]:
+    defects = values.json_field(where, "attribute defects", text)
+    if not isinstance(defects, list) or not all(isinstance(d, dict) for d in defects):
+        raise ValueError(f"{where}: attribute defects must be a JSON list of records")
+    return defects
+
+
 def material_table(material_ids: np.ndarray) -> dict[int, dict[str, Any]]:
     """Description of every material id present in an image."""
     names = list(MATERIALS)
@@ -215,9 +232,7 @@ def read_phantom(path: str | Path) -> PhantomData:
     if unknown.size:
         raise ValueError(f"{path}: dataset material has id(s) {unknown.tolist()[:5]} missing "
                          "from attribute materials")
-    defects = values.json_field(where, "attribute defects", attrs["defects"])
-    if not isinstance(defects, list) or not all(isinstance(d, dict) for d in defects):
-        raise ValueError(f"{path}: attribute defects must be a JSON list of records")
+    defects = _defect_records(where, attrs["defects"])
     return PhantomData(
         material=arrays["material"],
         activity=arrays["activity"],

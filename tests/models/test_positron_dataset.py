@@ -307,3 +307,28 @@ def test_cli_names_both_files_of_a_wrong_pairing(tmp_path):
                              f"phantom file {root / 'phantoms' / 'tube_0000.h5'} records "
                              "'tube_0000'; ")
     assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_phantom_splits_put_each_defect_type_in_every_split(tmp_path):
+    """Twelve phantoms: three with a crack, three with a pit, six without defects; the
+    split reads each phantom file's defect types and places both types (and 'none') in
+    train, val and test."""
+    import json
+
+    from models.data.positron_dataset import phantom_splits
+    from tests.models.fixtures import write_phantom_file
+
+    kinds = ["crack"] * 3 + ["pit"] * 3 + [None] * 6
+    files = {}
+    for i, kind in enumerate(kinds):
+        path = tmp_path / f"tube_{i:04d}.h5"
+        write_phantom_file(path)
+        with h5py.File(path, "a") as f:
+            f.attrs["defects"] = json.dumps([{"label": 1, "type": kind}] if kind else [])
+        files[path.stem] = {"phantom": path}
+    for seed in range(10):
+        split = phantom_splits(list(files), files, [0.5, 0.25, 0.25], seed)
+        assert sorted(split.values()).count("train") == 6
+        for kind in ("crack", "pit", None):
+            holders = [name for name, k in zip(files, kinds, strict=True) if k == kind]
+            assert {split[name] for name in holders} == {"train", "val", "test"}, (seed, kind)
