@@ -104,15 +104,8 @@ def ring_entry(scanner: Scanner, start_mm: np.ndarray, direction: np.ndarray) ->
     direction : numpy.ndarray
         Unit directions, shape (n, 3).
     """
-    angles = scanner.module_angles_rad
-    normals = np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (M, 2)
-    towards = direction[:, :2] @ normals.T  # (n, M)
-    gap = scanner.inner_radius_mm - start_mm[:, :2] @ normals.T
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(towards > 1e-12, gap / towards, np.inf)
-    module = np.argmin(t, axis=1)
-    rows = np.arange(module.size)
-    distance = t[rows, module]
+    module, distance = _exit_face(scanner, start_mm, direction)
+    normals = _normals(scanner)
     point = start_mm + distance[:, None] * direction
     normal = normals[module]
     tangent = np.stack([-normal[:, 1], normal[:, 0]], axis=1)
@@ -125,6 +118,54 @@ def ring_entry(scanner: Scanner, start_mm: np.ndarray, direction: np.ndarray) ->
                  virtual_ring(scanner, point[:, 2]), point, distance,
                  np.arctan2(along_tangent, along_normal),
                  np.arcsin(np.clip(direction[:, 2], -1.0, 1.0)))
+
+
+def _normals(scanner: Scanner) -> np.ndarray:
+    angles = scanner.module_angles_rad
+    return np.stack([np.cos(angles), np.sin(angles)], axis=1)  # (M, 2)
+
+
+def _face_distances(scanner: Scanner, start_xy: np.ndarray, direction_xy: np.ndarray,
+                    normals: np.ndarray) -> np.ndarray:
+    """Distance along each line to the plane of each of its faces ``normals`` (n, k, 2);
+    inf where the line does not head for it."""
+    towards = np.einsum("nj,nkj->nk", direction_xy, normals)
+    gap = scanner.inner_radius_mm - np.einsum("nj,nkj->nk", start_xy, normals)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(towards > 1e-12, gap / towards, np.inf)
+
+
+def _exit_face(scanner: Scanner, start_mm: np.ndarray, direction: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Face crossed by each line and the distance to it.
+
+    The exit face is the one with the smallest distance over all faces heading away; it is
+    looked for among the three faces around the polar angle where the line leaves the
+    polygon's inscribed circle (or passes closest to it, if it misses it). Why three are
+    enough: between the circle and the polygon lie one piece per corner, each touching the
+    circle only where its two faces do; the part of the line beyond that point up to the
+    exit never enters the disk, so it stays in one corner's piece, whose two faces are
+    the nearest face to that polar angle and one of its neighbours.
+    """
+    normals = _normals(scanner)
+    m = scanner.modules_per_ring
+    xy, d = start_mm[:, :2], direction[:, :2]
+    # Leaving the circle of radius R (the faces' apothem): |xy + t d| = R, larger root.
+    a = np.einsum("ij,ij->i", d, d)
+    b = np.einsum("ij,ij->i", xy, d)
+    c = np.einsum("ij,ij->i", xy, xy) - scanner.inner_radius_mm**2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_circle = (-b + np.sqrt(np.maximum(b * b - a * c, 0.0))) / a
+    t_circle = np.where(a > 0, t_circle, 0.0)
+    out = xy + t_circle[:, None] * d
+    step = 2.0 * np.pi / m
+    nearest = np.round((np.arctan2(out[:, 1], out[:, 0]) - scanner.first_module_angle_rad)
+                       / step).astype(np.int64)
+    candidates = np.mod(nearest[:, None] + np.array([-1, 0, 1])[None, :], m)  # (n, 3)
+    t = _face_distances(scanner, xy, d, normals[candidates])
+    pick = np.argmin(t, axis=1)
+    rows = np.arange(len(xy))
+    return candidates[rows, pick], t[rows, pick]
 
 
 def direction_from_angles(scanner: Scanner, module: np.ndarray, alpha_rad: np.ndarray,

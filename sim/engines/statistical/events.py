@@ -104,7 +104,8 @@ def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: Activi
         z = virtual_ring_z_mm(scanner, ring) + (rng.random(n) - 0.5) * scanner.axial_pitch_mm
         xy = centres[column] + along[:, None] * tangents[column]
         ends.append(np.concatenate([xy, z[:, None]], axis=1))
-    u = expected.u_lo + (expected.u_hi - expected.u_lo) * rng.random(n)
+    u_lo, u_hi = expected.stretch(line, scanner)
+    u = u_lo + (u_hi - u_lo) * rng.random(n)
     point = ends[0] + u[:, None] * (ends[1] - ends[0])
     kept = rng.random(n) * activity.maximum < activity(point)
     return ends[0], ends[1], point, kept

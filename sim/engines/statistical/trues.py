@@ -15,7 +15,10 @@ line) and each is detected with the probability its cell and incidence angles ha
 calibrated response (:mod:`.response`).
 
 The tube average of the line integral is not computed: bounding ``int rho dl`` by ``rho_max
-Lambda`` (``Lambda`` the length of the stretch of the line that covers the phantom) and
+Lambda`` (``Lambda`` the length of the line's own stretch that can meet activity: the part
+of its track over the activity's footprint seen along z, cut to the activity's axial
+extent, both grown by a cell's half width and a voxel, so that any line of the pair's tube
+meets activity only there) and
 leaving the detection out gives each line an *envelope* ``D / (2 pi) G exp(-int mu dl)
 rho_max Lambda``. Drawing a Poisson number of candidates from the envelopes, each with its
 axis through uniform points of the two cells and a point uniform on the stretch, and keeping
@@ -61,9 +64,11 @@ class ExpectedTrues:
         frame (before detection).
     density_max : float
         Largest decay density, 1/mm^3 (what a candidate's density is compared with).
-    u_lo, u_hi : float
-        Stretch of every line (fractions of the way from cell i to cell j) on which the
-        candidates' points are drawn; it covers the phantom.
+    track_lo, track_hi : numpy.ndarray of float64, shape (P,)
+        Stretch of each track (fractions of the way from cell i to cell j) over the
+        activity's footprint, grown (:func:`_reach`).
+    z_lo_mm, z_hi_mm : float
+        Axial extent of the grown activity, mm.
     """
 
     tracks: Tracks
@@ -72,8 +77,36 @@ class ExpectedTrues:
     ring2: np.ndarray
     envelope: np.ndarray
     density_max: float
-    u_lo: float
-    u_hi: float
+    track_lo: np.ndarray
+    track_hi: np.ndarray
+    z_lo_mm: float
+    z_hi_mm: float
+
+    def stretch(self, line: np.ndarray, scanner: Scanner) -> tuple[np.ndarray, np.ndarray]:
+        """Where on lines ``line`` the candidates' points are drawn: fractions (lo, hi) of
+        the way from cell i to cell j (:func:`line_stretch`)."""
+        track = self.track[line]
+        return line_stretch(self.track_lo[track], self.track_hi[track],
+                            virtual_ring_z_mm(scanner, self.ring1[line]),
+                            virtual_ring_z_mm(scanner, self.ring2[line]),
+                            self.z_lo_mm, self.z_hi_mm)
+
+
+def line_stretch(track_lo: np.ndarray, track_hi: np.ndarray, z1_mm: np.ndarray,
+                 z2_mm: np.ndarray, z_lo_mm: float, z_hi_mm: float
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The part of each line's track stretch ``[track_lo, track_hi]`` (fractions of the way
+    from its end at ``z1_mm`` to its end at ``z2_mm``) whose z lies in ``[z_lo, z_hi]``;
+    empty where ``hi <= lo``."""
+    dz = np.asarray(z2_mm, float) - z1_mm
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = (z_lo_mm - z1_mm) / dz
+        b = (z_hi_mm - z1_mm) / dz
+    flat = dz == 0
+    inside = (z1_mm >= z_lo_mm) & (z1_mm <= z_hi_mm)
+    lo = np.where(flat, np.where(inside, -np.inf, np.inf), np.minimum(a, b))
+    hi = np.where(flat, np.where(inside, np.inf, -np.inf), np.maximum(a, b))
+    return np.maximum(track_lo, lo), np.minimum(track_hi, hi)
 
 
 def support_box(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.ndarray
@@ -118,7 +151,15 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
     tracks = tracks_through(scanner, lo[:2], hi[:2], cover_lo_xy_mm=np.minimum(lo, mu_lo)[:2],
                             cover_hi_xy_mm=np.maximum(hi, mu_hi)[:2])
     du = tracks.u[1] - tracks.u[0] if tracks.u.size > 1 else 0.0
-    u_lo, u_hi = float(tracks.u[0] - du / 2), float(tracks.u[-1] + du / 2)
+    # Each track's stretch over the grown activity's footprint (its maximum along z).
+    footprint = plane_profiles(reach.max(axis=0, keepdims=True), voxel_size_mm,
+                               reach_origin_mm, tracks, nearest=True)[0] > 0  # (P, K)
+    crosses = footprint.any(axis=1)
+    tracks = tracks.subset(crosses)
+    footprint = footprint[crosses]
+    k = np.arange(tracks.u.size)
+    track_lo = tracks.u[np.where(footprint, k, k.size).min(axis=1)] - du / 2
+    track_hi = tracks.u[np.where(footprint, k, -1).max(axis=1)] + du / 2
     rings = np.arange(-OUTSIDE_RINGS, scanner.rings + OUTSIDE_RINGS)
     z = virtual_ring_z_mm(scanner, rings)
     r1, r2 = (a.ravel() for a in np.meshgrid(rings, rings, indexing="ij"))
@@ -135,18 +176,23 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
         track, pair = np.nonzero(near > 0)
         if track.size == 0:
             continue
+        lo_u, hi_u = line_stretch(track_lo[first + track], track_hi[first + track],
+                                  z1[pair], z2[pair], lo[2], hi[2])
+        useful = hi_u > lo_u
+        track, pair, lo_u, hi_u = track[useful], pair[useful], lo_u[useful], hi_u[useful]
         attenuation = oblique_integrals(
             plane_profiles(mu, voxel_size_mm, origin_mm, sub, nearest=True),
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
         length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
-        value = (np.exp(-attenuation) * density.max() * (u_hi - u_lo) * length
+        value = (np.exp(-attenuation) * density.max() * (hi_u - lo_u) * length
                  * _etendue(sub, track, z1[pair], z2[pair], scanner) / (2.0 * np.pi))
         parts.append((track + first, r1[pair], r2[pair], value))
     if not parts:
         raise ValueError("no line between two face cells crosses the activity")
     track, ring1, ring2, value = (np.concatenate(x) for x in zip(*parts, strict=True))
     return ExpectedTrues(tracks, track.astype(np.int32), ring1.astype(np.int16),
-                         ring2.astype(np.int16), value, float(density.max()), u_lo, u_hi)
+                         ring2.astype(np.int16), value, float(density.max()), track_lo,
+                         track_hi, float(lo[2]), float(hi[2]))
 
 
 def _reach(active: np.ndarray, scanner: Scanner, voxel_size_mm: np.ndarray,

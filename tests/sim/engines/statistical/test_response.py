@@ -64,6 +64,36 @@ def test_the_entry_crystal_is_the_one_the_line_reaches_under_the_face():
     np.testing.assert_allclose(again, direction, atol=1e-12)
 
 
+def test_the_entry_face_is_the_nearest_face_ahead_even_for_grazing_lines():
+    """Against the search over every face: lines from near the faces and the corners,
+    heading along them (the exit is then in a corner, one face or the other) or anywhere."""
+    rng = np.random.default_rng(7)
+    n = 40000
+    angles = SCANNER.module_angles_rad
+    normals = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    corner_r = SCANNER.inner_radius_mm / np.cos(np.pi / SCANNER.modules_per_ring)
+    # Start points just inside the polygon (up to 3 mm in from a corner or a face).
+    phi = rng.uniform(0, 2 * np.pi, n)
+    r = np.where(rng.random(n) < 0.5, corner_r, SCANNER.inner_radius_mm) - rng.uniform(
+        0.5, 3.0, n)
+    start = np.stack([r * np.cos(phi), r * np.sin(phi), rng.uniform(-50, 50, n)], axis=1)
+    inside = np.all(start[:, :2] @ normals.T < SCANNER.inner_radius_mm, axis=1)
+    start = start[inside]
+    # Directions near the tangent of the start's circle (grazing) or anywhere.
+    psi = phi[inside] + np.pi / 2 + np.where(rng.random(inside.sum()) < 0.7,
+                                            rng.normal(0, 0.05, inside.sum()),
+                                            rng.uniform(0, 2 * np.pi, inside.sum()))
+    tilt = rng.uniform(-0.5, 0.5, psi.size)
+    direction = np.stack([np.cos(tilt) * np.cos(psi), np.cos(tilt) * np.sin(psi),
+                          np.sin(tilt)], axis=1)
+    entry = ring_entry(SCANNER, start, direction)
+    towards = direction[:, :2] @ normals.T
+    t = np.where(towards > 1e-12, (SCANNER.inner_radius_mm - start[:, :2] @ normals.T)
+                 / np.where(towards > 1e-12, towards, 1.0), np.inf)
+    np.testing.assert_array_equal(entry.module, np.argmin(t, axis=1))
+    np.testing.assert_allclose(entry.distance_mm, t.min(axis=1), rtol=1e-12, atol=1e-9)
+
+
 def test_virtual_rings_continue_past_the_ends():
     pitch, half = SCANNER.axial_pitch_mm, SCANNER.axial_length_mm / 2
     z = np.array([-half - 1.5 * pitch, -half - 0.5 * pitch, -half + 0.5 * pitch,
