@@ -25,6 +25,9 @@ JOB_BASE_BYTES = 150e6
 #: Bytes on disk per phantom voxel (HDF5 file and raw GATE copies) and per simulated decay.
 PHANTOM_FILE_BYTES_PER_VOXEL = 6
 LISTMODE_BYTES_PER_DECAY = 10
+#: A coincidence histogram's bytes per crystal pair at most (two crystal ids, the count and
+#: three truth counts, before compression): its size whatever the counts.
+HISTOGRAM_BYTES_PER_PAIR = 24
 
 GB = 1e9
 
@@ -37,12 +40,34 @@ class DatasetNeeds:
     disk_bytes: float
 
 
-def dataset_needs(dataset: dict[str, Any], acquisitions: dict[str, Any]) -> DatasetNeeds:
-    """Needs of a dataset section (``datasets.{name}``) given the acquisition presets."""
+def histogram_bytes(config: dict[str, Any]) -> float | None:
+    """Largest coincidence file of the config's engine when it writes histograms (the
+    statistical engine's default, :mod:`sim.listmode.histogram`), else None (list-mode
+    files grow with the decays)."""
+    stat = config.get("simulation", {}).get("statistical", {})
+    if config.get("engine") != "statistical" or stat.get("output", "histogram") != "histogram":
+        return None
+    scanner = config["scanner"]
+    crystals = int(scanner["rings"]) * int(scanner["crystals_per_ring"])
+    return HISTOGRAM_BYTES_PER_PAIR * crystals * (crystals - 1) / 2
+
+
+def coincidence_file_bytes(decays: float, histogram_max_bytes: float | None) -> float:
+    """Bytes of one acquisition's coincidence file: list-mode, or a bounded histogram."""
+    listmode = LISTMODE_BYTES_PER_DECAY * decays
+    return listmode if histogram_max_bytes is None else min(listmode, histogram_max_bytes)
+
+
+def dataset_needs(dataset: dict[str, Any], acquisitions: dict[str, Any],
+                  histogram_max_bytes: float | None = None) -> DatasetNeeds:
+    """Needs of a dataset section (``datasets.{name}``) given the acquisition presets (and
+    the histogram bound, :func:`histogram_bytes`, when the engine writes histograms)."""
     voxels = math.prod(int(n) for n in dataset["grid"]["shape"])
-    decays = sum(float(acquisitions[a]["activity_bq"]) * float(acquisitions[a]["duration_s"])
-                 for a in dataset["acquisitions"] if a in acquisitions)
-    per_phantom = PHANTOM_FILE_BYTES_PER_VOXEL * voxels + LISTMODE_BYTES_PER_DECAY * decays
+    files = sum(coincidence_file_bytes(float(acquisitions[a]["activity_bq"])
+                                       * float(acquisitions[a]["duration_s"]),
+                                       histogram_max_bytes)
+                for a in dataset["acquisitions"] if a in acquisitions)
+    per_phantom = PHANTOM_FILE_BYTES_PER_VOXEL * voxels + files
     return DatasetNeeds(JOB_BASE_BYTES + PHANTOM_JOB_BYTES_PER_VOXEL * voxels,
                         int(dataset["n_phantoms"]) * per_phantom)
 
@@ -70,21 +95,24 @@ def check_limits(config: dict[str, Any]) -> list[tuple[str, str]]:
     total_disk = 0.0
     names = config["run_datasets"] or list(config["datasets"])
     used = dict.fromkeys(a for name in names for a in config["datasets"][name]["acquisitions"])
+    bound = histogram_bytes(config)
     for name in used:  # one acquisition's file alone: name the preset, not a dataset
         preset = config["acquisitions"][name]
         decays = float(preset["activity_bq"]) * float(preset["duration_s"])
-        if LISTMODE_BYTES_PER_DECAY * decays > disk:
+        size = coincidence_file_bytes(decays, bound)
+        kind = "list-mode" if size == LISTMODE_BYTES_PER_DECAY * decays else "histogram"
+        if size > disk:
             problems.append((f"acquisitions.{name}",
                              f"{preset['activity_bq']:g} Bq for {preset['duration_s']:g} s is "
-                             f"{decays:.3g} decays: one list-mode file of about "
-                             f"{LISTMODE_BYTES_PER_DECAY * decays / GB:.3g} GB, more than the "
+                             f"{decays:.3g} decays: one {kind} file of about "
+                             f"{size / GB:.3g} GB, more than the "
                              f"{disk / GB:.3g} GB free (limits.disk_gb); lower activity_bq "
                              "or duration_s"))
     if problems:
         return problems
     for name in names:
         ds = config["datasets"][name]
-        needs = dataset_needs(ds, config["acquisitions"])
+        needs = dataset_needs(ds, config["acquisitions"], bound)
         shape = "x".join(str(n) for n in ds["grid"]["shape"])
         if needs.job_memory_bytes > memory:
             problems.append((f"datasets.{name}.grid.shape",

@@ -41,7 +41,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.budget import dataset_needs
+from pipeline.budget import dataset_needs, histogram_bytes
 
 #: Threads of a simulate job (its rule's ``threads``).
 SIMULATE_THREADS = 2
@@ -91,6 +91,9 @@ KERNEL_MB_PER_OFFSET, KERNEL_TIME_FACTOR = 1.2, 5.0
 #: per coincidence (every column of the contract) at up to 0.3 coincidences per decay (a
 #: default tube gives 0.145, a source at the centre of the scanner in air about 0.25).
 RECON_MB_PER_DECAY = 0.3 * 89 / 1e6
+#: A coincidence histogram in a 2D reconstruct job's memory, per byte of its largest size
+#: (the columns, the weights as float64 and the rebinning's index arrays).
+HISTOGRAM_READ_FACTOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,9 @@ def reconstruct(config: dict[str, Any], acquisition: str | None = None) -> Reque
     weight images, measured per neighbour offset (a 2D job of the cold-sphere tube: 1.27 GB
     peak without, 1.75 GB with the default 405 offsets), and about 5 times the time (52 s
     against 12 s at 3 x 46 with the corrections on). The list-mode file is read whole:
-    ``RECON_MB_PER_DECAY`` per decay of the acquisition is added."""
+    ``RECON_MB_PER_DECAY`` per decay of the acquisition is added; a coincidence histogram
+    (the statistical engine's default output) read by the 2D mode adds at most
+    ``HISTOGRAM_READ_FACTOR`` times its largest size, whatever the counts."""
     r = config["recon"]
     kernel = r.get("kernel", "none") != "none"
     listmode_mb = 0.0
@@ -148,6 +153,10 @@ def reconstruct(config: dict[str, Any], acquisition: str | None = None) -> Reque
         preset = config["acquisitions"][acquisition]
         listmode_mb = RECON_MB_PER_DECAY * float(preset["activity_bq"]) * float(
             preset["duration_s"])
+        bound = histogram_bytes(config)
+        if bound is not None and r["mode"] == "2d":
+            # A histogram's pairs, read whole with their weights: bounded whatever the counts.
+            listmode_mb = min(listmode_mb, HISTOGRAM_READ_FACTOR * bound / 1e6)
     if r["mode"] == "3d":
         return _request(4000.0 + 2 * listmode_mb, 1200.0)  # events and their LOR ends
     if kernel:

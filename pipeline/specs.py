@@ -62,14 +62,25 @@ def simulate_spec(config: dict, dataset: str, phantom: str, acquisition: str) ->
     }
 
 
+def engine_spec(config: dict, dataset: str, phantom: str, acquisition: str,
+                engine: str) -> dict[str, Any]:
+    """The simulate spec with another ``engine``, writing list-mode events whatever the
+    statistical engine's ``output`` (the cross-check and the validation compare events)."""
+    spec = simulate_spec(config, dataset, phantom, acquisition)
+    spec["engine"] = engine
+    spec["simulation"].setdefault("statistical", {})["output"] = "listmode"
+    return spec
+
+
 def realisation_spec(config: dict, dataset: str, phantom: str, acquisition: str,
                      engine: str, realisation: int) -> dict[str, Any]:
     """The simulate spec of one noise realisation of the engine validation (``validation``
-    section): the phantom's own spec with ``engine``, and a seed of its own for every
-    realisation (the same for both engines: their random streams differ anyway)."""
-    spec = simulate_spec(config, dataset, phantom, acquisition)
+    section): the phantom's own spec with ``engine`` and list-mode output
+    (:func:`engine_spec`), and a seed of its own for every realisation (the same for both
+    engines: their random streams differ anyway)."""
+    spec = engine_spec(config, dataset, phantom, acquisition, engine)
     entropy = [int(spec["seed"]), 0x7EA1, int(realisation)]
-    spec.update(engine=engine, realisation=int(realisation),
+    spec.update(realisation=int(realisation),
                 seed=int(np.random.SeedSequence(entropy).generate_state(1, np.uint32)[0]))
     return spec
 

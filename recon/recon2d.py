@@ -48,10 +48,13 @@ def plane_indices(geometry: SinogramGeometry, grid: ImageGrid) -> np.ndarray:
 
 
 def sinogram_stack(crystal1: np.ndarray, crystal2: np.ndarray, geometry: SinogramGeometry,
-                   grid: ImageGrid, max_ring_difference: int) -> np.ndarray:
-    """Rebinned counts of the grid's planes, (bins, planes)."""
+                   grid: ImageGrid, max_ring_difference: int,
+                   weights: np.ndarray | None = None) -> np.ndarray:
+    """Rebinned counts of the grid's planes, (bins, planes) (``weights``: coincidences per
+    row, :func:`recon.sinogram.ssrb_histogram`)."""
     k = plane_indices(geometry, grid)
-    return ssrb_histogram(crystal1, crystal2, geometry, max_ring_difference)[k].T.copy()
+    return ssrb_histogram(crystal1, crystal2, geometry, max_ring_difference,
+                          weights)[k].T.copy()
 
 
 def plane_weights(geometry: SinogramGeometry, grid: ImageGrid, max_ring_difference: int,

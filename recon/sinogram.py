@@ -109,8 +109,9 @@ def plane_multiplicity(rings: int, max_ring_difference: int) -> np.ndarray:
 
 
 def ssrb_histogram(crystal1: np.ndarray, crystal2: np.ndarray, geometry: SinogramGeometry,
-                   max_ring_difference: int) -> np.ndarray:
-    """Rebin coincidences into direct-plane sinograms.
+                   max_ring_difference: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Rebin coincidences into direct-plane sinograms (``weights``: coincidences per row,
+    for the rows of a coincidence histogram; one each by default).
 
     Returns
     -------
@@ -130,5 +131,6 @@ def ssrb_histogram(crystal1: np.ndarray, crystal2: np.ndarray, geometry: Sinogra
             & geometry.valid().ravel()[bins])
     plane = (r1.astype(np.int64) + r2)[keep]
     flat = plane * geometry.n_bins + bins[keep]
-    out.ravel()[:] = np.bincount(flat, minlength=out.size)
+    out.ravel()[:] = np.bincount(flat, None if weights is None else
+                                 np.asarray(weights, np.float64)[keep], minlength=out.size)
     return out

@@ -90,6 +90,7 @@ from recon.system_matrix import (
     write_system_matrix,
 )
 from sim.listmode.file import ListMode, read_listmode
+from sim.listmode.histogram import is_histogram, read_histogram
 from sim.phantoms.file import PhantomData, read_phantom
 from sim.phantoms.voxelise import Grid
 from sim.scanner.geometry import GEOMETRY_KEYS, Scanner
@@ -366,7 +367,7 @@ def reconstruct_rebinned(spec: dict[str, Any], data: ListMode, counts: np.ndarra
     randoms, n_delayed = None, 0
     if r["randoms"] == "delayed":
         delayed = sinogram_stack(data.delayed["crystal1"], data.delayed["crystal2"],
-                                 geometry, grid, d_max)
+                                 geometry, grid, d_max, data.delayed.get("weight"))
         randoms = uniform_randoms(delayed, geometry)
         n_delayed = int(delayed.sum())
     mu = None
@@ -478,6 +479,40 @@ def listmode_background(spec: dict[str, Any], data: ListMode, events: ListModeEv
                              kernel is not None), n_delayed, n_scatter)
 
 
+def read_coincidences(path: str | Path, rows: bool, tof: bool) -> ListMode:
+    """A list-mode file, or a coincidence histogram (:mod:`sim.listmode.histogram`) as the
+    reconstruction reads it: each crystal pair once with its count in column ``weight``
+    (the 2D mode rebins weighted pairs), or with ``rows`` its pairs repeated count times
+    (the 3D mode takes events; memory then grows with the counts, as for list-mode). A
+    histogram has no times, so it cannot serve a TOF reconstruction."""
+    path = Path(path)
+    if not is_histogram(path):
+        return read_listmode(path)
+    if tof:
+        raise ValueError(f"{path}: a coincidence histogram has no times; recon.tof needs "
+                         "list-mode events (simulation.statistical.output: listmode)")
+    histogram = read_histogram(path)
+
+    def columns(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        count = group["count"].astype(np.int64)
+        if not rows:
+            return {"crystal1": group["crystal1"], "crystal2": group["crystal2"],
+                    "weight": count.astype(np.float64)}
+        n = int(count.sum())
+        return {"crystal1": np.repeat(group["crystal1"], count),
+                "crystal2": np.repeat(group["crystal2"], count),
+                "time1_ns": np.zeros(n), "time2_ns": np.zeros(n)}
+
+    return ListMode(columns(histogram.coincidences), columns(histogram.delayed),
+                    histogram.attrs, histogram.scanner)
+
+
+def prompt_count(data: ListMode) -> int:
+    """Prompts of a file read by :func:`read_coincidences` (rows, or summed weights)."""
+    weight = data.coincidences.get("weight")
+    return len(data) if weight is None else int(weight.sum())
+
+
 def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str | Path | None,
                 out_h5: str | Path, system_h5: str | Path | None = None,
                 sensitivity_h5: str | Path | None = None, overwrite: bool = False
@@ -494,7 +529,9 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     listmode_h5 = Path(listmode_h5)
     geometry = geometry_of(spec)
     grid = image_grid_of(spec)
-    data = read_listmode(listmode_h5)
+    d_max = max_ring_difference(spec)
+    kernel = tof_kernel(spec)
+    data = read_coincidences(listmode_h5, rows=r["mode"] == "3d", tof=kernel is not None)
     _check_scanner(listmode_h5, data.scanner, geometry.scanner)
     phantom = mu_grid = None
     if r["attenuation_correction"] and phantom_h5 is None:
@@ -511,8 +548,6 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
         mu_grid = _mu_grid(phantom, phantom_h5, grid)
     attenuation_phantom = phantom if r["attenuation_correction"] else None
     device = resolve_device(spec["device"])
-    d_max = max_ring_difference(spec)
-    kernel = tof_kernel(spec)
     system: SystemMatrix2D | None = None
     sensitivity = None
     if r["mode"] == "2d" and system_h5 is not None:
@@ -530,9 +565,10 @@ def reconstruct(spec: dict[str, Any], listmode_h5: str | Path, phantom_h5: str |
     columns = data.coincidences
     n_delayed = 0
     n_scatter = None
-    n_prompts = len(data)
+    n_prompts = prompt_count(data)
     if r["mode"] == "2d":
-        counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max)
+        counts = sinogram_stack(columns["crystal1"], columns["crystal2"], geometry, grid, d_max,
+                                columns.get("weight"))
         n_used = int(counts.sum())
         plane_counts = counts.sum(axis=0)
     else:

@@ -61,6 +61,8 @@ GROUPS = ("coincidences", "delayed")
 DISK_MARGIN_BYTES = 16 << 20
 REQUIRED_ATTRS = ("engine", "engine_version", "primaries", "activity_bq", "duration_s",
                   "scanner")
+#: The ``format`` attribute of a coincidence histogram (:mod:`sim.listmode.histogram`).
+HISTOGRAM_FORMAT = "coincidence histogram"
 
 
 @dataclass
@@ -264,6 +266,10 @@ def read_listmode(path: str | Path) -> ListMode:
     path = Path(path)
     with open_hdf5(path, "list-mode file") as f:
         attrs = decoded_attrs(f)
+        if attrs.get("format") == HISTOGRAM_FORMAT:
+            raise ValueError(f"{path}: a coincidence histogram (counts per crystal pair), not "
+                             "list-mode events; this step needs the events (the statistical "
+                             "engine writes them with simulation.statistical.output: listmode)")
         check_attrs(attrs, str(path))
         groups = {}
         for group in GROUPS:

@@ -34,10 +34,10 @@ import numpy as np
 from pipeline import values
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
 from pipeline.provenance import Origin
-from sim.listmode.file import GROUPS, check_attrs, origin_fields
+from sim.listmode.file import GROUPS, HISTOGRAM_FORMAT, check_attrs, origin_fields
 from sim.scanner.geometry import Scanner
 
-FORMAT = "coincidence histogram"
+FORMAT = HISTOGRAM_FORMAT
 #: Kinds of prompts counted apart (list-mode ``kind`` 0, 1, 2).
 KINDS = ("trues", "scattered", "randoms")
 #: Pair keys buffered before they are merged into the sorted counts.

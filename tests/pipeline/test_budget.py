@@ -3,6 +3,7 @@ checked against sizes computed by hand in the test and against a real phantom jo
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 
@@ -145,3 +146,28 @@ def test_the_default_config_fits_and_the_memory_estimate_bounds_a_real_phantom_j
                    if line.startswith("VmHWM:"))
     peak_bytes = peak_kb * 1024
     assert 0.5 * needs.job_memory_bytes < peak_bytes < needs.job_memory_bytes
+
+
+def test_a_histogram_is_bounded_by_the_crystal_pairs_whatever_the_counts():
+    """1e10 decays: a list-mode file of 100 GB read into 268 GB; the statistical engine's
+    histogram holds at most every crystal pair (24 bytes each, computed here), so the same
+    acquisition fits 10 GB of disk and 24 GB of memory with it, and not with list-mode."""
+    overlay = {"engine": "statistical",
+               "acquisitions": {"reference": {"activity_bq": 1e9, "duration_s": 10.0}},
+               "datasets": {"tubes": {"n_phantoms": 2}},
+               "limits": {"disk_gb": 10, "memory_gb": 24}}
+    cfg = validate_config(deep_merge(load_config(), overlay))
+    crystals = 64 * 184
+    bound = 24 * crystals * (crystals - 1) / 2
+    assert bound == pytest.approx(1.664e9, rel=1e-3)
+    needs = dataset_needs(cfg["datasets"]["tubes"], cfg["acquisitions"], bound)
+    # The fast preset's 6e4 decays: its histogram is the list-mode size, smaller than the bound.
+    assert needs.disk_bytes == pytest.approx(2 * (6 * 56 * 96 * 96 + 10 * 6e5 * 0.1 + bound),
+                                             rel=1e-9)
+    listmode = deep_merge(copy.deepcopy(overlay),
+                          {"simulation": {"statistical": {"output": "listmode"}}})
+    with pytest.raises(ConfigError, match="one list-mode file of about 100 GB"):
+        validate_config(deep_merge(load_config(), listmode))
+    tiny_disk = deep_merge(copy.deepcopy(overlay), {"limits": {"disk_gb": 1}})
+    with pytest.raises(ConfigError, match="one histogram file of about 1.66 GB"):
+        validate_config(deep_merge(load_config(), tiny_disk))

@@ -19,7 +19,7 @@ from pipeline.specs import recon_spec
 from recon.__main__ import main as recon_main
 from recon.detectability import read_json as read_detectability
 from recon.image_io import read_recon
-from recon.stage import build_system_matrix_file, reconstruct
+from recon.stage import build_sensitivity_file, build_system_matrix_file, reconstruct
 from sim.listmode.file import COLUMNS, write_listmode
 from sim.phantoms.spec import phantom_spec
 from sim.phantoms.stage import build_phantom
@@ -280,3 +280,49 @@ def test_kernel_method_and_psf_through_the_stage(setup, tmp_path, mode):
     with pytest.raises(ValueError, match="recon.kernel"):
         reconstruct(spec, listmode_h5, phantom_h5, tmp_path / "refused.h5")
     assert not (tmp_path / "refused.h5").exists()
+
+
+@pytest.mark.parametrize("mode", ["2d", "3d"])
+def test_a_histogram_reconstructs_as_its_events_do(setup, tmp_path, mode):
+    """The same prompts and delayed coincidences as a list-mode file and as a coincidence
+    histogram (counted here): the same image, 2D (weighted rebinning) and 3D non-TOF (pairs
+    repeated; MLEM, so the order of the events does not matter); a TOF reconstruction of
+    the histogram is refused naming recon.tof."""
+    from sim.listmode.histogram import PairCounts, write_histogram
+
+    cfg, _, phantom_h5, _ = setup
+    scanner = Scanner()
+    rng = np.random.default_rng(8)
+    events = point_source_events(scanner, 6000, rng)
+    window_events = point_source_events(scanner, 300, rng)
+    delayed = {k: window_events[k] for k in ("crystal1", "crystal2")}
+    attrs = {"engine": "test", "engine_version": "0", "primaries": 6000, "activity_bq": 1.0,
+             "duration_s": 1.0, "scanner": json.dumps(scanner.to_dict(), sort_keys=True)}
+    n_delayed = len(delayed["crystal1"])
+    listmode_h5 = write_listmode(tmp_path / "l.h5", listmode_columns(events),
+                                 listmode_columns({**delayed, "time1_ns": np.zeros(n_delayed),
+                                                   "time2_ns": np.zeros(n_delayed)}), attrs)
+    prompts, window = PairCounts(scanner.n_crystals), PairCounts(scanner.n_crystals)
+    prompts.add(events["crystal1"], events["crystal2"])
+    window.add(delayed["crystal1"], delayed["crystal2"])
+    histogram_h5 = write_histogram(tmp_path / "h.h5", prompts, window, attrs)
+    spec = recon_spec(cfg, "pt")
+    spec["recon"].update(mode=mode, randoms="delayed", iterations=2,
+                         **({"subsets": 1, "max_ring_difference": 4} if mode == "3d" else {}))
+    # The geometry files once for both (the reconstructions themselves are compared).
+    cached = ({"system_h5": build_system_matrix_file(spec, tmp_path / "system.h5")}
+              if mode == "2d" else
+              {"sensitivity_h5": build_sensitivity_file(spec, tmp_path / "sens.h5", phantom_h5)})
+    images = {}
+    for name, path in (("listmode", listmode_h5), ("histogram", histogram_h5)):
+        summary = reconstruct(spec, path, phantom_h5, tmp_path / f"{name}_recon.h5", **cached)
+        images[name] = (read_recon(tmp_path / f"{name}_recon.h5"), summary)
+    (a, sa), (b, sb) = images["listmode"], images["histogram"]
+    assert sa["prompts"] == sb["prompts"] == len(events["crystal1"])
+    assert sa["coincidences_used"] == sb["coincidences_used"]
+    assert a.attrs["delayed_used"] == b.attrs["delayed_used"] > 0
+    np.testing.assert_allclose(b.image, a.image, rtol=1e-4, atol=1e-6 * a.image.max())
+    spec["recon"].update(mode="3d", tof=True)
+    with pytest.raises(ValueError, match="recon.tof needs list-mode events"):
+        reconstruct(spec, histogram_h5, phantom_h5, tmp_path / "tof.h5")
+    assert not (tmp_path / "tof.h5").exists()

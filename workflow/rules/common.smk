@@ -12,6 +12,7 @@ from pipeline.specs import (
     downstream_methods,
     downstream_spec,
     enhance_enabled,
+    engine_spec,
     enhance_spec,
     evaluate_spec,
     feature_network_spec,
@@ -193,8 +194,8 @@ def response_spec_json(wildcards):
 
 def simulate_spec_json_for_engine(wildcards):
     """The simulate spec with the engine of the ``engine`` wildcard (cross-check runs)."""
-    spec = simulate_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition)
-    spec["engine"] = wildcards.engine
+    spec = engine_spec(config, wildcards.dataset, wildcards.phantom, wildcards.acquisition,
+                       wildcards.engine)
     return json.dumps(spec, sort_keys=True)
 
 

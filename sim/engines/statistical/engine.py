@@ -11,8 +11,11 @@ calibration file the job is given (``--response``, made once per scanner by
 are drawn, merged in time order and appended to the file, so memory stays bounded whatever
 the counts.
 
-The list-mode contract's columns are all written. ``primaries`` is the frame's expected
-number of decays (rounded): decays are not drawn one by one. Event ids number the
+With ``simulation.statistical.output: histogram`` (the default) the engine writes the
+counts of every crystal pair (:mod:`sim.listmode.histogram`, prompts by kind and delayed),
+whose size is bounded by the number of pairs whatever the counts; with ``listmode`` it
+writes the events, with all of the list-mode contract's columns. ``primaries`` is the
+frame's expected number of decays (rounded): decays are not drawn one by one. Event ids number the
 coincidences (a random pair's two singles get two ids); the truth columns are those of
 :mod:`.events` (trues: the annihilation point, no scatter) and :mod:`.background` (scattered:
 the sample event's scatter counts and annihilation point; randoms: no annihilation point).
@@ -25,6 +28,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -42,11 +46,15 @@ from sim.engines.statistical.events import ActivityLookup, draw_trues
 from sim.engines.statistical.response_file import read_response
 from sim.engines.statistical.trues import expected_trues
 from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
+from sim.listmode.histogram import PairCounts, write_histogram
 from sim.phantoms.file import read_phantom
 
 log = logging.getLogger(__name__)
 
 ENGINE_VERSION = "0.1"
+#: What the engine writes: list-mode events, or counts per crystal pair
+#: (:mod:`sim.listmode.histogram`, size bounded whatever the counts).
+OUTPUTS = ("histogram", "listmode")
 
 
 @dataclass(frozen=True)
@@ -67,12 +75,19 @@ class StatisticalSettings:
     jitter_columns: int = 2
     jitter_rings: int = 2
     slice_candidates: int = 2_000_000
+    output: str = "histogram"
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"simulation.statistical.output: {self.output!r} is not one of "
+                             f"{OUTPUTS}")
 
     @classmethod
     def from_config(cls, simulation_cfg: dict) -> StatisticalSettings:
         """From the ``simulation`` config section (its ``statistical`` part)."""
         section = simulation_cfg.get("statistical", {})
-        return cls(**{k: int(section[k]) for k in cls.__dataclass_fields__ if k in section})
+        return cls(**{k: (str if k == "output" else int)(section[k])
+                      for k in cls.__dataclass_fields__ if k in section})
 
 
 def _seed(seed: int, *keys: int) -> int:
@@ -111,7 +126,11 @@ class StatisticalEngine:
                         n_slices).slice_edges_s
         counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
         next_event = 0
-        with ListModeWriter(job.out_h5, job.overwrite) as out:
+        if settings.output == "histogram":
+            out = _HistogramSink(job.out_h5, job.overwrite, job.scanner.n_crystals)
+        else:
+            out = ListModeWriter(job.out_h5, job.overwrite)
+        with out:
             for k in range(n_slices):
                 t0 = edges_s[k]
                 part = Frame(acq.activity_bq * np.exp(-t0 / frame.tau_s), edges_s[k + 1] - t0,
@@ -150,10 +169,34 @@ class StatisticalEngine:
                                   sort_keys=True),
                 timings_s=json.dumps({"phantom": round(prepared_s, 3),
                                       "total": round(elapsed, 3)}),
-                background_decays=int(sample.decays),
+                background_decays=int(sample.decays), output=settings.output,
             )
             out.attrs.update(attrs)
         return {**counts, "primaries": int(round(frame.expected_decays))}
+
+
+class _HistogramSink:
+    """Takes the list-mode writer's place: counts the chunks' pairs, writes the histogram
+    file (atomically) when the block ends without error."""
+
+    def __init__(self, path, overwrite: bool, n_crystals: int) -> None:
+        self.path, self.overwrite = path, overwrite
+        if Path(path).exists() and not overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it")
+        self.prompts = PairCounts(n_crystals, by_kind=True)
+        self.delayed = PairCounts(n_crystals)
+        self.attrs: dict = {}
+
+    def __enter__(self) -> _HistogramSink:
+        return self
+
+    def append(self, prompts: dict, delayed: dict) -> None:
+        self.prompts.add(prompts["crystal1"], prompts["crystal2"], prompts["kind"])
+        self.delayed.add(delayed["crystal1"], delayed["crystal2"])
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            write_histogram(self.path, self.prompts, self.delayed, self.attrs, self.overwrite)
 
 
 def _merge(tables: list[dict], offset_ns: float) -> dict:

@@ -21,6 +21,7 @@ from sim.engines.stage import run_simulation
 from sim.engines.statistical.response import calibrate
 from sim.engines.statistical.response_file import write_response
 from sim.listmode.file import read_listmode
+from sim.listmode.histogram import read_histogram
 from sim.phantoms.spec import phantom_spec
 from sim.phantoms.stage import build_phantom
 from tests.sim.engines.statistical.helpers import DIGITIZER, SCANNER
@@ -52,7 +53,7 @@ def test_the_engine_writes_a_list_mode_file_that_counts_like_the_monte_carlo(set
     cfg, phantom, _, folder = setup
     response = folder / "response_60.h5"
     write_response(response, calibrate(SCANNER, DIGITIZER, photons_per_cell=60, seed=1), {})
-    spec = simulate_spec(cfg, "pt", "point_0000", "short")
+    spec = _listmode(simulate_spec(cfg, "pt", "point_0000", "short"))
     stat = folder / "statistical.h5"
     counts = run_simulation({**spec, "engine": "statistical"}, phantom, stat, workers=2,
                             response_h5=response)
@@ -70,6 +71,44 @@ def test_the_engine_writes_a_list_mode_file_that_counts_like_the_monte_carlo(set
     assert abs(counts["scattered"] - mc["scattered"]) < 3 * sigma
     for key in ("randoms", "delayed"):
         assert abs(counts[key] - mc[key]) < 4 * np.sqrt(mc[key]) + 0.05 * mc[key], key
+
+
+def _listmode(spec: dict) -> dict:
+    spec = copy.deepcopy(spec)
+    spec["simulation"]["statistical"]["output"] = "listmode"
+    return spec
+
+
+def test_the_histogram_holds_the_pairs_of_the_same_events(setup, tmp_path):
+    """Same seed, both outputs: the histogram's counts per pair and kind are those of the
+    list-mode file's events, counted here with numpy; the reconstruction's reader gives its
+    prompts, and the list-mode reader refuses it naming the output setting."""
+    cfg, phantom, response, _ = setup
+    spec = {**simulate_spec(cfg, "pt", "point_0000", "short"), "engine": "statistical"}
+    assert spec["simulation"]["statistical"]["output"] == "histogram"  # the default
+    counts = run_simulation(spec, phantom, tmp_path / "h.h5", response_h5=response)
+    run_simulation(_listmode(spec), phantom, tmp_path / "l.h5", response_h5=response)
+    events = read_listmode(tmp_path / "l.h5")
+    data = read_histogram(tmp_path / "h.h5")
+    assert data.attrs["output"] == "histogram" and data.prompts == counts["prompts"]
+    for group, columns, kinds in (("coincidences", data.coincidences, True),
+                                  ("delayed", data.delayed, False)):
+        ev = getattr(events, group)
+        lo = np.minimum(ev["crystal1"], ev["crystal2"]).astype(np.int64)
+        hi = np.maximum(ev["crystal1"], ev["crystal2"]).astype(np.int64)
+        pairs, inverse, n = np.unique(lo * SCANNER.n_crystals + hi, return_inverse=True,
+                                      return_counts=True)
+        assert n.sum() > 0, group
+        np.testing.assert_array_equal(columns["crystal1"], pairs // SCANNER.n_crystals)
+        np.testing.assert_array_equal(columns["crystal2"], pairs % SCANNER.n_crystals)
+        np.testing.assert_array_equal(columns["count"], n)
+        if kinds:
+            for k, name in enumerate(("trues", "scattered", "randoms")):
+                per_pair = np.bincount(inverse.ravel(), weights=ev["kind"] == k,
+                                       minlength=pairs.size)
+                np.testing.assert_array_equal(columns[name], per_pair)
+    with pytest.raises(ValueError, match="simulation.statistical.output: listmode"):
+        read_listmode(tmp_path / "h.h5")
 
 
 def test_a_missing_or_foreign_response_file_is_refused_in_one_line(setup, tmp_path):
