@@ -106,6 +106,20 @@ def validation_targets(config: dict) -> list[tuple[str, str]]:
 RESPONSE_SEED = 511
 
 
+def statistical_prep_spec(config: dict, dataset: str, phantom: str) -> dict[str, Any]:
+    """Everything the statistical engine's preparation of one phantom depends on (shared by
+    its acquisitions, :mod:`sim.engines.statistical.preparation`): the phantom, the scanner,
+    the simulation settings and a seed of the phantom's own (its background sample)."""
+    index = phantom_index(config, dataset, phantom)
+    return {
+        "dataset": dataset,
+        "phantom": phantom,
+        "scanner": copy.deepcopy(config["scanner"]),
+        "simulation": copy.deepcopy(config["simulation"]),
+        "seed": simulation_seed(config["datasets"][dataset]["seed"], index, "statistical_prep"),
+    }
+
+
 def response_spec(config: dict) -> dict[str, Any]:
     """Everything the statistical engine's detector response depends on: the scanner (with
     its digitizer), the photons per cell, the transport's energy cut and the seed."""

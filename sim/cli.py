@@ -4,6 +4,7 @@ Commands
 --------
 phantom          draw, voxelise and write one phantom (what the ``phantom`` rule runs)
 simulate         simulate one acquisition of a phantom into a list-mode file (``simulate`` rule)
+prepare-statistical  the statistical engine's per-phantom preparation (``statistical_prep``)
 import-root      convert a GATE 9 or opengate coincidence ROOT file into a list-mode file
 export-petsird   write a list-mode file as PETSIRD (the PET raw-data standard)
 crosscheck       compare two list-mode files of one phantom simulated by two engines
@@ -59,7 +60,28 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
         spec = simulate_spec(load_config(*args.configfile), args.dataset, args.phantom,
                              args.acquisition)
     run_simulation(spec, args.phantom_file, args.out, workers=args.threads,
-                   overwrite=args.overwrite, response_h5=args.response)
+                   overwrite=args.overwrite, response_h5=args.response, prep_h5=args.prep)
+
+
+def _cmd_prepare_statistical(args: argparse.Namespace) -> None:
+    from pipeline.fileio import provenance_attrs
+    from pipeline.specs import statistical_prep_spec
+    from sim.engines.statistical.engine import StatisticalSettings
+    from sim.engines.statistical.preparation import prepare, write_preparation
+    from sim.phantoms.file import read_phantom
+
+    if args.spec:
+        spec = json.loads(args.spec)
+    else:
+        if not (args.dataset and args.phantom):
+            raise ConfigError("give --spec, or --dataset and --phantom (with --configfile)")
+        spec = statistical_prep_spec(load_config(*args.configfile), args.dataset, args.phantom)
+    settings = StatisticalSettings.from_config(spec["simulation"])
+    prep = prepare(read_phantom(args.phantom_file), spec, settings.background_decays,
+                   int(spec["seed"]), workers=args.threads)
+    write_preparation(args.out, prep, spec,
+                      provenance_attrs(spec, params={"threads": args.threads},
+                                       seed=int(spec["seed"])), overwrite=args.overwrite)
 
 
 def _cmd_calibrate_response(args: argparse.Namespace) -> None:
@@ -188,8 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--response", help="detector response file (engine statistical; from "
                    "calibrate-response)")
+    p.add_argument("--prep", help="the phantom's preparation file (engine statistical, "
+                   "optional; from prepare-statistical)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("prepare-statistical", help="the statistical engine's per-phantom "
+                       "preparation (lines and background sample), shared by its acquisitions")
+    p.add_argument("--spec", help="prep spec as JSON (what the Snakemake rule passes)")
+    _config_args(p)
+    p.add_argument("--dataset", help="dataset name (with --configfile)")
+    p.add_argument("--phantom", help="phantom name, e.g. tube_0003 (with --configfile)")
+    p.add_argument("--phantom-file", required=True, help="phantom .h5 from the phantom stage")
+    p.add_argument("--out", required=True, help="output .h5 path")
+    p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_prepare_statistical)
 
     p = sub.add_parser("calibrate-response", help="calibrate the detector response of the "
                        "statistical engine with the embedded Monte Carlo (once per scanner)")

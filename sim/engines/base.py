@@ -42,7 +42,8 @@ class SimulationJob:
     """Everything an engine needs for one list-mode file.
 
     ``response_h5`` is the detector response file the statistical engine needs (None for
-    the others). ``spec`` is the job's simulate spec itself: engines read their own settings from it
+    the others), ``prep_h5`` its phantom's preparation file (optional). ``spec`` is the
+    job's simulate spec itself: engines read their own settings from it
     (the embedded engine's ``simulation`` section, GATE's macro values) and record it as
     provenance.
     """
@@ -56,11 +57,13 @@ class SimulationJob:
     workers: int = 1
     overwrite: bool = False
     response_h5: Path | None = None
+    prep_h5: Path | None = None
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
                   workers: int = 1, overwrite: bool = False,
-                  response_h5: str | Path | None = None) -> SimulationJob:
+                  response_h5: str | Path | None = None,
+                  prep_h5: str | Path | None = None) -> SimulationJob:
         """Parse a simulate spec (ValueError names what is missing or wrong)."""
         missing = [k for k in SPEC_KEYS if k not in spec]
         if missing:
@@ -70,7 +73,8 @@ class SimulationJob:
         return cls(spec, Path(phantom_h5), Path(out_h5), Scanner.from_config(spec["scanner"]),
                    Acquisition(a["name"], a["activity_bq"], a["duration_s"], a["half_life_s"]),
                    spec["seed"], workers, overwrite,
-                   None if response_h5 is None else Path(response_h5))
+                   None if response_h5 is None else Path(response_h5),
+                   None if prep_h5 is None else Path(prep_h5))
 
 
 class Engine(Protocol):

@@ -15,12 +15,14 @@ log = logging.getLogger(__name__)
 
 def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
                    workers: int = 1, overwrite: bool = False,
-                   response_h5: str | Path | None = None) -> dict:
+                   response_h5: str | Path | None = None,
+                   prep_h5: str | Path | None = None) -> dict:
     """Simulate ``spec`` (see :func:`pipeline.specs.simulate_spec`) on a phantom file with
     the engine it names (:func:`sim.engines.base.engine_named`).
 
     Returns the counts written (primaries, singles, prompts by kind, delayed).
-    ``response_h5`` is the detector response file of engine ``statistical``.
+    ``response_h5`` is the detector response file of engine ``statistical``, ``prep_h5``
+    its phantom's preparation file (optional, :mod:`sim.engines.statistical.preparation`).
 
     A phantom file that records another phantom or dataset than the spec names is refused
     before any work (a file without those records, made outside the pipeline, is used; a
@@ -32,7 +34,8 @@ def run_simulation(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | P
         raise ValueError(f"output {out_h5} must end in .h5")
     if out_h5.exists() and not overwrite:
         raise FileExistsError(f"{out_h5} exists; pass --overwrite to replace it")
-    job = SimulationJob.from_spec(spec, phantom_h5, out_h5, workers, overwrite, response_h5)
+    job = SimulationJob.from_spec(spec, phantom_h5, out_h5, workers, overwrite, response_h5,
+                                  prep_h5)
     # The list-mode file will record the spec's phantom: it must be the file's.
     if Path(phantom_h5).is_file():
         check_same_origin(

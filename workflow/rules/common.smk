@@ -26,6 +26,7 @@ from pipeline.specs import (
     recon_spec,
     response_spec,
     simulate_spec,
+    statistical_prep_spec,
     split_run,
     train_spec,
     validation_targets,
@@ -178,6 +179,29 @@ def simulate_inputs(wildcards):
     if _engine_of(wildcards) == "statistical":
         inputs["response"] = "results/calibration/response.h5"
     return inputs
+
+
+def simulate_main_inputs(wildcards):
+    """:func:`simulate_inputs`, and for the statistical engine the phantom's preparation
+    (shared by its acquisitions; the cross-check and the validation make their own)."""
+    inputs = simulate_inputs(wildcards)
+    if _engine_of(wildcards) == "statistical":
+        inputs["prep"] = f"results/{wildcards.dataset}/statistical/{wildcards.phantom}.h5"
+    return inputs
+
+
+def simulate_main_args(wildcards):
+    """The simulate rule's ``--response`` and ``--prep`` options (none for Monte Carlo)."""
+    if _engine_of(wildcards) != "statistical":
+        return ""
+    return (simulate_response_arg(wildcards)
+            + f" --prep results/{wildcards.dataset}/statistical/{wildcards.phantom}.h5")
+
+
+def statistical_prep_spec_json(wildcards):
+    """What a phantom's statistical preparation depends on, as JSON."""
+    return json.dumps(statistical_prep_spec(config, wildcards.dataset, wildcards.phantom),
+                      sort_keys=True)
 
 
 def simulate_response_arg(wildcards):

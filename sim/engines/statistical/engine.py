@@ -4,7 +4,8 @@ Carlo (:mod:`sim.engines.statistical`).
 
 Per phantom it computes the attenuation along every candidate line (:mod:`.trues`) and runs
 the embedded engine for ``simulation.statistical.background_decays`` decays (the scattered
-and random coincidences' sample, :mod:`.background`); the detector response is the
+and random coincidences' sample, :mod:`.background`), or reads both from the phantom's
+preparation file (``--prep``, :mod:`.preparation`); the detector response is the
 calibration file the job is given (``--response``, made once per scanner by
 ``python -m sim calibrate-response``). The frame is then cut into time slices of about
 ``chunk_decays`` candidate trues; each slice's trues, scattered, randoms and delayed pairs
@@ -35,16 +36,12 @@ import numpy as np
 from sim.engines.base import SimulationJob
 from sim.engines.embedded.coincidences import SorterSettings
 from sim.engines.embedded.digitizer import DigitizerSettings
-from sim.engines.embedded.engine import EngineSettings, FastEngine
+from sim.engines.embedded.engine import EngineSettings
 from sim.engines.embedded.source import Frame
-from sim.engines.statistical.background import (
-    background_sample,
-    draw_randoms,
-    draw_scattered,
-)
+from sim.engines.statistical.background import draw_randoms, draw_scattered
 from sim.engines.statistical.events import ActivityLookup, draw_trues
+from sim.engines.statistical.preparation import prepare, read_preparation
 from sim.engines.statistical.response_file import read_response
-from sim.engines.statistical.trues import expected_trues
 from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
 from sim.listmode.histogram import PairCounts, write_histogram
 from sim.phantoms.file import read_phantom
@@ -111,11 +108,12 @@ class StatisticalEngine:
         response = read_response(job.response_h5, job.scanner, digitizer)
         phantom = read_phantom(job.phantom_h5)
         start = time.perf_counter()
-        expected = expected_trues(phantom.activity, phantom.mu511_per_mm,
-                                  phantom.voxel_size_mm, phantom.origin_mm, job.scanner)
-        monte_carlo = FastEngine(phantom, job.scanner, digitizer, sorter, engine_settings)
-        sample = background_sample(monte_carlo, settings.background_decays,
-                                   _seed(job.seed, 1), workers=job.workers)
+        if job.prep_h5 is not None:  # made once for the phantom's acquisitions
+            prep = read_preparation(job.prep_h5, spec)
+        else:
+            prep = prepare(phantom, spec, settings.background_decays, _seed(job.seed, 1),
+                           workers=job.workers)
+        expected, sample = prep.expected, prep.sample
         prepared_s = time.perf_counter() - start
         activity = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
         acq = job.acquisition
@@ -161,7 +159,8 @@ class StatisticalEngine:
             log.info("%s/%s %s: %s in %.1f s (%.1f s for the phantom's lines and sample)",
                      spec["dataset"], spec["phantom"], acq.name, counts, elapsed, prepared_s)
             attrs = acquisition_attrs(spec, job.phantom_h5, params={
-                "workers": job.workers, "response_file": str(job.response_h5)})
+                "workers": job.workers, "response_file": str(job.response_h5),
+                "prep_file": None if job.prep_h5 is None else str(job.prep_h5)})
             attrs.update(
                 engine="statistical", engine_version=ENGINE_VERSION,
                 primaries=int(round(frame.expected_decays)),

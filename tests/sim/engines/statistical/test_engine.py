@@ -136,3 +136,57 @@ def test_a_missing_or_foreign_response_file_is_refused_in_one_line(setup, tmp_pa
         assert run.returncode == 2 and len(err) == 1, (case, run.stderr)
         assert expected in err[0] and "Traceback" not in run.stderr, (case, err)
         assert not (tmp_path / "out.h5").exists()
+
+
+def test_a_preparation_file_gives_what_the_job_would_compute(setup, tmp_path):
+    """The preparation written and read back gives the file the job makes when it
+    prepares the phantom itself with the same seed (bit for bit), whatever the output; a
+    preparation of another phantom or with other settings is refused naming the file."""
+    from sim.engines.statistical.engine import StatisticalSettings, _seed
+    from sim.engines.statistical.preparation import prepare, read_preparation, write_preparation
+    from sim.phantoms.file import read_phantom
+
+    cfg, phantom, response, _ = setup
+    spec = {**simulate_spec(cfg, "pt", "point_0000", "short"), "engine": "statistical"}
+    decays = StatisticalSettings.from_config(spec["simulation"]).background_decays
+    prep = prepare(read_phantom(phantom), spec, decays, _seed(spec["seed"], 1))
+    prep_h5 = write_preparation(tmp_path / "prep.h5", prep, spec, {})
+    again = read_preparation(prep_h5, _listmode(spec))  # the output setting does not matter
+    np.testing.assert_array_equal(again.expected.envelope, prep.expected.envelope)
+    np.testing.assert_array_equal(again.sample.singles_crystal, prep.sample.singles_crystal)
+    run_simulation(spec, phantom, tmp_path / "with.h5", response_h5=response, prep_h5=prep_h5)
+    run_simulation(spec, phantom, tmp_path / "without.h5", response_h5=response)
+    a, b = read_histogram(tmp_path / "with.h5"), read_histogram(tmp_path / "without.h5")
+    for group in ("coincidences", "delayed"):
+        for name, column in getattr(a, group).items():
+            np.testing.assert_array_equal(column, getattr(b, group)[name])
+    other = copy.deepcopy(spec)
+    other["simulation"]["statistical"]["background_decays"] = 500_000
+    with pytest.raises(ValueError, match=r"prep\.h5: made for another simulation"):
+        run_simulation(other, phantom, tmp_path / "other.h5", response_h5=response,
+                       prep_h5=prep_h5)
+    with pytest.raises(ValueError, match="made for another phantom"):
+        read_preparation(prep_h5, {**spec, "phantom": "point_0001"})
+    assert not (tmp_path / "other.h5").exists()
+
+
+def test_the_command_line_prepares_a_phantom_for_its_simulate_jobs(setup, tmp_path):
+    """What the statistical_prep and simulate rules run: prepare-statistical with the
+    phantom's prep spec, then simulate --prep; the histogram records the file it used."""
+    from pipeline.specs import statistical_prep_spec
+
+    cfg, phantom, response, _ = setup
+    prep_spec = statistical_prep_spec(cfg, "pt", "point_0000")
+    run = subprocess.run([sys.executable, "-m", "sim", "prepare-statistical", "--spec",
+                          json.dumps(prep_spec), "--phantom-file", str(phantom), "--out",
+                          str(tmp_path / "prep.h5")], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    spec = {**simulate_spec(cfg, "pt", "point_0000", "short"), "engine": "statistical"}
+    run = subprocess.run([sys.executable, "-m", "sim", "simulate", "--spec", json.dumps(spec),
+                          "--phantom-file", str(phantom), "--out", str(tmp_path / "h.h5"),
+                          "--response", str(response), "--prep", str(tmp_path / "prep.h5")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    data = read_histogram(tmp_path / "h.h5")
+    assert json.loads(data.attrs["params"])["prep_file"] == str(tmp_path / "prep.h5")
+    assert data.prompts > 0
