@@ -13,6 +13,8 @@ import csv
 import functools
 import importlib.util
 
+import pytest
+
 from pipeline import job_resources
 from pipeline.config import DEFAULT_CONFIG_PATH, REPO_ROOT, load_config
 from pipeline.specs import downstream_methods, split_run
@@ -98,6 +100,18 @@ def test_simulate_requests_scale_with_decays_but_memory_stops_at_the_chunks_in_f
     assert job_resources.simulate(config, "long", 2).mem_mb > 5 * base.mem_mb
     assert job_resources.simulate({**config, "engine": "opengate"}, "long", 2) == \
         job_resources.Request(*job_resources.GATE_SIMULATE)
+
+
+def test_statistical_requests_grow_with_the_pairs_counted_up_to_every_pair():
+    """Memory: the fixed part and 100 bytes per distinct pair, pairs at most 0.3 per decay
+    and at most every crystal pair (11,776 crystals: 69.3 M pairs); time per decay."""
+    config = {**copy.deepcopy(_config(None)), "engine": "statistical"}
+    config["acquisitions"]["long"] = {**config["acquisitions"]["reference"], "duration_s": 1e5}
+    reference = job_resources.simulate(config, "reference", 2)  # 6e6 decays
+    assert reference.peak_mb == pytest.approx(1300 + 100e-6 * 0.3 * 6e6)
+    assert reference.seconds == pytest.approx(5 + 6.0)
+    long = job_resources.simulate(config, "long", 2)  # 6e10 decays: every pair
+    assert long.peak_mb == pytest.approx(1300 + 100e-6 * 11776 * 11775 / 2)
 
 
 def test_training_requests_scale_with_steps_batch_and_image_size():
