@@ -12,7 +12,7 @@ decays at 600 kBq, the default acquisition activity) several ways in one run:
 
 It prints decays simulated per second, the time split between source, phantom transport,
 detector transport, digitizer and coincidence sorting (summed over workers), and the ratios.
-With ``--presets`` it also simulates the ``paper``, ``fast`` and ``reference`` acquisitions and
+With ``--presets`` it also simulates the ``paper``, ``short`` and ``reference`` acquisitions and
 prints their coincidence counts (the numbers quoted in the README).
 
 Run from the repository root::
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--decays", type=float, default=1.2e6)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--presets", action="store_true",
-                        help="also simulate the paper, fast and reference presets")
+                        help="also simulate the paper, short and reference presets")
     args = parser.parse_args()
 
     config = load_config()

@@ -299,6 +299,12 @@ def validate_config(config: dict[str, Any], schema: dict | None = None) -> dict[
     views = resolved["scanner"]["crystals_per_ring"] // 2
     _check(recon["mode"] == "3d" or recon["subsets"] <= views, "recon.subsets",
            f"{recon['subsets']} subsets of interleaved views, but the sinogram has {views} views")
+    # A preset named like an engine reads as one in paths and tables (fast_vs_x/fast.h5).
+    engines = load_schema()["properties"]["engine"]["enum"]
+    for name in resolved["acquisitions"]:
+        _check(name not in engines, f"acquisitions.{name}",
+               f"a preset may not share its name with an engine ({', '.join(engines)}); "
+               "rename it")
     images = resolved["positron_images"]
     for key in ("low_count", "reference"):
         _check(images[key] in resolved["acquisitions"], f"positron_images.{key}",

@@ -43,7 +43,7 @@ class Origin:
     Attributes
     ----------
     label : str
-        The side as a message names it: ``"list-mode file results/t/listmode/a/fast.h5"``,
+        The side as a message names it: ``"list-mode file results/t/listmode/a/short.h5"``,
         or ``"the job's spec (--dataset/--phantom)"``.
     fields : mapping
         Recorded values by field (see :data:`FIELD_NAMES`); None or absent when the side

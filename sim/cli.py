@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     _config_args(p)
     p.add_argument("--dataset", help="dataset name (with --configfile)")
     p.add_argument("--phantom", help="phantom name, e.g. tube_0003 (with --configfile)")
-    p.add_argument("--acquisition", help="acquisition preset, e.g. fast (with --configfile)")
+    p.add_argument("--acquisition", help="acquisition preset, e.g. short (with --configfile)")
     p.add_argument("--phantom-file", required=True, help="phantom .h5 from the phantom stage")
     p.add_argument("--out", required=True, help="output list-mode .h5 path")
     p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")

@@ -73,7 +73,7 @@ def write_recon_file(path: Path, image: np.ndarray, duration_s: float,
 
 
 def make_results(root: Path, phantoms: list[str], rng: np.random.Generator,
-                 durations=(("fast", 0.1), ("reference", 10.0)),
+                 durations=(("short", 0.1), ("reference", 10.0)),
                  slices: int = PHANTOM_SHAPE[0]) -> dict:
     """results/{dataset} layout with phantom and reconstruction files; returns the images."""
     images = {}

@@ -45,8 +45,8 @@ def test_pairs_follow_the_file(positron_h5, in_memory):
     np.testing.assert_array_equal(ref[0].numpy(), images[expected[3, 1]])
     sizes = [len(PositronPairs(positron_h5, s)) for s in ("train", "val", "test")]
     assert sum(sizes) == len(pairs)
-    fast = PositronImages(positron_h5, "val", acquisition="fast")
-    assert len(fast) == sizes[1]
+    short = PositronImages(positron_h5, "val", acquisition="short")
+    assert len(short) == sizes[1]
 
 
 def test_augmentation_is_shared_by_the_pair_and_seeded(positron_h5):

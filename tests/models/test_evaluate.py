@@ -35,7 +35,7 @@ def _separable_positron_set(path, n=160, size=16, seed=0):
         if defect:
             img[6:10, 6:10] = 0.0
         images.append(2 * img - 1)
-        acquisition.append("reference" if reference else "fast")
+        acquisition.append("reference" if reference else "short")
         defects.append(int(defect))
     split = np.array(["train"] * 96 + ["val"] * 32 + ["test"] * 32)
     split = split[rng.permutation(n)]
@@ -55,8 +55,8 @@ def test_feature_network_separates_its_classes_on_held_out_images(tmp_path, defa
     metrics = train_feature_network(feature_network_spec(cfg, "tubes"), positron,
                                     tmp_path / "net")
     held = metrics["held_out"]
-    assert metrics["classes"] == ["fast, no defect", "fast, defect", "reference, no defect",
-                                  "reference, defect"]
+    assert metrics["classes"] == ["reference, no defect", "reference, defect",
+                                  "short, no defect", "short, defect"]
     assert held["accuracy"] > held["majority_rate"] + 0.25, held
     assert held["balanced_accuracy"] > 0.5  # chance is 0.25
     report = json.loads((tmp_path / "net/metrics.json").read_text())

@@ -17,9 +17,9 @@ PHANTOMS = [f"tube_{i:04d}" for i in range(6)]
 
 
 def spec(size_px=16, normalisation="image", seed=7, phantoms=PHANTOMS, orientation="transaxial"):
-    return {"dataset": "t", "phantoms": list(phantoms), "acquisitions": ["fast", "reference"],
+    return {"dataset": "t", "phantoms": list(phantoms), "acquisitions": ["short", "reference"],
             "positron_images": {"size_px": size_px, "orientation": orientation,
-                                "low_count": "fast", "reference": "reference",
+                                "low_count": "short", "reference": "reference",
                                 "normalisation": normalisation, "min_activity_fraction": 0.6,
                                 "split_fractions": [0.5, 0.25, 0.25], "seed": seed}}
 
@@ -51,7 +51,7 @@ def test_images_round_trip_to_the_activity_of_their_slice(results, tmp_path, nor
     z = RECON_GRID.centres_mm(0)
     for i in range(len(activity)):
         source = images[data["phantom"][i], data["acquisition"][i]][data["slice_index"][i]]
-        duration = 0.1 if data["acquisition"][i] == "fast" else 10.0
+        duration = 0.1 if data["acquisition"][i] == "short" else 10.0
         np.testing.assert_allclose(activity[i], source / duration, rtol=1e-5, atol=1e-6)
         assert data["position_mm"][i] == pytest.approx(z[data["slice_index"][i]])
         assert data["counts"][i] == 100.0 * data["slice_index"][i]
@@ -87,7 +87,7 @@ def test_pairs_metadata_and_defect_masks(results, tmp_path):
     data, _ = read(out)
     assert data["images"].shape[1:] == (32, 32) and summary["pairs"] == 6 * 9
     low, ref = data["pairs"].T
-    assert (data["acquisition"][low] == "fast").all()
+    assert (data["acquisition"][low] == "short").all()
     assert (data["acquisition"][ref] == "reference").all()
     assert (data["phantom"][low] == data["phantom"][ref]).all()
     assert (data["slice_index"][low] == data["slice_index"][ref]).all()
@@ -245,7 +245,7 @@ def _record(root, phantoms, grid=None) -> None:
             recorded_grid = {"shape": list(f["material"].shape),
                              "voxel_size_mm": f.attrs["voxel_size_mm"].tolist(),
                              "origin_mm": f.attrs["origin_mm"].tolist()}
-        for acq in ("fast", "reference"):
+        for acq in ("short", "reference"):
             with h5py.File(root / "recon" / name / f"{acq}.h5", "a") as f:
                 f.attrs.update(phantom_name=name, dataset="t", acquisition=acq,
                                phantom_config_sha256=f"sha-{name}",
@@ -261,10 +261,10 @@ def _record(root, phantoms, grid=None) -> None:
     ("phantom_grid", '{"shape": [12, 16, 16], "voxel_size_mm": [2.0, 2.0, 1.0]}',
      "records phantom grid voxel_size_mm [2.0, 2.0, 1.0], but phantom file {phantom} records "
      "[2.0, 2.0, 2.0]"),
-    ("acquisition", "fast", "records acquisition 'fast', but its place in the results "
+    ("acquisition", "short", "records acquisition 'short', but its place in the results "
                             "(tube_0001/reference.h5) records 'reference'"),
     ("scanner", '{"rings": 32}', "records scanner geometry rings 32, but reconstruction "
-                                 "{fast} records 64"),
+                                 "{short} records 64"),
 ])
 def test_a_reconstruction_of_another_phantom_or_acquisition_is_refused(tmp_path, key, value,
                                                                        expected):
@@ -282,7 +282,7 @@ def test_a_reconstruction_of_another_phantom_or_acquisition_is_refused(tmp_path,
         build_positron_dataset(spec(phantoms=PHANTOMS[:2]), root, out)
     assert str(info.value).startswith(f"reconstruction {wrong} ")
     assert expected.format(phantom=root / "phantoms" / f"{PHANTOMS[1]}.h5",
-                           fast=root / "recon" / PHANTOMS[1] / "fast.h5") in str(info.value)
+                           short=root / "recon" / PHANTOMS[1] / "short.h5") in str(info.value)
     assert not out.exists() and not out.with_suffix(".png").exists()
 
 
@@ -294,7 +294,7 @@ def test_cli_names_both_files_of_a_wrong_pairing(tmp_path):
     root = tmp_path / "results"
     make_results(root, PHANTOMS[:2], np.random.default_rng(3))
     _record(root, PHANTOMS[:2])
-    wrong = root / "recon" / PHANTOMS[0] / "fast.h5"
+    wrong = root / "recon" / PHANTOMS[0] / "short.h5"
     with h5py.File(wrong, "a") as f:
         f.attrs["phantom_name"] = PHANTOMS[1]
     out = tmp_path / "positron.h5"

@@ -28,7 +28,7 @@ def test_needs_are_the_documented_per_voxel_and_per_decay_costs():
      "datasets.tubes.grid.shape",
      "a phantom of 40000x96x96 voxels needs about 369 GB of memory"),
     ({"datasets": {"tubes": {"n_phantoms": 10**9}}}, "datasets.tubes.n_phantoms",
-     "1000000000 phantoms of 56x96x96 voxels with acquisitions fast, reference need about"),
+     "1000000000 phantoms of 56x96x96 voxels with acquisitions short, reference need about"),
     ({"acquisitions": {"reference": {"duration_s": 1e9}}}, "acquisitions.reference",
      "600000 Bq for 1e+09 s is 6e+14 decays: one list-mode file of about 6e+06 GB, more than"),
     # A file fits, the dataset's files together do not.
@@ -161,7 +161,7 @@ def test_a_histogram_is_bounded_by_the_crystal_pairs_whatever_the_counts():
     bound = 24 * crystals * (crystals - 1) / 2
     assert bound == pytest.approx(1.664e9, rel=1e-3)
     needs = dataset_needs(cfg["datasets"]["tubes"], cfg["acquisitions"], bound)
-    # The fast preset's 6e4 decays: its histogram is the list-mode size, smaller than the bound.
+    # The short preset's 6e4 decays: its histogram is the list-mode size, smaller than the bound.
     assert needs.disk_bytes == pytest.approx(2 * (6 * 56 * 96 * 96 + 10 * 6e5 * 0.1 + bound),
                                              rel=1e-9)
     listmode = deep_merge(copy.deepcopy(overlay),

@@ -26,7 +26,7 @@ from pipeline.interrupts import stop_message
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = ("run_datasets: [qa_point]\n"
-           "datasets: {qa_point: {acquisitions: [fast, reference]}}\n")
+           "datasets: {qa_point: {acquisitions: [short, reference]}}\n")
 
 
 @pytest.fixture(scope="module")
@@ -248,11 +248,11 @@ def test_simulate_stops_cleanly_whenever_the_signal_comes(point_phantom, tmp_pat
 
 @pytest.fixture(scope="module")
 def point_listmode(point_phantom):
-    """A `fast` acquisition of the point phantom (16 k prompts): what reconstruct reads."""
+    """A `short` acquisition of the point phantom (16 k prompts): what reconstruct reads."""
     overlay, phantom = point_phantom
-    listmode = phantom.with_name("fast.h5")
+    listmode = phantom.with_name("short.h5")
     run = subprocess.run(_sim("simulate", overlay, "--phantom", "point_0000", "--acquisition",
-                              "fast", "--phantom-file", str(phantom), "--out", str(listmode)),
+                              "short", "--phantom-file", str(phantom), "--out", str(listmode)),
                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]
     return overlay, phantom, listmode

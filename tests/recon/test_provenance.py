@@ -35,7 +35,7 @@ def two_phantoms(tmp_path_factory):
     the first, with the attributes every engine writes."""
     folder = tmp_path_factory.mktemp("provenance")
     cfg = copy.deepcopy(load_config())
-    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 2, "acquisitions": ["fast"],
+    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 2, "acquisitions": ["short"],
                               "grid": {"shape": [12, 48, 48], "voxel_size_mm": [2.0, 2.0, 2.0]},
                               "point": {"position_mm": [5.0, 0.0, 0.0], "diameter_mm": 2.0}}}
     cfg["recon"].update(voxel_size_xy_mm=4.0, iterations=1, subsets=1)
@@ -45,12 +45,12 @@ def two_phantoms(tmp_path_factory):
         phantoms[name] = folder / f"{name}.h5"
         build_phantom(phantom_spec(cfg, "pt", name), phantoms[name])
     events = point_source_events(Scanner(), 3000, np.random.default_rng(1))
-    attrs = acquisition_attrs(simulate_spec(cfg, "pt", PHANTOMS[0], "fast"),
+    attrs = acquisition_attrs(simulate_spec(cfg, "pt", PHANTOMS[0], "short"),
                               phantoms[PHANTOMS[0]], params={})
     attrs.update(engine="test", engine_version="0", primaries=3000)
     empty = listmode_columns({"crystal1": np.zeros(0, np.int32),
                               "crystal2": np.zeros(0, np.int32)})
-    listmode = write_listmode(folder / "fast.h5", listmode_columns(events), empty, attrs)
+    listmode = write_listmode(folder / "short.h5", listmode_columns(events), empty, attrs)
     return cfg, phantoms, listmode
 
 
@@ -71,7 +71,7 @@ def _no_outputs(out) -> bool:
 def reconstruction(two_phantoms, tmp_path_factory):
     """The list-mode file reconstructed with its own phantom file."""
     cfg, phantoms, listmode = two_phantoms
-    out = tmp_path_factory.mktemp("recon") / "fast.h5"
+    out = tmp_path_factory.mktemp("recon") / "short.h5"
     reconstruct(recon_spec(cfg, "pt"), listmode, phantoms[PHANTOMS[0]], out)
     return out
 
@@ -164,7 +164,7 @@ def test_cli_defect_figure_refuses_a_phantom_file_of_another_phantom(two_phantom
     _, phantoms, _ = two_phantoms
     doc = tmp_path / "fast_defects.json"
     doc.write_text(json.dumps({
-        "phantom": "point_0000", "acquisition": "fast", "reconstruction": str(reconstruction),
+        "phantom": "point_0000", "acquisition": "short", "reconstruction": str(reconstruction),
         "phantom_file": str(phantoms[PHANTOMS[1]]),
         "defects": [{"label": 1, "type": "hole", "size_mm": 2.0, "status": "ok"}]}))
     csv_path, png = tmp_path / "detectability.csv", tmp_path / "defects.png"

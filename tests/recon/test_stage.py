@@ -53,14 +53,14 @@ def setup(tmp_path_factory):
     """A point phantom (water-free air grid holding SOURCE_MM) and its spec."""
     folder = tmp_path_factory.mktemp("stage")
     cfg = copy.deepcopy(load_config())
-    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 1, "acquisitions": ["fast"],
+    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 1, "acquisitions": ["short"],
                               "grid": {"shape": [20, 64, 64], "voxel_size_mm": [2.0, 1.0, 1.0]},
                               "point": {"position_mm": SOURCE_MM.tolist(), "diameter_mm": 1.0}}}
     cfg["recon"].update(voxel_size_xy_mm=2.0, iterations=3, subsets=4)
     cfg = validate_config(cfg)
     phantom_h5 = folder / "point_0000.h5"
     build_phantom(phantom_spec(cfg, "pt", "point_0000"), phantom_h5)
-    listmode_h5 = write_events(folder / "fast.h5",
+    listmode_h5 = write_events(folder / "short.h5",
                                point_source_events(Scanner(), 30000, np.random.default_rng(3)))
     return cfg, folder, phantom_h5, listmode_h5
 
@@ -74,7 +74,7 @@ def test_2d_reconstruction_files(setup, tmp_path):
     cfg, _, phantom_h5, listmode_h5 = setup
     spec = recon_spec(cfg, "pt")
     system_h5 = build_system_matrix_file(spec, tmp_path / "system.h5")
-    out = tmp_path / "recon" / "fast.h5"
+    out = tmp_path / "recon" / "short.h5"
     summary = reconstruct(spec, listmode_h5, phantom_h5, out, system_h5=system_h5)
     rec = read_recon(out)
     assert rec.image.shape == rec.grid.shape and rec.image.dtype == np.float32
@@ -188,7 +188,7 @@ def test_defect_measures_are_written_and_missing_when_they_cannot_be_right(setup
     cfg, _, _, listmode_h5 = setup
     cfg = copy.deepcopy(cfg)
     cfg["datasets"]["tb"] = {
-        "family": "tube", "n_phantoms": 1, "acquisitions": ["fast"],
+        "family": "tube", "n_phantoms": 1, "acquisitions": ["short"],
         "grid": {"shape": [20, 64, 64], "voxel_size_mm": [2.0, 1.0, 1.0]},
         "tube": {"outer_radius_mm": [26.0, 26.0], "wall_thickness_mm": [4.0, 4.0],
                  "length_mm": [36.0, 36.0], "end_cap_mm": 3.0, "anisotropic_probability": 0.0},
@@ -198,15 +198,15 @@ def test_defect_measures_are_written_and_missing_when_they_cannot_be_right(setup
     phantom_h5 = tmp_path / "tube_0000.h5"
     build_phantom(phantom_spec(cfg, "tb", "tube_0000"), phantom_h5)
     spec = recon_spec(cfg, "tb")
-    out = tmp_path / "fast.h5"
+    out = tmp_path / "short.h5"
     reconstruct(spec, listmode_h5, phantom_h5, out)
-    doc = read_detectability(tmp_path / "fast_defects.json")
-    assert doc["phantom"] == listmode_h5.parent.name and doc["acquisition"] == "fast"
+    doc = read_detectability(tmp_path / "short_defects.json")
+    assert doc["phantom"] == listmode_h5.parent.name and doc["acquisition"] == "short"
     assert [r["label"] for r in doc["defects"]] == [1, 2]
     assert all(r["status"] == "ok" and np.isfinite(r["cnr"]) for r in doc["defects"])
     # The dataset's CSV and figure from the command line.
     csv_path, png = tmp_path / "detectability.csv", tmp_path / "defects.png"
-    assert recon_main(["detectability", "--defects", str(tmp_path / "fast_defects.json"),
+    assert recon_main(["detectability", "--defects", str(tmp_path / "short_defects.json"),
                        "--out-csv", str(csv_path), "--out-png", str(png)]) == 0
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 3 and all(",ok" in line for line in lines[1:])

@@ -49,10 +49,10 @@ def test_dry_run_lists_every_phantom_of_the_qa_overlay():
     for target in ("qa_point/phantoms/point_0000.h5", "qa_line/phantoms/line_0000.h5",
                    "qa_nema/phantoms/nema_0000.h5"):
         assert f"results/{target}" in text
-    for target in ("qa_point/listmode/point_0000/fast.h5", "qa_nema/listmode/nema_0000/fast.h5"):
+    for target in ("qa_point/listmode/point_0000/short.h5", "qa_nema/listmode/nema_0000/short.h5"):
         assert f"results/{target}" in text
     assert "rule simulate" in text
-    assert "results/qa_point/recon/point_0000/fast.h5" in text
+    assert "results/qa_point/recon/point_0000/short.h5" in text
     assert "rule system_matrix_2d" in text
     assert "results/tubes/" not in text  # run_datasets restricts the run
 

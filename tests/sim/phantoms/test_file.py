@@ -172,7 +172,7 @@ def test_a_bad_phantom_stops_simulate_with_one_line(built, tmp_path, capsys):
     cfg = load_config()
     cfg["datasets"] = {"small": {**cfg["datasets"]["tubes"], **SMALL}}
     # The spec of the phantom's own dataset (another one's is refused before the file is read).
-    spec = simulate_spec(validate_config(cfg), "small", "tube_0001", "fast")
+    spec = simulate_spec(validate_config(cfg), "small", "tube_0001", "short")
     code = main(["simulate", "--spec", json.dumps(spec), "--phantom-file", str(bad),
                  "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
