@@ -73,7 +73,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def _plot(reference: EngineSample, candidate: EngineSample, profiles: dict[str, np.ndarray],
-          x_mm: np.ndarray, path: Path) -> None:
+          x_mm: np.ndarray, y_mm: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +90,8 @@ def _plot(reference: EngineSample, candidate: EngineSample, profiles: dict[str, 
     ax = axes.flat[len(features)]
     for (engine, profile), style in zip(profiles.items(), ("-", "--"), strict=False):
         ax.plot(x_mm, profile, linestyle=style, label=engine)
-    ax.set(xlabel="x (mm), central plane, y = 0", ylabel="mean image over realisations")
+    ax.set(xlabel=f"x (mm) through the source ROI's centre (y = {y_mm:.0f} mm)",
+           ylabel="mean image over realisations")
     for ax in axes.flat:
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -101,17 +102,19 @@ def _plot(reference: EngineSample, candidate: EngineSample, profiles: dict[str, 
 def _images(recons: list[Path], phantom, roi: np.ndarray | None
             ) -> tuple[list[ImageMeasures], np.ndarray, np.ndarray]:
     """Measures of each reconstruction, the mean image's profile along x through the
-    centre of the middle plane, and the x coordinates (mm)."""
+    centre of the source ROI (of the grid without one), its x coordinates and its y (mm)."""
     measures, total = [], None
     for path in recons:
         measures.append(measure(path, defects_path(path), phantom, roi))
         image = read_recon(path)
         total = image.image.astype(np.float64) if total is None else total + image.image
     grid = image.grid
-    centre = np.array(grid.shape) // 2
-    x_mm = grid.origin_mm[2] + (np.arange(grid.shape[2]) - (grid.shape[2] - 1) / 2) * \
-        grid.voxel_size_mm[2]
-    return measures, total[centre[0], centre[1]] / len(recons), x_mm
+    # Through the source: the plane and row of the ROI's centre (the NEMA line source is
+    # off the axis), else of the grid's.
+    centre = (np.round(np.argwhere(roi).mean(axis=0)).astype(int)
+              if roi is not None and roi.any() else np.array(grid.shape) // 2)
+    return (measures, total[centre[0], centre[1]] / len(recons), grid.centres_mm(2),
+            float(grid.centres_mm(1)[centre[1]]))
 
 
 def validate_phantom(phantom_h5: str | Path, reference_listmode: list[str | Path],
@@ -139,8 +142,9 @@ def validate_phantom(phantom_h5: str | Path, reference_listmode: list[str | Path
                       advice="give the phantom file the list-mode files were simulated from")
     grid = read_recon(reference_recon[0]).grid
     roi = source_roi(activity_concentration(phantom, grid))
-    ref_images, ref_profile, x_mm = _images([Path(p) for p in reference_recon], phantom, roi)
-    cand_images, cand_profile, _ = _images([Path(p) for p in candidate_recon], phantom, roi)
+    ref_images, ref_profile, x_mm, y_mm = _images([Path(p) for p in reference_recon],
+                                                  phantom, roi)
+    cand_images, cand_profile, _, _ = _images([Path(p) for p in candidate_recon], phantom, roi)
     fields = reference.origin.fields
     name = f"{fields.get('dataset') or '?'}/{fields.get('phantom') or phantom_h5.stem}"
     rows = [{"phantom": name, **r} for r in (rate_rows(reference, candidate)
@@ -158,7 +162,7 @@ def validate_phantom(phantom_h5: str | Path, reference_listmode: list[str | Path
             tmp.write_text(text)
     with atomic_output(out_dir / "validation.png", overwrite) as tmp:
         _plot(reference, candidate, {reference.engine: ref_profile,
-                                     candidate.engine: cand_profile}, x_mm, tmp)
+                                     candidate.engine: cand_profile}, x_mm, y_mm, tmp)
     return rows
 
 
