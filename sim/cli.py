@@ -36,29 +36,29 @@ def _config_args(parser: argparse.ArgumentParser) -> None:
                         help="config YAML; repeat to overlay (default: config/config.yaml)")
 
 
+def _spec(args: argparse.Namespace, build, *keys: str) -> dict:
+    """The job's spec: ``--spec`` JSON, else ``build(config, *values of --keys)`` from the
+    config files (every one of ``keys`` then required)."""
+    if args.spec:
+        return json.loads(args.spec)
+    values = [getattr(args, key) for key in keys]
+    if not all(values):
+        options = ", ".join(f"--{key}" for key in keys)
+        raise ConfigError(f"give --spec, or {options} (with --configfile)")
+    return build(load_config(*args.configfile), *values)
+
+
 def _cmd_phantom(args: argparse.Namespace) -> None:
     from sim.phantoms.stage import build_phantom  # heavy imports only when needed
 
-    if args.spec:
-        spec = json.loads(args.spec)
-    else:
-        if not (args.dataset and args.phantom):
-            raise ConfigError("give --spec, or --dataset and --phantom (with --configfile)")
-        spec = phantom_spec(load_config(*args.configfile), args.dataset, args.phantom)
+    spec = _spec(args, phantom_spec, "dataset", "phantom")
     build_phantom(spec, args.out, overwrite=args.overwrite)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> None:
     from sim.engines.stage import run_simulation
 
-    if args.spec:
-        spec = json.loads(args.spec)
-    else:
-        if not (args.dataset and args.phantom and args.acquisition):
-            raise ConfigError("give --spec, or --dataset, --phantom and --acquisition "
-                              "(with --configfile)")
-        spec = simulate_spec(load_config(*args.configfile), args.dataset, args.phantom,
-                             args.acquisition)
+    spec = _spec(args, simulate_spec, "dataset", "phantom", "acquisition")
     run_simulation(spec, args.phantom_file, args.out, workers=args.threads,
                    overwrite=args.overwrite, response_h5=args.response, prep_h5=args.prep)
 
@@ -70,12 +70,7 @@ def _cmd_prepare_statistical(args: argparse.Namespace) -> None:
     from sim.engines.statistical.preparation import prepare, write_preparation
     from sim.phantoms.file import read_phantom
 
-    if args.spec:
-        spec = json.loads(args.spec)
-    else:
-        if not (args.dataset and args.phantom):
-            raise ConfigError("give --spec, or --dataset and --phantom (with --configfile)")
-        spec = statistical_prep_spec(load_config(*args.configfile), args.dataset, args.phantom)
+    spec = _spec(args, statistical_prep_spec, "dataset", "phantom")
     settings = StatisticalSettings.from_config(spec["simulation"])
     prep = prepare(read_phantom(args.phantom_file), spec, settings.background_decays,
                    int(spec["seed"]), workers=args.threads)
