@@ -183,16 +183,16 @@ def test_one_stage_by_hand_commands_run_as_written(sandbox):
         if name == "export-petsird":  # the documented input: a run's list-mode file
             listmode = sandbox / argv[argv.index("--listmode") + 1]
             listmode.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(sandbox / "tmp" / "t_fast.h5", listmode)
+            shutil.copy(sandbox / "tmp" / "t_short.h5", listmode)
         run = _run(argv, sandbox)
         assert run.returncode == 0, (name, run.output[-3000:])
     tmp = sandbox / "tmp"
     with h5py.File(tmp / "t.h5") as f:
         assert f["activity"].ndim == 3
-    assert read_listmode(tmp / "t_fast.h5").coincidences["crystal1"].size > 100
-    assert np.isfinite(read_recon(tmp / "t_fast_recon.h5").image).all()
+    assert read_listmode(tmp / "t_short.h5").coincidences["crystal1"].size > 100
+    assert np.isfinite(read_recon(tmp / "t_short_recon.h5").image).all()
     assert read_listmode(sandbox / "run.h5").coincidences["crystal1"].size == 300
-    assert (sandbox / "tube_0000_fast.petsird").stat().st_size > 1000
+    assert (sandbox / "tube_0000_short.petsird").stat().st_size > 1000
 
 
 @pytest.mark.slow

@@ -84,9 +84,10 @@ def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: Dete
 
 def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: ActivityLookup,
                scanner, n: int, rng: np.random.Generator
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` candidates: their cell points (n, 3) twice, annihilation points (n, 3) and
-    whether each is kept (density over the largest density)."""
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` candidates: their cell points (n, 3) twice, annihilation points (n, 3), whether
+    each is kept (density over the largest density) and its line (index into
+    ``expected``'s lines)."""
     line = np.minimum(np.searchsorted(cumulative, np.sort(rng.random(n)), side="right"),
                       cumulative.size - 1)
     rng.shuffle(line)
@@ -108,13 +109,14 @@ def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: Activi
     u = u_lo + (u_hi - u_lo) * rng.random(n)
     point = ends[0] + u[:, None] * (ends[1] - ends[0])
     kept = rng.random(n) * activity.maximum < activity(point)
-    return ends[0], ends[1], point, kept
+    return ends[0], ends[1], point, kept, line
 
 
 def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm_deg,
            min_sector_difference, first_event, rng) -> dict:
     scanner = response.scanner
-    e1, e2, x, kept = candidates(expected, cumulative, activity, scanner, decay_ns.size, rng)
+    e1, e2, x, kept, _ = candidates(expected, cumulative, activity, scanner, decay_ns.size,
+                                    rng)
     ids = first_event + np.flatnonzero(kept)
     e1, e2, x, decay_ns = e1[kept], e2[kept], x[kept], decay_ns[kept]
     n = decay_ns.size

@@ -185,7 +185,7 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
         length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
         value = (np.exp(-attenuation) * density.max() * (hi_u - lo_u) * length
-                 * _etendue(sub, track, z1[pair], z2[pair], scanner) / (2.0 * np.pi))
+                 * etendue(sub, track, z1[pair], z2[pair], scanner) / (2.0 * np.pi))
         parts.append((track + first, r1[pair], r2[pair], value))
     if not parts:
         raise ValueError("no line between two face cells crosses the activity")
@@ -217,7 +217,7 @@ def _axially_possible(z1: np.ndarray, z2: np.ndarray, tracks: Tracks, z_lo: floa
     return (np.maximum(za, zb) >= z_lo) & (np.minimum(za, zb) <= z_hi)
 
 
-def _etendue(tracks: Tracks, track: np.ndarray, z1: np.ndarray, z2: np.ndarray,
+def etendue(tracks: Tracks, track: np.ndarray, z1: np.ndarray, z2: np.ndarray,
              scanner: Scanner) -> np.ndarray:
     """``G`` of each line, mm^2: ``A^2 |d . n_i| |d . n_j| / L^4`` with ``d`` the line's
     vector (its transaxial part, hence the products with the faces' normals, is the

@@ -42,7 +42,7 @@ def test_the_stage_runs_the_engine_the_spec_names(monkeypatch, tmp_path, make_sp
     module.ENGINE = Toy()
     monkeypatch.setitem(sys.modules, "sim.engines.toy", module)
     monkeypatch.setattr(base, "engine_names", lambda: ("fast", "toy"))
-    spec = {**simulate_spec(default_config, "tubes", "tube_0000", "fast"), "engine": "toy"}
+    spec = {**simulate_spec(default_config, "tubes", "tube_0000", "short"), "engine": "toy"}
     with h5py.File(tmp_path / "p.h5", "w") as f:  # what the stage reads of the phantom file
         f["material"] = np.zeros((2, 2, 2), np.uint8)
         f.attrs.update(voxel_size_mm=[1.0] * 3, origin_mm=[0.0] * 3, phantom_name="tube_0000",
@@ -52,7 +52,7 @@ def test_the_stage_runs_the_engine_the_spec_names(monkeypatch, tmp_path, make_sp
     (job,) = seen
     # The job is the spec parsed once: typed scanner and acquisition, seed, writing options.
     assert job.scanner.crystals_per_ring == default_config["scanner"]["crystals_per_ring"]
-    assert job.acquisition.activity_bq == default_config["acquisitions"]["fast"]["activity_bq"]
+    assert job.acquisition.activity_bq == default_config["acquisitions"]["short"]["activity_bq"]
     assert job.seed == spec["seed"] and job.workers == 2 and not job.overwrite
     with pytest.raises(ValueError, match="missing key.s. seed"):
         base.SimulationJob.from_spec({k: v for k, v in spec.items() if k != "seed"},

@@ -46,7 +46,7 @@ def _spec(config_changes: dict | None = None) -> dict:
     cfg = load_config()
     for key, value in (config_changes or {}).items():
         cfg["scanner"][key] = value
-    return simulate_spec(validate_config(cfg), "tubes", "tube_0000", "fast")
+    return simulate_spec(validate_config(cfg), "tubes", "tube_0000", "short")
 
 
 @pytest.fixture(scope="module")

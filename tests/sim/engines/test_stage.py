@@ -23,7 +23,7 @@ from sim.phantoms.stage import build_phantom
 def point_set(tmp_path_factory):
     folder = tmp_path_factory.mktemp("simulate")
     cfg = copy.deepcopy(load_config())
-    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 2, "acquisitions": ["fast"],
+    cfg["datasets"] = {"pt": {"family": "point", "n_phantoms": 2, "acquisitions": ["short"],
                               "grid": {"shape": [8, 16, 16], "voxel_size_mm": [2.0, 2.0, 2.0]},
                               "point": {"position_mm": [0.0, 0.0, 0.0], "diameter_mm": 2.0}}}
     cfg = validate_config(cfg)
@@ -36,8 +36,8 @@ def point_set(tmp_path_factory):
 
 def test_cli_refuses_the_phantom_file_of_another_phantom(point_set, tmp_path):
     cfg, files = point_set
-    spec = simulate_spec(cfg, "pt", "point_0000", "fast")
-    out = tmp_path / "fast.h5"
+    spec = simulate_spec(cfg, "pt", "point_0000", "short")
+    out = tmp_path / "short.h5"
     run = subprocess.run([sys.executable, "-m", "sim", "simulate", "--spec", json.dumps(spec),
                           "--phantom-file", str(files["point_0001"]), "--out", str(out)],
                          capture_output=True, text=True)
@@ -55,8 +55,8 @@ def test_another_datasets_phantom_of_the_same_name_is_refused(point_set, tmp_pat
     other.write_bytes(files["point_0000"].read_bytes())
     with h5py.File(other, "a") as f:
         f.attrs["dataset"] = "qa"
-    spec = simulate_spec(cfg, "pt", "point_0000", "fast")
+    spec = simulate_spec(cfg, "pt", "point_0000", "short")
     with pytest.raises(ValueError, match=r"records dataset 'pt', but phantom file .*"
                                          r"point_0000.h5 records 'qa'"):
-        run_simulation(spec, other, tmp_path / "fast.h5")
-    assert not (tmp_path / "fast.h5").exists()
+        run_simulation(spec, other, tmp_path / "short.h5")
+    assert not (tmp_path / "short.h5").exists()

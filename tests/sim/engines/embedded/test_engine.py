@@ -126,14 +126,14 @@ def test_simulate_stage_writes_reproducible_listmode(tmp_path, make_spec, defaul
 
     phantom_spec = make_spec({"family": "point", "grid": {"shape": [16, 32, 32],
                                                          "voxel_size_mm": [1.0, 1.0, 1.0]},
-                              "acquisitions": ["paper", "fast"]}, name="p")
+                              "acquisitions": ["paper", "short"]}, name="p")
     phantom = tmp_path / "point_0000.h5"
     build_phantom(phantom_spec, phantom)
     cfg = dict(default_config)
     cfg["datasets"] = {"p": {**default_config["datasets"]["tubes"], "family": "point",
-                             "acquisitions": ["paper", "fast"]}}
-    cfg["acquisitions"] = {**cfg["acquisitions"], "fast": {"activity_bq": 1e5, "duration_s": 0.1}}
-    spec = simulate_spec(validate_config(cfg), "p", "point_0000", "fast")
+                             "acquisitions": ["paper", "short"]}}
+    cfg["acquisitions"] = {**cfg["acquisitions"], "short": {"activity_bq": 1e5, "duration_s": 0.1}}
+    spec = simulate_spec(validate_config(cfg), "p", "point_0000", "short")
     counts = run_simulation(spec, phantom, tmp_path / "a.h5")
     run_simulation(spec, phantom, tmp_path / "b.h5", workers=2)
     with pytest.raises(FileExistsError, match="exists; pass --overwrite"):

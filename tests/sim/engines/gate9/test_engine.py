@@ -23,7 +23,7 @@ from sim.listmode.file import read_listmode
 from tests.sim.engines.gate9.test_macros import offset_phantom  # noqa: F401  (fixture)
 from tests.sim.listmode.test_root_import import _check, _events, _gate9_branches
 
-SPEC = simulate_spec(load_config(), "tubes", "tube_0000", "fast")
+SPEC = simulate_spec(load_config(), "tubes", "tube_0000", "short")
 
 
 def _install_fake_gate(bin_dir, events_file, exit_code: int = 0):

@@ -111,7 +111,7 @@ def offset_phantom(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def default_spec() -> dict:
-    return simulate_spec(load_config(), "tubes", "tube_0000", "fast")
+    return simulate_spec(load_config(), "tubes", "tube_0000", "short")
 
 
 @pytest.fixture(scope="module")
@@ -265,10 +265,10 @@ def test_values_follow_a_non_default_config(stage_phantom, tmp_path):
                     "delayed_window_offset_ns": 300.0, "module_gap_mm": 1.0,
                     "axial_module_gap_mm": 2.0},
         "simulation": {"acolinearity_fwhm_deg": 0.0, "energy_cut_kev": 5.0},
-        "acquisitions": {"fast": {"activity_bq": 1.0e5, "duration_s": 2.5}},
+        "acquisitions": {"short": {"activity_bq": 1.0e5, "duration_s": 2.5}},
     }
     cfg = small_tube_config(overrides)
-    spec = simulate_spec(cfg, "tubes", "tube_0000", "fast")
+    spec = simulate_spec(cfg, "tubes", "tube_0000", "short")
     cmds = parse_macros(render_gate9_macros(spec, stage_phantom, tmp_path, "run_7.root"))
     s = Scanner.from_config(cfg["scanner"])
     for sorter, offset in (("Coincidences", 0.0), ("delay", 300.0)):
@@ -301,7 +301,7 @@ def test_values_follow_a_non_default_config(stage_phantom, tmp_path):
 def test_crystal_centres_from_the_rendered_geometry(gaps, stage_phantom, tmp_path):
     """Compose GATE's placements as GATE does and compare with Scanner.crystal_centres_mm."""
     cfg = small_tube_config({"scanner": gaps})
-    spec = simulate_spec(cfg, "tubes", "tube_0000", "fast")
+    spec = simulate_spec(cfg, "tubes", "tube_0000", "short")
     cmds = parse_macros(render_gate9_macros(spec, stage_phantom, tmp_path))
     scanner = Scanner.from_config(cfg["scanner"])
 
