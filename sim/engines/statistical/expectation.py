@@ -25,8 +25,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.ndimage
 
-from sim.engines.statistical.entry import virtual_ring_z_mm
-from sim.engines.statistical.projection import oblique_integrals, plane_profiles
+from sim.engines.statistical.entry import ring_entry, virtual_ring_z_mm
+from sim.engines.statistical.projection import (
+    face_centres_xy,
+    oblique_integrals,
+    plane_profiles,
+)
+from sim.engines.statistical.response import DetectorResponse, fold
 from sim.engines.statistical.trues import ExpectedTrues, etendue
 from sim.scanner.geometry import Scanner
 
@@ -109,4 +114,35 @@ def line_expectations(expected: ExpectedTrues, activity_zyx: np.ndarray,
         g = etendue(tracks, local, z1_all[lines], z2_all[lines], scanner)
         out[lines] = (g / (2.0 * np.pi) * np.exp(-attenuation)
                       * np.maximum(integral, 0.0))
+    return out
+
+
+def detection_probabilities(expected: ExpectedTrues, response: DetectorResponse,
+                            chunk_lines: int = 1_000_000) -> np.ndarray:
+    """Probability that both photons of each line are detected (in-window singles), from the
+    calibrated response at the central line's entry into each cell (its angles of
+    incidence; :meth:`.response.DetectorResponse.probability`), float64 (n_lines,).
+
+    The event drawing evaluates it at each photon's own entry (a point of the cell, the
+    acolinear direction); the central line's stands for the cell's mean.
+    """
+    scanner = response.scanner
+    centres = face_centres_xy(scanner)
+    out = np.empty(expected.track.size)
+    for first in range(0, expected.track.size, chunk_lines):
+        part = slice(first, first + chunk_lines)
+        track = expected.track[part]
+        ends = []
+        for column, ring in ((expected.tracks.i[track], expected.ring1[part]),
+                             (expected.tracks.j[track], expected.ring2[part])):
+            ends.append(np.concatenate([centres[column],
+                                        virtual_ring_z_mm(scanner, ring)[:, None]], axis=1))
+        middle = (ends[0] + ends[1]) / 2
+        d = ends[1] - ends[0]
+        d /= np.linalg.norm(d, axis=1)[:, None]
+        both = np.ones(track.size)
+        for direction in (-d, d):
+            entry = ring_entry(scanner, middle, direction)
+            both *= response.probability(fold(scanner, response.bins, entry))
+        out[part] = both
     return out
