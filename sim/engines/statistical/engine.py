@@ -145,10 +145,14 @@ class StatisticalEngine:
                 delayed = draw_randoms(sample, job.scanner, part, sorter.window_ns,
                                        sorter.min_sector_difference, _seed(job.seed, 5, k),
                                        delay_ns=sorter.delay_ns)
-                prompts = _merge([*trues, scattered, randoms], t0 * 1e9)
-                delayed = _merge([delayed], t0 * 1e9)
-                next_event = _number(prompts, next_event)
-                next_event = _number(delayed, next_event)
+                if settings.output == "histogram":  # pairs only: no time order, no ids
+                    prompts = _pairs([*trues, scattered, randoms])
+                    delayed = _pairs([delayed])
+                else:
+                    prompts = _merge([*trues, scattered, randoms], t0 * 1e9)
+                    delayed = _merge([delayed], t0 * 1e9)
+                    next_event = _number(prompts, next_event)
+                    next_event = _number(delayed, next_event)
                 out.append(prompts, delayed)
                 kinds = np.bincount(prompts["kind"], minlength=3)
                 for key, value in (("prompts", prompts["kind"].size), ("trues", kinds[0]),
@@ -196,6 +200,12 @@ class _HistogramSink:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             write_histogram(self.path, self.prompts, self.delayed, self.attrs, self.overwrite)
+
+
+def _pairs(tables: list[dict]) -> dict:
+    """The crystal pairs and kinds of list-mode tables, concatenated."""
+    return {k: np.concatenate([np.asarray(t[k], COLUMNS[k][0]) for t in tables])
+            for k in ("crystal1", "crystal2", "kind")}
 
 
 def _merge(tables: list[dict], offset_ns: float) -> dict:
