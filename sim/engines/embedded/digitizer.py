@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.special
 
 from sim.engines.embedded.source import FWHM_PER_SIGMA
 from sim.engines.embedded.transport import C_MM_PER_NS, Hits
@@ -110,18 +111,52 @@ def adder_readout(hits: Hits, scanner: Scanner, decay_time_ns: np.ndarray) -> di
     return singles
 
 
+def energy_sigma_kev(settings: DigitizerSettings, energy_kev: np.ndarray) -> np.ndarray:
+    """Standard deviation of the energy blurring at ``energy_kev`` (FWHM
+    ``resolution x sqrt(reference x E)``), keV."""
+    return (settings.energy_resolution * np.sqrt(settings.energy_reference_kev
+                                                 * np.asarray(energy_kev))
+            / FWHM_PER_SIGMA)
+
+
+def time_sigma_ns(settings: DigitizerSettings) -> float:
+    """Standard deviation of the time blurring, ns."""
+    return settings.time_resolution_ps * 1e-3 / FWHM_PER_SIGMA
+
+
 def blur_and_window(singles: dict, settings: DigitizerSettings,
-                    rng: np.random.Generator) -> dict:
-    """Energy and time blurring, then the energy window; returns the kept singles."""
+                    rng: np.random.Generator, keep_deposits: bool = False) -> dict:
+    """Energy and time blurring, then the energy window; returns the kept singles (with
+    ``keep_deposits``, their unblurred ``deposited_kev`` and ``time_unblurred_ns`` too)."""
     energy = singles["energy_kev"]
-    sigma_kev = (settings.energy_resolution * np.sqrt(settings.energy_reference_kev * energy)
-                 / FWHM_PER_SIGMA)
+    sigma_kev = energy_sigma_kev(settings, energy)
     blurred = np.maximum(energy + sigma_kev * rng.standard_normal(energy.size), 0.0)
-    sigma_ns = settings.time_resolution_ps * 1e-3 / FWHM_PER_SIGMA
-    time_ns = singles["time_ns"] + sigma_ns * rng.standard_normal(energy.size)
+    time_ns = singles["time_ns"] + time_sigma_ns(settings) * rng.standard_normal(energy.size)
     low, high = settings.energy_window_kev
     keep = (blurred >= low) & (blurred <= high)
     out = {name: col[keep] for name, col in singles.items()}
+    if keep_deposits:
+        out["deposited_kev"] = out["energy_kev"]
+        out["time_unblurred_ns"] = out["time_ns"]
     out["energy_kev"] = blurred[keep]
     out["time_ns"] = time_ns[keep]
     return out
+
+
+def blur_within_window(deposited_kev: np.ndarray, settings: DigitizerSettings,
+                       rng: np.random.Generator) -> np.ndarray:
+    """Blurred energies of singles known to fall in the energy window: the blurring's
+    normal distribution about each deposit, truncated to the window (drawn by inverting its
+    distribution function on the side of the mean's tail, so that deposits far outside the
+    window keep their precision), keV, float64 with the shape of ``deposited_kev``."""
+    mean = np.asarray(deposited_kev, np.float64)
+    sigma = np.maximum(energy_sigma_kev(settings, mean), 1e-12)
+    low, high = settings.energy_window_kev
+    a, b = (low - mean) / sigma, (high - mean) / sigma
+    # Above the window's centre, draw -x between -b and -a (the lower tail is precise).
+    flip = (a + b) / 2 > 0
+    lo, hi = np.where(flip, -b, a), np.where(flip, -a, b)
+    u = scipy.special.ndtr(lo) + rng.random(mean.shape) * (scipy.special.ndtr(hi)
+                                                          - scipy.special.ndtr(lo))
+    x = np.clip(scipy.special.ndtri(u), lo, hi)
+    return mean + sigma * np.where(flip, -x, x)

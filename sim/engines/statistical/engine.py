@@ -7,8 +7,9 @@ the embedded engine for ``simulation.statistical.background_decays`` decays (the
 and random coincidences' sample, :mod:`.background`), or reads both from the phantom's
 preparation file (``--prep``, :mod:`.preparation`); the detector response is the
 calibration file the job is given (``--response``, made once per scanner by
-``python -m sim calibrate-response``). The frame is then cut into time slices of about
-``chunk_decays`` candidate trues; each slice's trues, scattered, randoms and delayed pairs
+``python -m sim calibrate-response``), from which each line's expected detected trues per
+decay follow (:mod:`.expectation`). The frame is then cut into time slices of about
+``slice_trues`` expected trues; each slice's trues, scattered, randoms and delayed pairs
 are drawn, merged in time order and appended to the file, so memory stays bounded whatever
 the counts.
 
@@ -40,6 +41,7 @@ from sim.engines.embedded.engine import EngineSettings
 from sim.engines.embedded.source import Frame
 from sim.engines.statistical.background import draw_randoms, draw_scattered
 from sim.engines.statistical.events import ActivityLookup, draw_trues
+from sim.engines.statistical.expectation import detected_per_decay
 from sim.engines.statistical.preparation import prepare, read_preparation
 from sim.engines.statistical.response_file import read_response
 from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
@@ -64,14 +66,14 @@ class StatisticalSettings:
         Decays of the phantom's Monte Carlo sample for scatter and randoms.
     jitter_columns, jitter_rings : int
         Largest shift of each end of a resampled scattered coincidence.
-    slice_candidates : int
-        Candidate trues per time slice (memory: about 300 bytes each).
+    slice_trues : int
+        Expected trues per time slice (memory: about 300 bytes each).
     """
 
     background_decays: int = 2_000_000
     jitter_columns: int = 2
     jitter_rings: int = 2
-    slice_candidates: int = 2_000_000
+    slice_trues: int = 2_000_000
     output: str = "histogram"
 
     def __post_init__(self) -> None:
@@ -114,12 +116,13 @@ class StatisticalEngine:
             prep = prepare(phantom, spec, settings.background_decays, _seed(job.seed, 1),
                            workers=job.workers)
         expected, sample = prep.expected, prep.sample
+        rate = detected_per_decay(expected, response)
         prepared_s = time.perf_counter() - start
         activity = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
         acq = job.acquisition
         frame = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s, 1)
-        candidates = frame.expected_decays * float(expected.envelope.sum())
-        n_slices = max(1, int(np.ceil(candidates / settings.slice_candidates)))
+        trues = frame.expected_decays * float(rate.sum())
+        n_slices = max(1, int(np.ceil(trues / settings.slice_trues)))
         edges_s = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s,
                         n_slices).slice_edges_s
         counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
@@ -133,10 +136,10 @@ class StatisticalEngine:
                 t0 = edges_s[k]
                 part = Frame(acq.activity_bq * np.exp(-t0 / frame.tau_s), edges_s[k + 1] - t0,
                              acq.half_life_s, 1)
-                trues = list(draw_trues(expected, activity, response, part,
+                trues = list(draw_trues(expected, rate, activity, response, part,
                                         engine_settings.acolinearity_fwhm_deg,
                                         sorter.min_sector_difference, _seed(job.seed, 2, k),
-                                        chunk_candidates=2**62))
+                                        chunk_trues=2**62))
                 scattered = draw_scattered(sample, job.scanner, part,
                                            sorter.min_sector_difference, _seed(job.seed, 3, k),
                                            settings.jitter_columns, settings.jitter_rings)

@@ -1,6 +1,6 @@
 """The statistical engine's per-phantom preparation, computed once and shared by the
-phantom's acquisitions: the candidate lines of the trues with their envelopes
-(:mod:`.trues`) and the background sample (:mod:`.background`).
+phantom's acquisitions: the candidate lines of the trues with their expected pairs and
+envelopes (:mod:`.trues`) and the background sample (:mod:`.background`).
 
 At inspection counts the drawing is quick and this preparation is most of a simulate job's
 time; a phantom's acquisitions differ only in their counts, so the workflow's
@@ -86,7 +86,7 @@ def write_preparation(path: str | Path, prep: Preparation, prep_spec: dict[str, 
         tracks = trues.create_group("tracks")
         for field in fields(Tracks):
             tracks.create_dataset(field.name, data=getattr(e.tracks, field.name))
-        for name in ("track", "ring1", "ring2", "envelope", "track_lo", "track_hi"):
+        for name in ("track", "ring1", "ring2", "envelope", "pairs", "track_lo", "track_hi"):
             trues.create_dataset(name, data=getattr(e, name))
         for name in ("density_max", "z_lo_mm", "z_hi_mm"):
             trues.attrs[name] = float(getattr(e, name))
@@ -108,7 +108,8 @@ def read_preparation(path: str | Path, spec: dict[str, Any]) -> Preparation:
     path = Path(path)
     with open_hdf5(path, "statistical preparation file") as f:
         attrs = decoded_attrs(f)
-        if "prep_spec" not in attrs or "trues" not in f or "background" not in f:
+        if ("prep_spec" not in attrs or "trues" not in f or "background" not in f
+                or "pairs" not in f["trues"]):
             raise ValueError(f"{path}: not a statistical preparation file (python -m sim "
                              "prepare-statistical writes them)")
         stored = prep_key(json.loads(attrs["prep_spec"]))
@@ -121,7 +122,7 @@ def read_preparation(path: str | Path, spec: dict[str, Any]) -> Preparation:
         t, b = f["trues"], f["background"]
         tracks = Tracks(**{field.name: t["tracks"][field.name][...] for field in fields(Tracks)})
         expected = ExpectedTrues(
-            tracks, *(t[n][...] for n in ("track", "ring1", "ring2", "envelope")),
+            tracks, *(t[n][...] for n in ("track", "ring1", "ring2", "envelope", "pairs")),
             float(t.attrs["density_max"]), t["track_lo"][...], t["track_hi"][...],
             float(t.attrs["z_lo_mm"]), float(t.attrs["z_hi_mm"]))
         sample = BackgroundSample(int(b.attrs["decays"]),

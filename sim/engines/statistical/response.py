@@ -20,10 +20,14 @@ angles ``alpha`` (transaxial) and ``beta`` (axial). The ring's symmetries fold t
 
 For each cell the calibration keeps the fraction of photons that make an in-window single
 (the detection probability) and the outcomes of those that do: the detected crystal relative
-to the entry crystal, the blurred energy, the energy-weighted interaction point in the
+to the entry crystal, the deposited energy, the energy-weighted interaction point in the
 detected crystal's frame and the time from the entry to the first deposit. The statistical
 engine draws a detected photon's outcome from its cell's list (the empirical response: the
-correlations between crystal, energy and depth are the Monte Carlo's).
+correlations between crystal, energy and depth are the Monte Carlo's) and blurs its energy
+and time anew with the digitizer's resolutions, the energy within the window
+(:func:`sim.engines.embedded.digitizer.blur_within_window`): the blurring is independent of
+the rest given the deposit, so this is exact, and the spectra are smooth rather than a
+resample of the calibration's few hundred blurred values per cell.
 
 A photon that gives two in-window singles (its energy shared between two blocks, both above
 the window's lower edge) counts once, by its most energetic single.
@@ -35,7 +39,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sim.engines.embedded.digitizer import DigitizerSettings, adder_readout, blur_and_window
+from sim.engines.embedded.digitizer import (
+    DigitizerSettings,
+    adder_readout,
+    blur_and_window,
+    blur_within_window,
+    time_sigma_ns,
+)
 from sim.engines.embedded.source import ANNIHILATION_KEV
 from sim.engines.embedded.transport import (
     C_MM_PER_NS,
@@ -134,23 +144,31 @@ def axial_classes(scanner: Scanner) -> int:
 
 def fold(scanner: Scanner, bins: ResponseBins, entry: Entry) -> Folded:
     """The cell of each photon of ``entry`` and the mirrors that bring it there."""
+    return fold_angles(scanner, bins, entry.within, entry.ring, entry.alpha_rad,
+                       entry.beta_rad)
+
+
+def fold_angles(scanner: Scanner, bins: ResponseBins, within: np.ndarray, ring: np.ndarray,
+                alpha_rad: np.ndarray, beta_rad: np.ndarray) -> Folded:
+    """The cells of photons entering column ``within`` of their module, virtual ring
+    ``ring``, at incidence angles ``alpha_rad`` and ``beta_rad`` (arrays of shape (n,), as
+    :class:`.entry.Entry` holds them), and the mirrors that bring them there."""
     n = scanner.crystals_per_module
-    flip_t = np.where(entry.alpha_rad < 0, -1, 1)
-    within = np.where(flip_t < 0, n - 1 - entry.within, entry.within)
-    ring = entry.ring
+    flip_t = np.where(alpha_rad < 0, -1, 1)
+    within = np.where(flip_t < 0, n - 1 - within, within)
     upper = ring > (scanner.rings - 1) / 2.0
     flip_z = np.where(upper, -1, 1)
     ring = np.where(upper, scanner.rings - 1 - ring, ring)
-    beta = entry.beta_rad * flip_z
+    beta = beta_rad * flip_z
     cma = scanner.crystals_per_module_axial
     axial = np.where(ring < END_RINGS, ring + OUTSIDE_RINGS,
                      OUTSIDE_RINGS + END_RINGS + np.mod(ring, cma))
     outside = ring < -OUTSIDE_RINGS
     base = np.where(outside, -1, within * axial_classes(scanner) + axial).astype(np.int64)
-    cell = (base * bins.alpha_bins + bins.alpha_bin(entry.alpha_rad)) * bins.beta_bins \
+    cell = (base * bins.alpha_bins + bins.alpha_bin(alpha_rad)) * bins.beta_bins \
         + bins.beta_bin(beta)
     return Folded(np.where(outside, -1, cell).astype(np.int64), base,
-                  bins.alpha_coordinate(entry.alpha_rad), bins.beta_coordinate(beta),
+                  bins.alpha_coordinate(alpha_rad), bins.beta_coordinate(beta),
                   flip_t, flip_z)
 
 
@@ -189,14 +207,15 @@ class DetectorResponse:
         Outcomes of cell c are rows ``start[c]:start[c + 1]``.
     d_index, d_ring : numpy.ndarray of int16, shape (n_detected,)
         Detected crystal minus entry crystal (column, ring), in the folded frame.
-    energy_kev : numpy.ndarray of float32
-        Blurred energy of the single.
+    deposited_kev : numpy.ndarray of float32
+        Energy deposited by the single (before blurring; its blurred value fell in the
+        window).
     offset_mm : numpy.ndarray of float32, shape (n_detected, 3)
         Interaction point (the single's energy-weighted position) from the entry point, in
         the photon's frame (:func:`photon_frame`: along its direction, sideways in the
         transaxial plane, and the third direction), folded.
     delay_ns : numpy.ndarray of float32
-        Time from the entry point to the first deposit in the detected crystal, with the
+        Time from the entry point to the first deposit in the detected crystal, before the
         digitizer's time blurring, ns.
     """
 
@@ -207,7 +226,7 @@ class DetectorResponse:
     start: np.ndarray
     d_index: np.ndarray
     d_ring: np.ndarray
-    energy_kev: np.ndarray
+    deposited_kev: np.ndarray
     offset_mm: np.ndarray
     delay_ns: np.ndarray
 
@@ -230,9 +249,9 @@ class DetectorResponse:
         with its bilinear weight times its detection probability (the outcome distribution
         of the interpolated response). Every photon needs a neighbour with outcomes.
 
-        Returns columns ``crystal`` (int32), ``energy_kev`` (float32), ``pos_mm`` ((n, 3)
-        float32, global) and ``delay_ns`` (float32: from the entry point to the single's
-        time stamp, time blurring included).
+        Returns columns ``crystal`` (int32), ``energy_kev`` (float32, blurred within the
+        window), ``pos_mm`` ((n, 3) float32, global) and ``delay_ns`` (float64: from the
+        entry point to the single's time stamp, time blurring included).
         """
         cells, weights = _neighbours(self.bins, folded)
         count = self.detected[cells]
@@ -268,8 +287,11 @@ class DetectorResponse:
             ring = entry.ring[lost] + folded.flip_z[lost] * self.d_ring[kept_row]
             crystal[lost] = scanner.crystal_id(np.clip(ring, 0, scanner.rings - 1), index)
             pos[lost] = _into_crystal(scanner, crystal[lost], pos[lost])
-        return {"crystal": crystal, "energy_kev": self.energy_kev[row],
-                "pos_mm": pos.astype(np.float32), "delay_ns": self.delay_ns[row]}
+        energy = blur_within_window(self.deposited_kev[row], self.digitizer, rng)
+        delay = self.delay_ns[row] + time_sigma_ns(self.digitizer) * rng.standard_normal(
+            row.size)
+        return {"crystal": crystal, "energy_kev": energy.astype(np.float32),
+                "pos_mm": pos.astype(np.float32), "delay_ns": delay}
 
 
 def calibrate(scanner: Scanner, digitizer: DigitizerSettings, photons_per_cell: int,
@@ -313,7 +335,7 @@ def calibrate(scanner: Scanner, digitizer: DigitizerSettings, photons_per_cell: 
     return DetectorResponse(
         scanner, digitizer, bins, sent.astype(np.int64), start.astype(np.int64),
         outcomes["d_index"][order].astype(np.int16), outcomes["d_ring"][order].astype(np.int16),
-        outcomes["energy_kev"][order].astype(np.float32),
+        outcomes["deposited_kev"][order].astype(np.float32),
         outcomes["offset_mm"][order].astype(np.float32),
         outcomes["delay_ns"][order].astype(np.float32))
 
@@ -401,7 +423,8 @@ def send_photons(scanner: Scanner, digitizer: DigitizerSettings, bins: ResponseB
     ids = 2 * np.arange(n)  # photon 2i is decay i's only photon
     photons = Photons.start(start, direction, ANNIHILATION_KEV, ids, transport.phantom)
     hits = transport.run(photons, rng)
-    singles = blur_and_window(adder_readout(hits, scanner, np.zeros(n)), digitizer, rng)
+    singles = blur_and_window(adder_readout(hits, scanner, np.zeros(n)), digitizer, rng,
+                              keep_deposits=True)
     # One outcome per photon: its most energetic in-window single.
     order = np.lexsort((-singles["energy_kev"], singles["event"]))
     event = singles["event"][order]
@@ -425,7 +448,7 @@ def send_photons(scanner: Scanner, digitizer: DigitizerSettings, bins: ResponseB
         "cell": folded.cell[photon],
         "d_index": d_index * flip_t,
         "d_ring": (det_ring - entry.ring[photon]) * flip_z,
-        "energy_kev": singles["energy_kev"][first],
+        "deposited_kev": singles["deposited_kev"][first],
         "offset_mm": offset,
-        "delay_ns": singles["time_ns"][first] - path_to_entry_ns,
+        "delay_ns": singles["time_unblurred_ns"][first] - path_to_entry_ns,
     }

@@ -1,7 +1,7 @@
 """The calibrated detector response on disk: ``calibration/response.h5``.
 
 Datasets ``sent`` (per cell), ``start`` (per cell + 1), and the detected photons'
-``d_index``, ``d_ring``, ``energy_kev``, ``offset_mm`` (n, 3) and ``delay_ns``
+``d_index``, ``d_ring``, ``deposited_kev``, ``offset_mm`` (n, 3) and ``delay_ns``
 (:class:`.response.DetectorResponse`); attributes ``scanner`` and ``digitizer`` (JSON: the
 identity of what was calibrated), ``bins`` (JSON), ``photons_per_cell``, ``seed``,
 ``engine_version`` and the provenance attributes of :func:`pipeline.fileio.provenance_attrs`.
@@ -27,7 +27,7 @@ from sim.engines.embedded.engine import ENGINE_VERSION
 from sim.engines.statistical.response import DetectorResponse, ResponseBins, n_cells
 from sim.scanner.geometry import Scanner
 
-_ARRAYS = ("sent", "start", "d_index", "d_ring", "energy_kev", "offset_mm", "delay_ns")
+_ARRAYS = ("sent", "start", "d_index", "d_ring", "deposited_kev", "offset_mm", "delay_ns")
 
 
 def _digitizer_dict(digitizer: DigitizerSettings) -> dict[str, Any]:
@@ -64,6 +64,9 @@ def read_response(path: str | Path, scanner: Scanner,
         attrs = decoded_attrs(f)
         missing = [k for k in ("scanner", "digitizer", "bins") if k not in attrs]
         missing += [k for k in _ARRAYS if k not in f]
+        if "deposited_kev" in missing and "energy_kev" in f:
+            raise ValueError(f"{path}: made by an older version (blurred energies and "
+                             "times); recalibrate with `python -m sim calibrate-response`")
         if missing:
             raise ValueError(f"{path}: not a detector response file (missing "
                              f"{', '.join(missing)}); make one with `python -m sim "
@@ -96,13 +99,13 @@ def read_response(path: str | Path, scanner: Scanner,
     elif arrays["start"].size and (arrays["start"][0] != 0 or arrays["start"][-1] != n
                                    or np.any(np.diff(arrays["start"]) < 0)):
         problems.append("start does not index the outcomes")
-    if not all(np.all(np.isfinite(arrays[k])) for k in ("energy_kev", "offset_mm", "delay_ns")):
+    if not all(np.all(np.isfinite(arrays[k])) for k in ("deposited_kev", "offset_mm", "delay_ns")):
         problems.append("NaN or infinite outcomes")
     if problems:
         raise ValueError(f"{path}: " + "; ".join(problems))
     return DetectorResponse(scanner, digitizer, bins, arrays["sent"].astype(np.int64),
                             arrays["start"].astype(np.int64), arrays["d_index"],
-                            arrays["d_ring"], arrays["energy_kev"], arrays["offset_mm"],
+                            arrays["d_ring"], arrays["deposited_kev"], arrays["offset_mm"],
                             arrays["delay_ns"])
 
 

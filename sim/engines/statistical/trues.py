@@ -14,7 +14,17 @@ escape the phantom with probability ``exp(-int mu dl)`` (both photons together s
 line) and each is detected with the probability its cell and incidence angles have in the
 calibrated response (:mod:`.response`).
 
-The tube average of the line integral is not computed: bounding ``int rho dl`` by ``rho_max
+The expected pairs of each line (:attr:`ExpectedTrues.pairs`, per decay, before detection)
+take the tube average as the central line's integral of the density convolved with the
+tube's cross-section: a line with ends uniform over the two cells (width ``w``
+transaxially, the axial pitch axially) is offset from the central line by ``(p + q) / 2``
+half-way (``p``, ``q`` uniform over the cell), a triangle of half-width ``w / 2``
+(:func:`tube_kernel`), applied along x, y and z. The cross-section is the one half-way
+along the line, where a phantom in the middle of the ring is; nearer a face the tube
+narrows towards the cell's own width. The events' drawing (:mod:`.events`) chooses lines by
+these expectations and makes the tube average exactly within each line by sampling.
+
+An upper bound of the line integral is kept as well: bounding ``int rho dl`` by ``rho_max
 Lambda`` (``Lambda`` the length of the line's own stretch that can meet activity: the part
 of its track over the activity's footprint seen along z, cut to the activity's axial
 extent, both grown by a cell's half width and a voxel, so that any line of the pair's tube
@@ -22,12 +32,11 @@ meets activity only there) and
 leaving the detection out gives each line an *envelope* ``D / (2 pi) G exp(-int mu dl)
 rho_max Lambda``. Drawing a Poisson number of candidates from the envelopes, each with its
 axis through uniform points of the two cells and a point uniform on the stretch, and keeping
-a candidate with probability ``rho(x) / rho_max`` and then each photon with its detection
-probability, thins that Poisson process into exactly the trues' (:mod:`.events`): the tube
-average is then made by the sampling itself, whatever the size of the structures in the
-image. Only the attenuation (a smooth factor) is taken on the central line, and lines whose
-tube cannot hold activity (the central line more than a cell's half width and a voxel from
-every active voxel) are left out.
+a candidate with probability ``rho(x) / rho_max`` thins that Poisson process into exactly
+the pairs crossing the cells, whatever the size of the structures in the image: the tests'
+reference for the expectations. Only the attenuation (a smooth factor) is taken on the
+central line, and lines whose tube cannot hold activity (the central line more than a
+cell's half width and a voxel from every active voxel) are left out.
 """
 
 from __future__ import annotations
@@ -62,6 +71,9 @@ class ExpectedTrues:
     envelope : numpy.ndarray of float64, shape (n,)
         Upper bound of the expected trues reaching the two cells per expected decay of the
         frame (before detection).
+    pairs : numpy.ndarray of float64, shape (n,)
+        Expected photon pairs crossing both cells per decay (before detection): the tube
+        average of the density's line integral (:func:`tube_kernel`), attenuated.
     density_max : float
         Largest decay density, 1/mm^3 (what a candidate's density is compared with).
     track_lo, track_hi : numpy.ndarray of float64, shape (P,)
@@ -76,6 +88,7 @@ class ExpectedTrues:
     ring1: np.ndarray
     ring2: np.ndarray
     envelope: np.ndarray
+    pairs: np.ndarray
     density_max: float
     track_lo: np.ndarray
     track_hi: np.ndarray
@@ -107,6 +120,22 @@ def line_stretch(track_lo: np.ndarray, track_hi: np.ndarray, z1_mm: np.ndarray,
     lo = np.where(flat, np.where(inside, -np.inf, np.inf), np.minimum(a, b))
     hi = np.where(flat, np.where(inside, np.inf, -np.inf), np.maximum(a, b))
     return np.maximum(track_lo, lo), np.minimum(track_hi, hi)
+
+
+def tube_kernel(width_mm: float, voxel_mm: float) -> np.ndarray:
+    """Distribution over voxels of ``voxel_mm`` (centred, odd length) of the offset
+    ``(p + q) / 2`` of a line half-way between two cells, ``p`` and ``q`` uniform over the
+    cell width ``width_mm``: a triangle of half-width ``h = width_mm / 2``, integrated
+    exactly over each voxel with its distribution function."""
+    h = width_mm / 2
+    n = int(np.ceil(h / voxel_mm + 0.5))
+
+    def cdf(x: np.ndarray) -> np.ndarray:
+        x = np.clip(x, -h, h)
+        return np.where(x < 0, (x + h) ** 2 / (2 * h * h), 1 - (h - x) ** 2 / (2 * h * h))
+
+    centres = np.arange(-n, n + 1) * voxel_mm
+    return cdf(centres + voxel_mm / 2) - cdf(centres - voxel_mm / 2)
 
 
 def support_box(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.ndarray
@@ -143,6 +172,13 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
     if not np.all(np.isfinite(activity)) or np.any(activity < 0) or activity.sum() <= 0:
         raise ValueError("activity map must be finite, non-negative and not all zero")
     density = activity / (activity.sum() * np.prod(voxel_size_mm))
+    # The density averaged over a line's tube: convolved with the tube's cross-section.
+    tube = density
+    widths = (scanner.axial_pitch_mm, scanner.crystal_pitch_mm, scanner.crystal_pitch_mm)
+    for axis, (width, voxel) in enumerate(zip(widths, voxel_size_mm, strict=True)):
+        tube = scipy.ndimage.convolve1d(tube, tube_kernel(width, voxel), axis=axis,
+                                        mode="constant")
+    tube = tube.astype(np.float32)
     mu = np.asarray(mu_per_mm_zyx, np.float32)
     reach, reach_origin_mm = _reach(activity > 0, scanner, voxel_size_mm, origin_mm)
     lo, hi = support_box(reach, voxel_size_mm, reach_origin_mm)
@@ -183,15 +219,20 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
         attenuation = oblique_integrals(
             plane_profiles(mu, voxel_size_mm, origin_mm, sub, nearest=True),
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
+        integral = oblique_integrals(
+            plane_profiles(tube, voxel_size_mm, origin_mm, sub),
+            origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
         length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
-        value = (np.exp(-attenuation) * density.max() * (hi_u - lo_u) * length
-                 * etendue(sub, track, z1[pair], z2[pair], scanner) / (2.0 * np.pi))
-        parts.append((track + first, r1[pair], r2[pair], value))
+        geometric = (np.exp(-attenuation) * etendue(sub, track, z1[pair], z2[pair], scanner)
+                     / (2.0 * np.pi))
+        parts.append((track + first, r1[pair], r2[pair],
+                      geometric * density.max() * (hi_u - lo_u) * length,
+                      geometric * np.maximum(integral, 0.0)))
     if not parts:
         raise ValueError("no line between two face cells crosses the activity")
-    track, ring1, ring2, value = (np.concatenate(x) for x in zip(*parts, strict=True))
+    track, ring1, ring2, value, pairs = (np.concatenate(x) for x in zip(*parts, strict=True))
     return ExpectedTrues(tracks, track.astype(np.int32), ring1.astype(np.int16),
-                         ring2.astype(np.int16), value, float(density.max()), track_lo,
+                         ring2.astype(np.int16), value, pairs, float(density.max()), track_lo,
                          track_hi, float(lo[2]), float(hi[2]))
 
 
