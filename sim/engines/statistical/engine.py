@@ -7,11 +7,11 @@ the embedded engine for ``simulation.statistical.background_decays`` decays (the
 and random coincidences' sample, :mod:`.background`), or reads both from the phantom's
 preparation file (``--prep``, :mod:`.preparation`); the detector response is the
 calibration file the job is given (``--response``, made once per scanner by
-``python -m sim calibrate-response``), from which each line's expected detected trues per
-decay follow (:mod:`.expectation`). The frame is then cut into time slices of about
-``slice_trues`` expected trues; each slice's trues, scattered, randoms and delayed pairs
-are drawn, merged in time order and appended to the file, so memory stays bounded whatever
-the counts.
+``python -m sim calibrate-response``), with which the preparation computes each line's
+expected detected trues per decay (:mod:`.expectation`). The frame is then cut into time
+slices of about ``slice_trues`` expected trues; each slice's trues, scattered, randoms and
+delayed pairs are drawn, merged in time order and appended to the file, so memory stays
+bounded whatever the counts.
 
 With ``simulation.statistical.output: histogram`` (the default) the engine writes the
 counts of every crystal pair (:mod:`sim.listmode.histogram`, prompts by kind and delayed),
@@ -41,7 +41,6 @@ from sim.engines.embedded.engine import EngineSettings
 from sim.engines.embedded.source import Frame
 from sim.engines.statistical.background import draw_randoms, draw_scattered
 from sim.engines.statistical.events import ActivityLookup, draw_trues
-from sim.engines.statistical.expectation import detected_per_decay
 from sim.engines.statistical.preparation import prepare, read_preparation
 from sim.engines.statistical.response_file import read_response
 from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
@@ -111,12 +110,11 @@ class StatisticalEngine:
         phantom = read_phantom(job.phantom_h5)
         start = time.perf_counter()
         if job.prep_h5 is not None:  # made once for the phantom's acquisitions
-            prep = read_preparation(job.prep_h5, spec)
+            prep = read_preparation(job.prep_h5, spec, response)
         else:
             prep = prepare(phantom, spec, settings.background_decays, _seed(job.seed, 1),
-                           workers=job.workers)
-        expected, sample = prep.expected, prep.sample
-        rate = detected_per_decay(expected, response)
+                           response, workers=job.workers)
+        expected, sample, rate = prep.expected, prep.sample, prep.rate
         prepared_s = time.perf_counter() - start
         activity = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
         acq = job.acquisition
