@@ -5,6 +5,7 @@ Commands
 phantom          draw, voxelise and write one phantom (what the ``phantom`` rule runs)
 simulate         simulate one acquisition of a phantom into a list-mode file (``simulate`` rule)
 prepare-statistical  the statistical engine's per-phantom preparation (``statistical_prep``)
+thin             keep a fraction of an acquisition's coincidences (binomial thinning)
 import-root      convert a GATE 9 or opengate coincidence ROOT file into a list-mode file
 export-petsird   write a list-mode file as PETSIRD (the PET raw-data standard)
 crosscheck       compare two list-mode files of one phantom simulated by two engines
@@ -109,6 +110,18 @@ def _positive_option(option: str, value: float, unit: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{option} must be a positive, finite number of {unit}, got {value!r}")
     return value
+
+
+def _cmd_thin(args: argparse.Namespace) -> None:
+    from sim.listmode.thinning import check_fraction, thin_file
+
+    try:
+        check_fraction(args.fraction)
+    except ValueError as exc:
+        raise ValueError(f"--fraction: {exc}") from None
+    counts = thin_file(args.input, args.out, args.fraction, args.seed, args.overwrite)
+    print(f"{args.out}: {counts['prompts']} prompts, {counts['delayed']} delayed kept "
+          f"(fraction {args.fraction:g} of {args.input})")
 
 
 def _cmd_import_root(args: argparse.Namespace) -> None:
@@ -236,6 +249,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output response .h5 path")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.set_defaults(func=_cmd_calibrate_response)
+
+    p = sub.add_parser("thin", help="keep each coincidence with probability --fraction: the "
+                       "same acquisition at fewer counts (list-mode or histogram file)")
+    p.add_argument("--in", dest="input", required=True,
+                   help="list-mode or coincidence histogram .h5")
+    p.add_argument("--fraction", type=float, required=True,
+                   help="share of the counts kept, in (0, 1]")
+    p.add_argument("--seed", type=int, required=True, help="seed of the draws")
+    p.add_argument("--out", required=True, help="output .h5 path (same format as --in)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_thin)
 
     p = sub.add_parser("import-root", help="convert a GATE ROOT coincidence file")
     p.add_argument("--root", required=True, help="GATE 9 or opengate ROOT file")
