@@ -102,6 +102,30 @@ def validation_targets(config: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def detectability_study_targets(config: dict) -> list[tuple[str, str]]:
+    """The (dataset, phantom) pairs of the detectability study: every phantom of each
+    dataset of ``detectability_study.datasets``, which must list its acquisition."""
+    study = config["detectability_study"]
+    pairs = []
+    for dataset in study["datasets"]:
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"config key detectability_study.datasets: {dataset!r} is not a "
+                              f"dataset of the config ({', '.join(config['datasets'])})")
+        if study["acquisition"] not in config["datasets"][dataset]["acquisitions"]:
+            raise ConfigError(f"config key detectability_study.acquisition: "
+                              f"{study['acquisition']!r} is not an acquisition of dataset "
+                              f"{dataset!r} ({config['datasets'][dataset]['acquisitions']})")
+        pairs.extend((dataset, phantom) for phantom in phantom_names(config, dataset))
+    return pairs
+
+
+def thinning_seed(config: dict, dataset: str, phantom: str, level: int) -> int:
+    """Seed of the thinning of one phantom's study acquisition to count level ``level``."""
+    index = phantom_index(config, dataset, phantom)
+    return simulation_seed(int(config["detectability_study"]["seed"]), index,
+                           f"{dataset}/thin/{level}")
+
+
 #: Seed of the detector response calibration (one per scanner; not a dataset's).
 RESPONSE_SEED = 511
 

@@ -8,6 +8,8 @@ reconstruct    reconstruct one list-mode file into .h5 + .nii.gz + .png + _defec
                (``reconstruct`` rule)
 detectability  gather the _defects.json of a dataset into one CSV and the defect figure
                (``detectability`` rule)
+detectability-study  the smallest detected defect per type against counts
+               (``detectability_study`` rule)
 device         print the torch device the config's ``device`` switch resolves to
 
 Each command takes the reconstruction spec as JSON (``--spec``, what the Snakemake rules
@@ -73,6 +75,16 @@ def _cmd_detectability(args: argparse.Namespace) -> None:
     print(f"{args.out_csv}: {n} defect measures from {len(docs)} reconstructions")
 
 
+def _cmd_detectability_study(args: argparse.Namespace) -> None:
+    from recon.detectability_study import StudySettings, run_study
+
+    section = json.loads(args.spec)
+    settings = StudySettings.from_config(section)
+    summary = run_study(args.recon, args.levels, settings, args.out_dir, args.overwrite)
+    print(f"{args.out_dir}: {len(summary)} rows of smallest detected sizes from "
+          f"{len(args.recon)} reconstructions")
+
+
 def _cmd_device(args: argparse.Namespace) -> None:
     print(describe_device(resolve_device(args.device)))
 
@@ -125,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-png", required=True, help="output defect figure .png")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.set_defaults(func=_cmd_detectability)
+
+    p = sub.add_parser("detectability-study", help="smallest detected defect per type against "
+                       "counts, from the study's reconstructions")
+    p.add_argument("--spec", required=True,
+                   help="the detectability_study config section as JSON")
+    p.add_argument("--recon", nargs="+", required=True,
+                   help="every level's reconstruction .h5 (its _defects.json beside it)")
+    p.add_argument("--levels", nargs="+", type=int, required=True,
+                   help="count level of each --recon (index into the fractions)")
+    p.add_argument("--out-dir", required=True, help="folder of study.{csv,md,png}, smallest.csv")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_cmd_detectability_study)
 
     p = sub.add_parser("device", help="resolve the device switch")
     p.add_argument("--device", choices=DEVICE_CHOICES, default="auto")

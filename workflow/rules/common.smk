@@ -26,8 +26,10 @@ from pipeline.specs import (
     recon_spec,
     response_spec,
     simulate_spec,
+    detectability_study_targets,
     statistical_prep_spec,
     split_run,
+    thinning_seed,
     train_spec,
     validation_targets,
 )
@@ -42,6 +44,7 @@ wildcard_constraints:
     engine_a=r"fast|opengate|gate9|statistical",
     engine_b=r"fast|opengate|gate9|statistical",
     realisation=r"[0-9]+",
+    level=r"[0-9]+",
     method=run_name_pattern(),
 
 
@@ -487,6 +490,47 @@ def validate_phantom_inputs(wildcards):
         inputs[f"{role}_listmode"] = [f"{folder}/listmode_r{k}.h5" for k in range(n)]
         inputs[f"{role}_recon"] = [f"{folder}/recon_r{k}.h5" for k in range(n)]
     return inputs
+
+
+def level_fraction(wildcards):
+    """The share of the counts kept at count level ``level`` of the detectability study."""
+    return repr(float(config["detectability_study"]["fractions"][int(wildcards.level)]))
+
+
+def level_seed(wildcards):
+    """The seed of one phantom's thinning to one count level."""
+    return thinning_seed(config, wildcards.dataset, wildcards.phantom, int(wildcards.level))
+
+
+def level_recon_inputs(wildcards):
+    """What a study level's reconstruction reads (as ``reconstruct``'s)."""
+    return _recon_inputs(wildcards, f"results/{wildcards.dataset}/detectability/"
+                                    f"l{wildcards.level}/listmode/{wildcards.phantom}/"
+                                    f"{wildcards.acquisition}.h5")
+
+
+def _study_levels():
+    study = config["detectability_study"]
+    pairs = detectability_study_targets(config)
+    return [(f"results/{dataset}/detectability/l{k}/recon/{phantom}/{study['acquisition']}"
+             ".h5", k)
+            for dataset, phantom in pairs for k in range(len(study["fractions"]))]
+
+
+def detectability_study_inputs(wildcards):
+    """Every level's reconstruction of every study phantom (an input function: the section
+    is checked when its target is asked for)."""
+    return {"recon": [path for path, _ in _study_levels()]}
+
+
+def detectability_study_levels(wildcards):
+    """The count level of each study reconstruction, in the inputs' order."""
+    return " ".join(str(k) for _, k in _study_levels())
+
+
+def detectability_study_spec_json(wildcards):
+    """The ``detectability_study`` section, as JSON."""
+    return json.dumps(config["detectability_study"], sort_keys=True)
 
 
 def validation_tables(wildcards):
