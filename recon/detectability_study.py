@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import scipy.optimize
 
-from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
+from pipeline.fileio import atomic_output_set, decoded_attrs, open_hdf5
 from recon.detectability import read_json
 
 #: Columns of ``study.csv``.
@@ -228,9 +228,13 @@ def figure(path: Path, summary: list[dict], rows: list[dict]) -> None:
         ax.set_title(kind)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("smallest detected size, mm")
-    axes[0][0].legend(fontsize=7)
+    if summary:
+        axes[0][0].legend(fontsize=7)
+    else:
+        axes[0][0].text(0.5, 0.5, "no defect measured", ha="center",
+                        transform=axes[0][0].transAxes)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -253,7 +257,8 @@ def run_study(recons: list[str | Path], levels: list[int], settings: StudySettin
                "smallest.csv": lambda p: _write_csv(p, summary, SUMMARY_COLUMNS),
                "study.md": lambda p: p.write_text(markdown(summary, settings)),
                "study.png": lambda p: figure(p, summary, rows)}
-    for name, write in writers.items():
-        with atomic_output(out_dir / name, overwrite) as tmp:
-            write(Path(tmp))
+    # The four files are one output: moved into place together or not at all.
+    with atomic_output_set([out_dir / name for name in writers], overwrite) as staging:
+        for name, write in writers.items():
+            write(staging / name)
     return summary

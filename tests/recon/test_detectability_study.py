@@ -13,6 +13,7 @@ import pytest
 
 from recon.detectability_study import (
     StudySettings,
+    figure,
     markdown,
     smallest_detected,
     summarise,
@@ -97,3 +98,23 @@ def test_unmeasured_defects_are_left_out_not_counted_as_zero():
 def test_bad_settings_are_refused_naming_the_key(section, key):
     with pytest.raises(ValueError, match=key):
         StudySettings.from_config(section)
+
+
+def test_the_figure_and_table_show_every_type_and_threshold(tmp_path):
+    """Two types, two levels: a PNG is written (also with nothing measured) and the table
+    has one row per type, level and threshold."""
+    rng = np.random.default_rng(8)
+    rows = []
+    for level, decays in enumerate((1e5, 1e6)):
+        for kind in ("pit", "bubble"):
+            part = _rose_rows(rng, 1e-4, decays, 8, 3, noise=0.1)
+            rows += [{**r, "type": kind, "level": level} for r in part]
+    settings = StudySettings((0.1, 1.0), (3.0, 5.0), 100, 1)
+    summary = summarise(rows, settings)
+    assert len(summary) == 2 * 2 * 2
+    table = markdown(summary, settings)
+    assert table.count("| pit |") == 4 and table.count("| bubble |") == 4
+    figure(tmp_path / "study.png", summary, rows)
+    figure(tmp_path / "empty.png", [], [])
+    for name in ("study.png", "empty.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
