@@ -119,6 +119,22 @@ def detectability_study_targets(config: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+#: Targets run on request whose config sections are checked when they are asked for
+#: (target name -> check raising ConfigError naming the key).
+TARGET_CHECKS = {
+    "statistical_validation": validation_targets,
+    "detectability_study": detectability_study_targets,
+}
+
+
+def check_requested_targets(config: dict, targets) -> None:
+    """Check the sections of the on-request targets among ``targets`` (names given on a
+    Snakemake command line): ConfigError naming the key before any job."""
+    for name in targets:
+        if name in TARGET_CHECKS:
+            TARGET_CHECKS[name](config)
+
+
 def thinning_seed(config: dict, dataset: str, phantom: str, level: int) -> int:
     """Seed of the thinning of one phantom's study acquisition to count level ``level``."""
     index = phantom_index(config, dataset, phantom)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, deep_merge, load_config
+from pipeline.specs import check_requested_targets
 
 #: Snakemake's options that take config files or items (nargs: one or more / any number).
 CONFIGFILE_OPTIONS = ("--configfile", "--configfiles")
@@ -161,7 +162,10 @@ def check_snakemake_config(argv: list[str]) -> dict[str, Any]:
     for path in files:
         if Path(path).is_dir():
             raise ConfigError(f"config file {path} is a folder, not a YAML file")
-    return load_config(DEFAULT_CONFIG_PATH, *files, overrides=deep_merge({}, overrides))
+    config = load_config(DEFAULT_CONFIG_PATH, *files, overrides=deep_merge({}, overrides))
+    # A token naming an on-request target is that target (no option takes such a value).
+    check_requested_targets(config, argv)
+    return config
 
 
 def snakemake_executable() -> str:

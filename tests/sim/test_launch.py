@@ -117,6 +117,30 @@ def test_limits_and_paths_the_config_implies_are_refused_before_snakemake(tmp_pa
         "error: config key ct_images.path: /no/such/series does not exist")
 
 
+@pytest.mark.parametrize("target, overlay, expected", [
+    ("statistical_validation", "validation: {datasets: [nope]}\n",
+     "config key validation.datasets: 'nope' is not a dataset of the config"),
+    ("statistical_validation", "validation: {acquisition: paper}\n",
+     "config key validation.acquisition: 'paper' is not an acquisition of dataset 'tubes'"),
+    ("detectability_study", "detectability_study: {datasets: [nope]}\n",
+     "config key detectability_study.datasets: 'nope' is not a dataset of the config"),
+    ("detectability_study", "detectability_study: {acquisition: paper}\n",
+     "config key detectability_study.acquisition: 'paper' is not an acquisition of dataset"),
+])
+def test_an_on_request_target_has_its_section_checked_when_asked_for(tmp_path, capsys,
+                                                                      target, overlay,
+                                                                      expected):
+    """The section of a target run on request is checked when that target is on the
+    command line (one line naming the key, before Snakemake), and only then."""
+    path = tmp_path / "o.yaml"
+    path.write_text(overlay)
+    line = _one_error_line(["--cores", "1", target, "--configfile", str(path)], capsys)
+    assert line.startswith(f"error: {expected}"), line
+    from sim.launch import check_snakemake_config
+
+    check_snakemake_config(["--cores", "1", "--configfile", str(path)])  # `all`: not checked
+
+
 def test_a_good_command_line_runs_snakemake_with_it_unchanged(tmp_path):
     overlay = tmp_path / "o.yaml"
     overlay.write_text("engine: fast\n")
