@@ -85,38 +85,33 @@ def realisation_spec(config: dict, dataset: str, phantom: str, acquisition: str,
     return spec
 
 
+def _section_datasets(config: dict, section: str) -> list[str]:
+    """The datasets of an on-request section (``datasets`` and ``acquisition`` keys), each
+    checked to exist and to list the section's acquisition."""
+    part = config[section]
+    for dataset in part["datasets"]:
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"config key {section}.datasets: {dataset!r} is not a dataset "
+                              f"of the config ({', '.join(config['datasets'])})")
+        if part["acquisition"] not in config["datasets"][dataset]["acquisitions"]:
+            raise ConfigError(f"config key {section}.acquisition: {part['acquisition']!r} is "
+                              f"not an acquisition of dataset {dataset!r} "
+                              f"({config['datasets'][dataset]['acquisitions']})")
+    return list(part["datasets"])
+
+
 def validation_targets(config: dict) -> list[tuple[str, str]]:
     """The (dataset, phantom) pairs the engine validation runs: the first phantom of each
     dataset of ``validation.datasets``, which must list ``validation.acquisition``."""
-    v = config["validation"]
-    pairs = []
-    for dataset in v["datasets"]:
-        if dataset not in config["datasets"]:
-            raise ConfigError(f"config key validation.datasets: {dataset!r} is not a dataset "
-                              f"of the config ({', '.join(config['datasets'])})")
-        if v["acquisition"] not in config["datasets"][dataset]["acquisitions"]:
-            raise ConfigError(f"config key validation.acquisition: {v['acquisition']!r} is not "
-                              f"an acquisition of dataset {dataset!r} "
-                              f"({config['datasets'][dataset]['acquisitions']})")
-        pairs.append((dataset, phantom_names(config, dataset)[0]))
-    return pairs
+    return [(dataset, phantom_names(config, dataset)[0])
+            for dataset in _section_datasets(config, "validation")]
 
 
 def detectability_study_targets(config: dict) -> list[tuple[str, str]]:
     """The (dataset, phantom) pairs of the detectability study: every phantom of each
     dataset of ``detectability_study.datasets``, which must list its acquisition."""
-    study = config["detectability_study"]
-    pairs = []
-    for dataset in study["datasets"]:
-        if dataset not in config["datasets"]:
-            raise ConfigError(f"config key detectability_study.datasets: {dataset!r} is not a "
-                              f"dataset of the config ({', '.join(config['datasets'])})")
-        if study["acquisition"] not in config["datasets"][dataset]["acquisitions"]:
-            raise ConfigError(f"config key detectability_study.acquisition: "
-                              f"{study['acquisition']!r} is not an acquisition of dataset "
-                              f"{dataset!r} ({config['datasets'][dataset]['acquisitions']})")
-        pairs.extend((dataset, phantom) for phantom in phantom_names(config, dataset))
-    return pairs
+    return [(dataset, phantom) for dataset in _section_datasets(config, "detectability_study")
+            for phantom in phantom_names(config, dataset)]
 
 
 #: Targets run on request whose config sections are checked when they are asked for
