@@ -119,6 +119,8 @@ def _cmd_thin(args: argparse.Namespace) -> None:
         check_fraction(args.fraction)
     except ValueError as exc:
         raise ValueError(f"--fraction: {exc}") from None
+    if args.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {args.seed}")
     counts = thin_file(args.input, args.out, args.fraction, args.seed, args.overwrite)
     print(f"{args.out}: {counts['prompts']} prompts, {counts['delayed']} delayed kept "
           f"(fraction {args.fraction:g} of {args.input})")

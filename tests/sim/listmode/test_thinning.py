@@ -151,6 +151,16 @@ def test_the_command_refuses_a_bad_fraction_in_one_line(tmp_path, fraction, mess
     assert not (tmp_path / "out.h5").exists()
 
 
+def test_the_command_refuses_a_negative_seed_naming_it(tmp_path):
+    rng = np.random.default_rng(5)
+    _histogram(tmp_path / "in.h5", rng, 100, (2.0, 1.0, 1.0))
+    run = subprocess.run([sys.executable, "-m", "sim", "thin", "--in", str(tmp_path / "in.h5"),
+                          "--fraction", "0.5", "--seed", "-3", "--out",
+                          str(tmp_path / "out.h5")], capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr.strip() == (
+        "error: --seed must be a non-negative integer, got -3")
+
+
 def test_the_command_thins_and_refuses_to_overwrite_its_source(tmp_path):
     rng = np.random.default_rng(6)
     _histogram(tmp_path / "in.h5", rng, 500, (5.0, 1.0, 1.0))
