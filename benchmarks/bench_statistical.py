@@ -44,7 +44,7 @@ from sim.engines.stage import run_simulation  # noqa: E402
 from sim.engines.statistical.engine import StatisticalSettings  # noqa: E402
 from sim.engines.statistical.preparation import prepare, write_preparation  # noqa: E402
 from sim.engines.statistical.response import calibrate  # noqa: E402
-from sim.engines.statistical.response_file import read_response, write_response  # noqa: E402
+from sim.engines.statistical.response_file import write_response  # noqa: E402
 from sim.phantoms.file import read_phantom  # noqa: E402
 from sim.phantoms.spec import phantom_spec  # noqa: E402
 from sim.phantoms.stage import build_phantom  # noqa: E402
@@ -106,11 +106,9 @@ def main() -> None:
         # The workflow's way: the phantom's preparation once, shared by its acquisitions.
         prep_spec = statistical_prep_spec(config, "tubes", "tube_0000")
         start = time.perf_counter()
-        response = read_response(response_h5, Scanner.from_config(prep_spec["scanner"]),
-                                 DigitizerSettings.from_config(prep_spec["scanner"]))
         prep = prepare(read_phantom(phantom_h5), prep_spec,
                        StatisticalSettings.from_config(prep_spec["simulation"]).background_decays,
-                       int(prep_spec["seed"]), response, workers=args.threads)
+                       int(prep_spec["seed"]), workers=args.threads)
         prep_h5 = write_preparation(tmp / "prep.h5", prep, prep_spec, {})
         prep_s = time.perf_counter() - start
         print(f"phantom tubes/tube_0000, {ACTIVITY_BQ:.3g} Bq, {args.threads} worker(s) for "

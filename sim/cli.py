@@ -67,21 +67,16 @@ def _cmd_simulate(args: argparse.Namespace) -> None:
 def _cmd_prepare_statistical(args: argparse.Namespace) -> None:
     from pipeline.fileio import provenance_attrs
     from pipeline.specs import statistical_prep_spec
-    from sim.engines.embedded.digitizer import DigitizerSettings
     from sim.engines.statistical.engine import StatisticalSettings
     from sim.engines.statistical.preparation import prepare, write_preparation
-    from sim.engines.statistical.response_file import read_response
     from sim.phantoms.file import read_phantom
 
     spec = _spec(args, statistical_prep_spec, "dataset", "phantom")
     settings = StatisticalSettings.from_config(spec["simulation"])
-    response = read_response(args.response, Scanner.from_config(spec["scanner"]),
-                             DigitizerSettings.from_config(spec["scanner"]))
     prep = prepare(read_phantom(args.phantom_file), spec, settings.background_decays,
-                   int(spec["seed"]), response, workers=args.threads)
+                   int(spec["seed"]), workers=args.threads)
     write_preparation(args.out, prep, spec,
-                      provenance_attrs(spec, params={"threads": args.threads,
-                                                     "response_file": str(args.response)},
+                      provenance_attrs(spec, params={"threads": args.threads},
                                        seed=int(spec["seed"])), overwrite=args.overwrite)
 
 
@@ -237,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dataset", help="dataset name (with --configfile)")
     p.add_argument("--phantom", help="phantom name, e.g. tube_0003 (with --configfile)")
     p.add_argument("--phantom-file", required=True, help="phantom .h5 from the phantom stage")
-    p.add_argument("--response", required=True,
-                   help="detector response file (python -m sim calibrate-response)")
     p.add_argument("--out", required=True, help="output .h5 path")
     p.add_argument("--threads", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")

@@ -21,11 +21,10 @@ rule calibrate_response:
 
 
 rule statistical_prep:
-    """The statistical engine's per-phantom preparation (lines and their expected trues,
-    background sample), shared by the phantom's acquisitions and removed once they are simulated."""
+    """The statistical engine's per-phantom preparation (candidate lines, background
+    sample), shared by the phantom's acquisitions and removed once they are simulated."""
     input:
         phantom="results/{dataset}/phantoms/{phantom}.h5",
-        response="results/calibration/response.h5",
     output:
         temp("results/{dataset}/statistical/{phantom}.h5"),
     params:
@@ -42,8 +41,7 @@ rule statistical_prep:
         "../envs/sim.yaml"
     shell:
         "python -m sim prepare-statistical --spec {params.spec:q} --phantom-file"
-        " {input.phantom:q} --response {input.response:q} --out {output:q}"
-        " --threads {threads} --overwrite 2> {log:q}"
+        " {input.phantom:q} --out {output:q} --threads {threads} --overwrite 2> {log:q}"
 
 
 rule simulate:

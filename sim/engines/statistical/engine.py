@@ -7,11 +7,10 @@ the embedded engine for ``simulation.statistical.background_decays`` decays (the
 and random coincidences' sample, :mod:`.background`), or reads both from the phantom's
 preparation file (``--prep``, :mod:`.preparation`); the detector response is the
 calibration file the job is given (``--response``, made once per scanner by
-``python -m sim calibrate-response``), with which the preparation computes each line's
-expected detected trues per decay (:mod:`.expectation`). The frame is then cut into time
-slices of about ``slice_trues`` expected trues; each slice's trues, scattered, randoms and
-delayed pairs are drawn, merged in time order and appended to the file, so memory stays
-bounded whatever the counts.
+``python -m sim calibrate-response``). The frame is then cut into time slices of about
+``chunk_decays`` candidate trues; each slice's trues, scattered, randoms and delayed pairs
+are drawn, merged in time order and appended to the file, so memory stays bounded whatever
+the counts.
 
 With ``simulation.statistical.output: histogram`` (the default) the engine writes the
 counts of every crystal pair (:mod:`sim.listmode.histogram`, prompts by kind and delayed),
@@ -65,14 +64,14 @@ class StatisticalSettings:
         Decays of the phantom's Monte Carlo sample for scatter and randoms.
     jitter_columns, jitter_rings : int
         Largest shift of each end of a resampled scattered coincidence.
-    slice_trues : int
-        Expected trues per time slice (memory: about 300 bytes each).
+    slice_candidates : int
+        Candidate trues per time slice (memory: about 300 bytes each).
     """
 
     background_decays: int = 2_000_000
     jitter_columns: int = 2
     jitter_rings: int = 2
-    slice_trues: int = 2_000_000
+    slice_candidates: int = 2_000_000
     output: str = "histogram"
 
     def __post_init__(self) -> None:
@@ -110,17 +109,17 @@ class StatisticalEngine:
         phantom = read_phantom(job.phantom_h5)
         start = time.perf_counter()
         if job.prep_h5 is not None:  # made once for the phantom's acquisitions
-            prep = read_preparation(job.prep_h5, spec, response)
+            prep = read_preparation(job.prep_h5, spec)
         else:
             prep = prepare(phantom, spec, settings.background_decays, _seed(job.seed, 1),
-                           response, workers=job.workers)
-        expected, sample, rate = prep.expected, prep.sample, prep.rate
+                           workers=job.workers)
+        expected, sample = prep.expected, prep.sample
         prepared_s = time.perf_counter() - start
         activity = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
         acq = job.acquisition
         frame = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s, 1)
-        trues = frame.expected_decays * float(rate.sum())
-        n_slices = max(1, int(np.ceil(trues / settings.slice_trues)))
+        candidates = frame.expected_decays * float(expected.envelope.sum())
+        n_slices = max(1, int(np.ceil(candidates / settings.slice_candidates)))
         edges_s = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s,
                         n_slices).slice_edges_s
         counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
@@ -134,10 +133,10 @@ class StatisticalEngine:
                 t0 = edges_s[k]
                 part = Frame(acq.activity_bq * np.exp(-t0 / frame.tau_s), edges_s[k + 1] - t0,
                              acq.half_life_s, 1)
-                trues = list(draw_trues(expected, rate, activity, response, part,
+                trues = list(draw_trues(expected, activity, response, part,
                                         engine_settings.acolinearity_fwhm_deg,
                                         sorter.min_sector_difference, _seed(job.seed, 2, k),
-                                        chunk_trues=2**62))
+                                        chunk_candidates=2**62))
                 scattered = draw_scattered(sample, job.scanner, part,
                                            sorter.min_sector_difference, _seed(job.seed, 3, k),
                                            settings.jitter_columns, settings.jitter_rings)

@@ -1,25 +1,21 @@
 """True coincidences drawn from the expected counts: which lines, where on them, and what
 the detector makes of each photon.
 
-The number of detected trues of line ``l`` in a frame is Poisson with mean ``expected
-decays x r_l``, ``r_l`` the line's expected detected trues per decay
-(:func:`.expectation.detected_per_decay`: its expected crossing pairs times both photons'
-detection probability at the central line). Only the detected trues are drawn, so the time
-grows with them and not with the decays. Then, per event:
+The number of trues of a frame is Poisson with mean ``expected decays x trues per decay``
+(:mod:`.trues`); each picks a line between two face cells with probability proportional to
+its expected count. Then, per event:
 
 * the photon axis crosses the two cells at points uniform on their faces, and the
   annihilation lies on that axis with probability proportional to the activity of the
   voxel it is in (the Monte Carlo's voxelised source: uniform within a voxel): axis and
   point are drawn together and kept with probability activity over the largest voxel
-  activity, drawn again until kept (rejection in the line's tube, which weights each axis
-  by the activity it crosses);
+  activity (rejection in the tube, which weights each axis by the activity it crosses);
 * photon 2 leaves at the acolinearity angle from the axis (a two-dimensional Gaussian
   angle, as the embedded engine's source), so it may enter a neighbouring cell;
 * each photon's outcome (crystal, energy, interaction point, delay) is drawn from its
-  own entry's cell's calibrated outcomes (:meth:`.response.DetectorResponse.draw`); an
-  event with a photon whose entry can detect nothing (pushed past an axial end) is lost,
-  and a pair the sorter would not record (crystals in modules closer than
-  ``min_sector_difference``) is dropped;
+  cell's calibrated outcomes (:meth:`.response.DetectorResponse.draw`), and a pair the
+  sorter would not record (crystals in modules closer than ``min_sector_difference``) is
+  dropped;
 * the decay time follows the frame's decaying exponential; each single's time adds the
   flight to its entry point and the drawn delay (time blurring included). Photon 1 is the
   earlier single, as the sorter orders a pair.
@@ -59,57 +55,42 @@ class ActivityLookup:
         return np.where(inside, self.activity[ijk[:, 2], ijk[:, 1], ijk[:, 0]], 0.0)
 
 
-def draw_trues(expected: ExpectedTrues, rate_per_decay: np.ndarray,
-               activity: ActivityLookup, response: DetectorResponse, frame: Frame,
-               acolinearity_fwhm_deg: float, min_sector_difference: int, seed: int,
-               chunk_trues: int = 2_000_000):
+def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: DetectorResponse,
+               frame: Frame, acolinearity_fwhm_deg: float, min_sector_difference: int,
+               seed: int, chunk_candidates: int = 2_000_000):
     """Yield the trues of a frame chunk by chunk, in time order, as list-mode columns.
 
-    ``rate_per_decay`` is each line's expected detected trues per decay (float64
-    (n_lines,), :func:`.expectation.detected_per_decay`). The frame is cut into time slices
-    of equal expected decays holding about ``chunk_trues`` trues each (as the embedded
-    engine cuts it into chunks); slice k's trues per line are Poisson and drawn from
-    ``default_rng([seed, k])``. Event ids number the trues in time order, unique within
-    the frame; they are not decay numbers, since decays are not simulated one by one.
+    The frame is cut into time slices of equal expected decays holding about
+    ``chunk_candidates`` candidates each (as the embedded engine cuts it into chunks);
+    slice k's number of candidates is Poisson with the envelopes' mean and its candidates
+    are drawn from ``default_rng([seed, k])``. Event ids number the candidates in time
+    order, unique within the frame; they are not decay numbers, since decays are not
+    simulated one by one.
     """
-    rate = np.asarray(rate_per_decay, np.float64)
-    mean = frame.expected_decays * float(rate.sum())
-    n_slices = max(1, int(np.ceil(mean / chunk_trues)))
+    mean = frame.expected_decays * float(expected.envelope.sum())
+    n_slices = max(1, int(np.ceil(mean / chunk_candidates)))
     sliced = Frame(frame.activity_bq, frame.duration_s, frame.half_life_s, n_slices)
+    cumulative = np.cumsum(expected.envelope)
+    cumulative /= cumulative[-1]
     first_event = 0
     for k in range(n_slices):
         rng = np.random.default_rng([seed, k])
-        counts = rng.poisson(rate * (frame.expected_decays / n_slices))
-        line = np.repeat(np.arange(rate.size), counts)
-        rng.shuffle(line)
-        decay_ns = np.sort(sliced.time_at_fraction_s((k + rng.random(line.size))
-                                                     / n_slices)) * 1e9
-        yield _chunk(expected, line, activity, response, decay_ns, acolinearity_fwhm_deg,
-                     min_sector_difference, first_event, rng)
-        first_event += line.size
+        n = int(rng.poisson(mean / n_slices))
+        decay_ns = np.sort(sliced.time_at_fraction_s((k + rng.random(n)) / n_slices)) * 1e9
+        yield _chunk(expected, cumulative, activity, response, decay_ns,
+                     acolinearity_fwhm_deg, min_sector_difference, first_event, rng)
+        first_event += n
 
 
 def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: ActivityLookup,
                scanner, n: int, rng: np.random.Generator
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``n`` candidates drawn from the lines' envelopes (``cumulative``: their normalised
-    cumulative sum): their cell points (n, 3) twice, annihilation points (n, 3), whether
+    """``n`` candidates: their cell points (n, 3) twice, annihilation points (n, 3), whether
     each is kept (density over the largest density) and its line (index into
-    ``expected``'s lines). The kept candidates are exactly the photon pairs crossing the
-    cells (:mod:`.trues`)."""
+    ``expected``'s lines)."""
     line = np.minimum(np.searchsorted(cumulative, np.sort(rng.random(n)), side="right"),
                       cumulative.size - 1)
     rng.shuffle(line)
-    return (*on_lines(expected, line, activity, scanner, rng), line)
-
-
-def on_lines(expected: ExpectedTrues, line: np.ndarray, activity: ActivityLookup, scanner,
-             rng: np.random.Generator
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One candidate axis and point on each of lines ``line``: its cell points (n, 3)
-    twice, a point uniform on the line's stretch (n, 3) and whether it is kept (activity
-    there over the largest activity)."""
-    n = line.size
     tracks = expected.tracks
     track = expected.track[line]
     centres = face_centres_xy(scanner)
@@ -128,49 +109,16 @@ def on_lines(expected: ExpectedTrues, line: np.ndarray, activity: ActivityLookup
     u = u_lo + (u_hi - u_lo) * rng.random(n)
     point = ends[0] + u[:, None] * (ends[1] - ends[0])
     kept = rng.random(n) * activity.maximum < activity(point)
-    return ends[0], ends[1], point, kept
+    return ends[0], ends[1], point, kept, line
 
 
-#: Rounds of redrawing the axes and points not yet kept; events still without a point are
-#: lost (lines the smoothed expectation reaches at the edge of the activity, where drawing
-#: keeps almost nothing: below one event in 10,000 on a tube).
-MAX_ROUNDS = 200
-#: Candidates drawn together per round (few pending events get several each).
-ROUND_CANDIDATES = 65_536
-
-
-def points_on_lines(expected: ExpectedTrues, line: np.ndarray, activity: ActivityLookup,
-                    scanner, rng: np.random.Generator
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """An axis and annihilation point on each of lines ``line``, drawn until kept
-    (:func:`on_lines`; the first kept of each event's candidates) for at most
-    :data:`MAX_ROUNDS` rounds: cell points (n, 3) twice, the point (n, 3) and whether the
-    event got one (n,)."""
-    out = [np.zeros((line.size, 3)) for _ in range(3)]
-    placed = np.zeros(line.size, bool)
-    pending = np.arange(line.size)
-    for _ in range(MAX_ROUNDS):
-        if pending.size == 0:
-            break
-        tries = max(1, min(64, ROUND_CANDIDATES // pending.size))
-        event = np.repeat(pending, tries)
-        *drawn, kept = on_lines(expected, line[event], activity, scanner, rng)
-        # The first kept candidate of each event (candidates of an event are adjacent).
-        hit = np.flatnonzero(kept)
-        first = hit[np.r_[True, event[hit][1:] != event[hit][:-1]]] if hit.size else hit
-        for target, values in zip(out, drawn, strict=True):
-            target[event[first]] = values[first]
-        placed[event[first]] = True
-        pending = pending[~placed[pending]]
-    return out[0], out[1], out[2], placed
-
-
-def _chunk(expected, line, activity, response, decay_ns, acolinearity_fwhm_deg,
+def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm_deg,
            min_sector_difference, first_event, rng) -> dict:
     scanner = response.scanner
-    e1, e2, x, placed = points_on_lines(expected, line, activity, scanner, rng)
-    ids = first_event + np.flatnonzero(placed)
-    e1, e2, x, decay_ns = e1[placed], e2[placed], x[placed], decay_ns[placed]
+    e1, e2, x, kept, _ = candidates(expected, cumulative, activity, scanner, decay_ns.size,
+                                    rng)
+    ids = first_event + np.flatnonzero(kept)
+    e1, e2, x, decay_ns = e1[kept], e2[kept], x[kept], decay_ns[kept]
     n = decay_ns.size
     d1 = e1 - x
     d1 /= np.linalg.norm(d1, axis=1)[:, None]
@@ -185,8 +133,8 @@ def _chunk(expected, line, activity, response, decay_ns, acolinearity_fwhm_deg,
     for d in (d1, d2):
         entry = ring_entry(scanner, x, d)
         folded = fold(scanner, response.bins, entry)
-        # Detection is in the line's rate; a photon whose own entry detects nothing is lost.
-        keep &= response.probability(folded) > 0
+        # A photon is detected with its cell's probability (the envelope left it out).
+        keep &= rng.random(n) < response.probability(folded)
         singles.append((entry, folded))
     columns = []
     for entry, folded in singles:

@@ -1,7 +1,6 @@
 """The statistical engine's per-phantom preparation, computed once and shared by the
-phantom's acquisitions: the candidate lines of the trues with their expected pairs and
-envelopes (:mod:`.trues`), their expected detected trues per decay under the detector
-response (:mod:`.expectation`) and the background sample (:mod:`.background`).
+phantom's acquisitions: the candidate lines of the trues with their envelopes
+(:mod:`.trues`) and the background sample (:mod:`.background`).
 
 At inspection counts the drawing is quick and this preparation is most of a simulate job's
 time; a phantom's acquisitions differ only in their counts, so the workflow's
@@ -13,13 +12,11 @@ with the job's own seed. The engine validation does not share it: its noise real
 each run their own sample, so that the spread between realisations holds the sample's noise.
 
 ``statistical/{phantom}.h5``: groups ``trues`` (the :class:`.trues.ExpectedTrues` arrays and
-scalars, the tracks in ``trues/tracks``, and ``rate``: detected trues per decay, float64,
-with attribute ``response`` the fingerprint of the response they were computed with) and
-``background`` (the sample's scattered coincidences in ``background/scattered`` and its
-singles), attribute ``prep_spec`` (JSON: what the preparation depends on,
-:func:`pipeline.specs.statistical_prep_spec`) and provenance. A simulate job given the file
-checks that ``prep_spec`` is its own phantom's, scanner's and simulation settings' and that
-the response the job is given is the one it was made with before using it.
+scalars, the tracks in ``trues/tracks``) and ``background`` (the sample's scattered
+coincidences in ``background/scattered`` and its singles), attribute ``prep_spec`` (JSON:
+what the preparation depends on, :func:`pipeline.specs.statistical_prep_spec`) and
+provenance. A simulate job given the file checks that ``prep_spec`` is its own phantom's,
+scanner's and simulation settings' before using it.
 """
 
 from __future__ import annotations
@@ -30,16 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import numpy as np
 
 from pipeline.fileio import atomic_output, decoded_attrs, open_hdf5
 from sim.engines.embedded.coincidences import SorterSettings
 from sim.engines.embedded.digitizer import DigitizerSettings
 from sim.engines.embedded.engine import EngineSettings, FastEngine
 from sim.engines.statistical.background import BackgroundSample, background_sample
-from sim.engines.statistical.expectation import detected_per_decay
 from sim.engines.statistical.projection import Tracks
-from sim.engines.statistical.response import DetectorResponse
 from sim.engines.statistical.trues import ExpectedTrues, expected_trues
 from sim.phantoms.file import PhantomData
 from sim.scanner.geometry import Scanner
@@ -53,8 +47,6 @@ class Preparation:
     """What every acquisition of one phantom shares."""
 
     expected: ExpectedTrues
-    rate: np.ndarray
-    response_id: str
     sample: BackgroundSample
 
 
@@ -69,19 +61,18 @@ def prep_key(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def prepare(phantom: PhantomData, spec: dict[str, Any], background_decays: int, seed: int,
-            response: DetectorResponse, workers: int = 1) -> Preparation:
-    """The lines of ``phantom`` with their expectations under ``response`` and its
-    background sample of ``background_decays`` decays drawn with ``seed`` (``spec``: the
-    scanner and simulation sections of a simulate or prep spec)."""
+            workers: int = 1) -> Preparation:
+    """The lines and envelopes of ``phantom`` and its background sample of
+    ``background_decays`` decays drawn with ``seed`` (``spec``: the scanner and simulation
+    sections of a simulate or prep spec)."""
     scanner = Scanner.from_config(spec["scanner"])
     expected = expected_trues(phantom.activity, phantom.mu511_per_mm, phantom.voxel_size_mm,
                               phantom.origin_mm, scanner)
-    rate = detected_per_decay(expected, response)
     engine = FastEngine(phantom, scanner, DigitizerSettings.from_config(spec["scanner"]),
                         SorterSettings.from_config(spec["scanner"]),
                         EngineSettings.from_config(spec["simulation"]))
-    return Preparation(expected, rate, response.fingerprint(),
-                       background_sample(engine, background_decays, seed, workers=workers))
+    return Preparation(expected, background_sample(engine, background_decays, seed,
+                                                   workers=workers))
 
 
 def write_preparation(path: str | Path, prep: Preparation, prep_spec: dict[str, Any],
@@ -99,8 +90,6 @@ def write_preparation(path: str | Path, prep: Preparation, prep_spec: dict[str, 
             trues.create_dataset(name, data=getattr(e, name))
         for name in ("density_max", "z_lo_mm", "z_hi_mm"):
             trues.attrs[name] = float(getattr(e, name))
-        trues.create_dataset("rate", data=prep.rate)
-        trues.attrs["response"] = prep.response_id
         background = f.create_group("background")
         background.attrs["decays"] = int(s.decays)
         scattered = background.create_group("scattered")
@@ -113,16 +102,14 @@ def write_preparation(path: str | Path, prep: Preparation, prep_spec: dict[str, 
     return path
 
 
-def read_preparation(path: str | Path, spec: dict[str, Any], response: DetectorResponse
-                     ) -> Preparation:
+def read_preparation(path: str | Path, spec: dict[str, Any]) -> Preparation:
     """Read a preparation made for the phantom, scanner and simulation settings of the
-    simulate ``spec`` and for ``response``; a file made for others is refused naming it and
-    what differs."""
+    simulate ``spec``; a file made for others is refused naming it and what differs."""
     path = Path(path)
     with open_hdf5(path, "statistical preparation file") as f:
         attrs = decoded_attrs(f)
         if ("prep_spec" not in attrs or "trues" not in f or "background" not in f
-                or "rate" not in f["trues"]):
+                or "pairs" not in f["trues"]):
             raise ValueError(f"{path}: not a statistical preparation file (python -m sim "
                              "prepare-statistical writes them)")
         stored = prep_key(json.loads(attrs["prep_spec"]))
@@ -133,17 +120,13 @@ def read_preparation(path: str | Path, spec: dict[str, Any], response: DetectorR
                              f"({', '.join(f'{k}: file {stored[k]!r}' for k in differ[:1])}); "
                              "rebuild it with python -m sim prepare-statistical")
         t, b = f["trues"], f["background"]
-        if t.attrs.get("response") != response.fingerprint():
-            raise ValueError(f"{path}: made with another detector response than this job's; "
-                             "rebuild it with python -m sim prepare-statistical --response")
         tracks = Tracks(**{field.name: t["tracks"][field.name][...] for field in fields(Tracks)})
         expected = ExpectedTrues(
             tracks, *(t[n][...] for n in ("track", "ring1", "ring2", "envelope", "pairs")),
             float(t.attrs["density_max"]), t["track_lo"][...], t["track_hi"][...],
             float(t.attrs["z_lo_mm"]), float(t.attrs["z_hi_mm"]))
-        t_rate, response_id = t["rate"][...], t.attrs["response"]
         sample = BackgroundSample(int(b.attrs["decays"]),
                                   {n: d[...] for n, d in b["scattered"].items()},
                                   b["singles_crystal"][...], b["singles_energy_kev"][...],
                                   b["singles_pos_mm"][...])
-    return Preparation(expected, t_rate, str(response_id), sample)
+    return Preparation(expected, sample)

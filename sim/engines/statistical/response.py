@@ -35,7 +35,6 @@ the window's lower edge) counts once, by its most energetic single.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -230,14 +229,6 @@ class DetectorResponse:
     deposited_kev: np.ndarray
     offset_mm: np.ndarray
     delay_ns: np.ndarray
-
-    def fingerprint(self) -> str:
-        """A digest of the calibration (photons sent and detected per cell): what a file
-        derived from this response records to be checked against the response in use."""
-        digest = hashlib.sha256()
-        for array in (self.sent, self.start, self.d_index[:4096], self.delay_ns[:4096]):
-            digest.update(np.ascontiguousarray(array).tobytes())
-        return digest.hexdigest()[:16]
 
     @property
     def detected(self) -> np.ndarray:

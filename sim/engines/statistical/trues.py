@@ -21,8 +21,8 @@ transaxially, the axial pitch axially) is offset from the central line by ``(p +
 half-way (``p``, ``q`` uniform over the cell), a triangle of half-width ``w / 2``
 (:func:`tube_kernel`), applied along x, y and z. The cross-section is the one half-way
 along the line, where a phantom in the middle of the ring is; nearer a face the tube
-narrows towards the cell's own width. The events' drawing (:mod:`.events`) chooses lines by
-these expectations and makes the tube average exactly within each line by sampling.
+narrows towards the cell's own width (:mod:`.expectation`; the events are drawn by the
+exact thinning below, since this smoothed expectation blurs sources thinner than a cell).
 
 An upper bound of the line integral is kept as well: bounding ``int rho dl`` by ``rho_max
 Lambda`` (``Lambda`` the length of the line's own stretch that can meet activity: the part
@@ -32,11 +32,12 @@ meets activity only there) and
 leaving the detection out gives each line an *envelope* ``D / (2 pi) G exp(-int mu dl)
 rho_max Lambda``. Drawing a Poisson number of candidates from the envelopes, each with its
 axis through uniform points of the two cells and a point uniform on the stretch, and keeping
-a candidate with probability ``rho(x) / rho_max`` thins that Poisson process into exactly
-the pairs crossing the cells, whatever the size of the structures in the image: the tests'
-reference for the expectations. Only the attenuation (a smooth factor) is taken on the
-central line, and lines whose tube cannot hold activity (the central line more than a
-cell's half width and a voxel from every active voxel) are left out.
+a candidate with probability ``rho(x) / rho_max`` and then each photon with its detection
+probability thins that Poisson process into exactly the trues (:mod:`.events`), whatever
+the size of the structures in the image: the tube average is made by the sampling itself.
+Only the attenuation (a smooth factor) is taken on the central line, and lines whose tube
+cannot hold activity (the central line more than a cell's half width and a voxel from
+every active voxel) are left out.
 """
 
 from __future__ import annotations

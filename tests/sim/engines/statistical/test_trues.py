@@ -13,7 +13,6 @@ from sim.engines.embedded.coincidences import SorterSettings
 from sim.engines.embedded.engine import EngineSettings, FastEngine
 from sim.engines.embedded.source import Frame
 from sim.engines.statistical.events import ActivityLookup, draw_trues
-from sim.engines.statistical.expectation import detected_per_decay
 from sim.engines.statistical.response import (
     OUTSIDE_RINGS,
     DetectorResponse,
@@ -47,9 +46,8 @@ def _draw(phantom, response, decays: float, seed: int, min_sector_difference: in
     expected = expected_trues(phantom.activity, phantom.mu511_per_mm, phantom.voxel_size_mm,
                               phantom.origin_mm, response.scanner)
     frame = Frame(decays, 1.0, 1e12, 1)  # no decay during the frame: decays = activity
-    chunks = list(draw_trues(expected, detected_per_decay(expected, response),
-                             ActivityLookup(phantom.activity, phantom.voxel_size_mm,
-                                            phantom.origin_mm),
+    chunks = list(draw_trues(expected, ActivityLookup(phantom.activity, phantom.voxel_size_mm,
+                                                      phantom.origin_mm),
                              response, frame, 0.5, min_sector_difference, seed))
     return {k: np.concatenate([c[k] for c in chunks]) for k in LISTMODE_COLUMNS}
 
@@ -84,7 +82,10 @@ def test_with_perfect_detection_the_trues_per_decay_are_the_geometric_acceptance
 
 @pytest.fixture(scope="module")
 def response():
-    return calibrate(SCANNER, DIGITIZER, photons_per_cell=150, seed=1)
+    # The default calibration's size: the interaction points are its values moved with
+    # the entry, so its sampling noise shows in the radius test (150 photons per cell gave
+    # p from 5e-5 to 0.4 over seeds, 400 gives 0.1 to 0.6).
+    return calibrate(SCANNER, DIGITIZER, photons_per_cell=400, seed=1)
 
 
 @pytest.mark.slow
