@@ -181,6 +181,15 @@ class PositronImages(_SplitImages):
         """Defect class (B,) int64 of the images at positions ``indices``."""
         return _classes(self)[self.rows[np.asarray(indices, dtype=np.int64)]]
 
+    def phantoms(self) -> np.ndarray:
+        """Phantom name (N,) of every image of this split, in order: the unit of a bootstrap
+        (slices of one phantom are not independent)."""
+        with open_image_set(self.path, "positron image set") as f:
+            if "phantom" not in f:
+                raise ValueError(f"{self.path}: missing dataset phantom (the phantom of each "
+                                 "image); rebuild the image set")
+            return string_column(f["phantom"])[self.rows]
+
 
 class CTImages(_SplitImages):
     """CT slices of one split of ``ct.h5``."""

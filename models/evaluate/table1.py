@@ -1,21 +1,27 @@
 """Table 1 of the seed paper as a product of the DAG (``evaluate`` rule, ``results/{dataset}/
-eval/``): every trained method's generated set against the real training images, next to
-sanity rows computed the same way.
+eval/``): every trained method's generated set against the real **held-out** images
+(``evaluate.held_out_split``), next to sanity rows computed the same way.
 
-Rows: each method of ``train.methods`` (its ``generated/{method}.h5``), then
-``real (held-out)``: the held-out split's real images (the floor: what a perfect generator
-could reach with as many images), ``noise`` (uniform pixels in [-1, 1]) and ``blurred mean``
-(the mean training image, Gaussian-blurred by 2 px, repeated): the ceiling of bad generators.
-Real images are those of ``train.acquisition`` (the images the methods learned).
+Rows: each method of ``train.methods`` (its ``generated/{method}.h5``; the mean over
+``evaluate.seeds`` when several), then ``real ({split})``: the real images of the other
+held-out split (the floor: new real images, what a perfect generator would reach), ``noise``
+(uniform pixels in [-1, 1]) and ``blurred mean`` (the mean training image, Gaussian-blurred
+by 2 px, repeated): the ceiling of bad generators. Real images are those of
+``train.acquisition`` (the images the methods learned). Every row holds the same number of
+images (``evaluate.sample_size``, or the smallest set's size): a seeded subsample of each
+set, because Fréchet distance and coverage depend on the sample size.
 
 Columns (:mod:`models.metrics`): MS-SSIM diversity (mean over random pairs within the set;
 lower is more diverse; compare with the real rows), MS-SSIM to real (random pairs of one
-image of the set and one training image), the domain-feature Fréchet distance and kernel
-distance (KID, x 10^3, mean and standard deviation over subsets) on the feature network's
-vectors (divided by the training vectors' RMS), precision, recall, density and coverage on
-the same vectors, the copy share by pixel and by feature nearest neighbours and the
-data-copying z-score by features (against the held-out images' nearest-training distances),
-and the training throughput (mean images/s of ``history.csv``).
+image of the set and one held-out image), the domain-feature Fréchet distance and kernel
+distance (KID x 10^3: the unbiased squared MMD of the whole sets, with its standard deviation
+over ``kid_subsets`` subsets as torchmetrics reports it) to the held-out images, memorisation
+(Fréchet distance to the training images minus to the held-out ones), precision, recall,
+density and coverage against the held-out vectors, the copy share by pixel and by feature
+nearest neighbours and the data-copying z-score by features (nearest-training distances
+against the held-out images' own), and the training throughput (mean images/s of
+``history.csv``). The feature columns carry bootstrap intervals over phantoms and the caption
+states the rankings they support (:mod:`models.evaluate.intervals`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import csv
 import io
 import json
 import logging
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,27 +41,36 @@ from scipy.ndimage import gaussian_filter
 from models.data.image_set import check_images, open_image_set
 from models.data.loaders import PositronImages
 from models.evaluate.feature_network import embed, load_feature_network
+from models.evaluate.intervals import (
+    INTERVAL_COLUMNS,
+    FeatureSet,
+    bootstrap_intervals,
+    feature_scores,
+    ranking_sentence,
+)
 from models.methods import method_class
 from models.metrics.distances import frechet_distance, kernel_distance
 from models.metrics.memorisation import copy_statistics, nearest
 from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
-from models.metrics.prdc import prdc
 from models.training.history import read_history
 from models.training.stage import sampling_sources
 from pipeline.fileio import atomic_output, decoded_attrs
 
 log = logging.getLogger(__name__)
 
-SANITY_ROWS = ("real (held-out)", "noise", "blurred mean")
+#: The sanity rows after the methods; the first is the real images of the split that is
+#: neither the training nor the held-out one (``real (val)`` or ``real (test)``).
+SANITY_ROWS = ("real", "noise", "blurred mean")
 BLUR_PX = 2.0
 
 COLUMNS = [
     ("method", "method", None),
     ("msssim_diversity", "MS-SSIM diversity", 4),
-    ("msssim_to_real", "MS-SSIM to real", 4),
-    ("frechet", "Fréchet distance (domain features)", 3),
-    ("kid_x1e3", "KID x 10^3 (domain features)", 2),
-    ("kid_std_x1e3", "KID std x 10^3", 2),
+    ("msssim_to_real", "MS-SSIM to held-out", 4),
+    ("frechet", "Fréchet distance to held-out (domain features)", 3),
+    ("kid_x1e3", "KID x 10^3 to held-out (domain features)", 2),
+    ("kid_std_x1e3", "KID std x 10^3 (subsets)", 2),
+    ("memorisation", "memorisation (Fréchet to train - to held-out)", 3),
     ("precision", "precision", 3),
     ("recall", "recall", 3),
     ("density", "density", 3),
@@ -88,6 +104,8 @@ class EvalSettings:
     walk_steps: int
     seed: int
     inception_weights: str | None = None
+    sample_size: int | None = None
+    bootstrap: int = 200
 
     @classmethod
     def from_section(cls, s: dict[str, Any]) -> EvalSettings:
@@ -95,7 +113,14 @@ class EvalSettings:
         return cls(int(m["scales"]), int(m["window_px"]), float(m["sigma_px"]), int(m["pairs"]),
                    int(s["kid_subset_size"]), int(s["kid_subsets"]), int(s["prdc_k"]),
                    float(s["copy_quantile"]), str(s["held_out_split"]), int(s["walk_steps"]),
-                   int(s["seed"]), s.get("inception_weights"))
+                   int(s["seed"]), s.get("inception_weights"),
+                   None if s.get("sample_size") is None else int(s["sample_size"]),
+                   int(s.get("bootstrap", 200)))
+
+    @property
+    def floor_split(self) -> str:
+        """The real split of the floor row: held out, but not the one compared against."""
+        return "val" if self.held_out_split == "test" else "test"
 
     def msssim_kwargs(self) -> dict[str, Any]:
         return {"scales": self.msssim_scales, "window_px": self.msssim_window_px,
@@ -130,6 +155,28 @@ def read_generated(path: Path, positron_attrs: dict[str, Any]) -> np.ndarray:
     return images
 
 
+def common_size(s: EvalSettings, sizes: dict[str, int]) -> int:
+    """Images every row holds: ``evaluate.sample_size``, or the smallest set's size
+    (``sizes``: images of each set by name)."""
+    name = min(sizes, key=sizes.get)
+    if s.sample_size is None:
+        return sizes[name]
+    if s.sample_size > sizes[name]:
+        raise ValueError(f"config key evaluate.sample_size: {s.sample_size} exceeds the "
+                         f"smallest set ({name}: {sizes[name]} images); lower it, or null for "
+                         "the smallest set's size")
+    return s.sample_size
+
+
+def subsample_index(n: int, size: int, seed: int, name: str) -> np.ndarray:
+    """Sorted indices of a seeded choice of ``size`` of ``n`` images (all when ``size`` >=
+    ``n``), the same for the same set ``name`` (so its labels follow its images)."""
+    if size >= n:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+    return np.sort(rng.choice(n, size, replace=False))
+
+
 def sanity_sets(train: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
     """The ceiling rows: uniform noise, and the blurred mean training image repeated."""
     rng = np.random.default_rng(seed)
@@ -138,28 +185,28 @@ def sanity_sets(train: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
             "blurred mean": np.repeat(blurred[None], n, axis=0)}
 
 
-def set_metrics(images: np.ndarray, train: np.ndarray, train_features: np.ndarray,
-                features: np.ndarray, held_out_nn: dict[str, np.ndarray], s: EvalSettings
-                ) -> dict[str, float]:
-    """Every column of Table 1 but the throughput, for one set of images."""
+def set_metrics(images: np.ndarray, features: np.ndarray, held: np.ndarray,
+                held_features: FeatureSet, train: np.ndarray, train_features: np.ndarray,
+                held_out_nn: dict[str, np.ndarray], s: EvalSettings) -> dict[str, float]:
+    """Every column of Table 1 but the throughput, for one set of images (N, H, W) and their
+    features (N, d): MS-SSIM and the feature distances against the held-out images ``held``
+    and their features, memorisation and the copy test against the training images."""
     kw = s.msssim_kwargs()
     diversity, diversity_se = mean_ms_ssim(images, None, s.msssim_pairs, s.seed, **kw)
-    to_real, to_real_se = mean_ms_ssim(images, train, s.msssim_pairs, s.seed + 1, **kw)
-    kid, kid_std = kernel_distance(features, train_features, s.kid_subset_size, s.kid_subsets,
-                                   s.seed)
+    to_real, to_real_se = mean_ms_ssim(images, held, s.msssim_pairs, s.seed + 1, **kw)
+    _, kid_std = kernel_distance(features, held_features.features, s.kid_subset_size,
+                                 s.kid_subsets, s.seed)
     _, nn_pixels = nearest(images, train, "pixels")
     _, nn_features = nearest(features, train_features, "features")
     pixels = copy_statistics(nn_pixels, held_out_nn["pixels"], s.copy_quantile)
-    out = {"msssim_diversity": diversity, "msssim_diversity_se": diversity_se,
-           "msssim_to_real": to_real, "msssim_to_real_se": to_real_se,
-           "frechet": frechet_distance(features, train_features),
-           "kid_x1e3": 1e3 * kid, "kid_std_x1e3": 1e3 * kid_std,
-           **prdc(train_features, features, s.prdc_k),
-           **copy_statistics(nn_features, held_out_nn["features"], s.copy_quantile),
-           "copy_share_pixels": pixels["copy_share"], "copy_z_pixels": pixels["copy_z"],
-           "nn_pixels_median": float(np.median(nn_pixels)),
-           "nn_features_median": float(np.median(nn_features)), "n_images": len(images)}
-    return out
+    return {"msssim_diversity": diversity, "msssim_diversity_se": diversity_se,
+            "msssim_to_real": to_real, "msssim_to_real_se": to_real_se,
+            **feature_scores(FeatureSet(features), held_features, train_features, s.prdc_k),
+            "kid_std_x1e3": 1e3 * kid_std,
+            **copy_statistics(nn_features, held_out_nn["features"], s.copy_quantile),
+            "copy_share_pixels": pixels["copy_share"], "copy_z_pixels": pixels["copy_z"],
+            "nn_pixels_median": float(np.median(nn_pixels)),
+            "nn_features_median": float(np.median(nn_features)), "n_images": len(images)}
 
 
 def read_labels(path: Path) -> np.ndarray | None:
@@ -168,11 +215,11 @@ def read_labels(path: Path) -> np.ndarray | None:
         return f["labels"][...].astype(np.int64) if "labels" in f else None
 
 
-def per_class_rows(method: str, images: np.ndarray, labels: np.ndarray, train: np.ndarray,
-                   train_labels: np.ndarray, train_features: np.ndarray,
+def per_class_rows(method: str, images: np.ndarray, labels: np.ndarray,
+                   held_labels: np.ndarray, held_features: np.ndarray,
                    features: np.ndarray, agreement: dict[str, float] | None,
                    s: EvalSettings) -> list[dict[str, Any]]:
-    """One row per class a conditional method generated: images, training images of the
+    """One row per class a conditional method generated: images, held-out images of the
     class, the domain-feature Fréchet distance between the two (NaN below 2 images on a
     side), MS-SSIM diversity within the class and the real-trained detector's class
     agreement."""
@@ -180,14 +227,14 @@ def per_class_rows(method: str, images: np.ndarray, labels: np.ndarray, train: n
 
     rows = []
     for k in np.unique(labels):
-        mine, real = labels == k, train_labels == k
-        frechet = (frechet_distance(features[mine], train_features[real])
+        mine, real = labels == k, held_labels == k
+        frechet = (frechet_distance(features[mine], held_features[real])
                    if mine.sum() > 1 and real.sum() > 1 else float("nan"))
         diversity = (mean_ms_ssim(images[mine], None, min(s.msssim_pairs, 200), s.seed,
                                   **s.msssim_kwargs())[0] if mine.sum() > 1 else float("nan"))
         name = DEFECT_CLASSES[int(k)]
         rows.append({"method": method, "class": name, "n_generated": int(mine.sum()),
-                     "n_train": int(real.sum()), "frechet": frechet,
+                     "n_held_out": int(real.sum()), "frechet": frechet,
                      "msssim_diversity": diversity,
                      "class_agreement": float("nan") if agreement is None else float(
                          agreement.get(name, float("nan")))})
@@ -200,16 +247,16 @@ def per_class_markdown(rows: list[dict[str, Any]], call_rate: dict[str, float] |
     def f(v, d):
         return "n/a" if not np.isfinite(v) else f"{v:.{d}f}"
 
-    lines = ["| method | class | generated | real (train) | Fréchet distance (class) | "
+    lines = ["| method | class | generated | real (held-out) | Fréchet distance (class) | "
              "MS-SSIM diversity | class agreement | detector's rate on real |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         rate = float("nan") if call_rate is None else call_rate.get(r["class"], float("nan"))
-        lines.append(f"| {r['method']} | {r['class']} | {r['n_generated']} | {r['n_train']} | "
+        lines.append(f"| {r['method']} | {r['class']} | {r['n_generated']} | {r['n_held_out']} | "
                      f"{f(r['frechet'], 3)} | {f(r['msssim_diversity'], 4)} | "
                      f"{f(r['class_agreement'], 2)} | {f(rate, 2)} |")
     return ("\n## Per class (conditional methods)\n\n" + "\n".join(lines) + "\n\nFréchet "
-            "distance between the generated images of a class and the real training images of "
+            "distance between the generated images of a class and the real held-out images of "
             "that class (domain features as above; n/a below 2 images on a side). Class "
             "agreement: the share of the images generated to a class that the detectors "
             "trained on real images only (downstream test) call that class; compare it with "
@@ -237,15 +284,19 @@ def throughput(history_csv: Path | None) -> float:
 
 
 def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
-    """CSV and Markdown text of the rows."""
+    """CSV and Markdown text of the rows: every number, its spread over seeds (``_std``) and
+    its bootstrap interval (``_lo``, ``_hi``; Markdown ``[lo, hi]``) where it has one."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     numeric = [key for key, _, digits in COLUMNS if digits is not None]
-    writer.writerow(["method", "n_runs", *numeric, *(f"{k}_std" for k in numeric)])
+    bounds = [f"{k}_{end}" for k in INTERVAL_COLUMNS for end in ("lo", "hi")]
+    writer.writerow(["method", "n_runs", "n_images", *numeric, *(f"{k}_std" for k in numeric),
+                     *bounds])
     for row in rows:
-        writer.writerow([row["method"], int(row.get("n_runs", 1)),
+        writer.writerow([row["method"], int(row.get("n_runs", 1)), int(row["n_images"]),
                          *(f"{row[k]:.{d + 2}g}" for k, _, d in COLUMNS if d is not None),
-                         *(f"{row.get(k + '_std', 0.0):.3g}" for k in numeric)])
+                         *(f"{row.get(k + '_std', 0.0):.3g}" for k in numeric),
+                         *(f"{row.get(k, float('nan')):.4g}" for k in bounds)])
     md = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
           "|" + "---|" * len(COLUMNS)]
     def cell(row: dict[str, Any], key: str, digits: int | None) -> str:
@@ -258,6 +309,9 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
         spread = row.get(key + "_std", float("nan"))
         if row.get("n_runs", 1) > 1 and key != "kid_std_x1e3" and np.isfinite(spread):
             text += f" ± {spread:.{digits}f}"
+        lo, hi = row.get(key + "_lo", float("nan")), row.get(key + "_hi", float("nan"))
+        if np.isfinite(lo) and np.isfinite(hi):
+            text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"
         return text
 
     for row in rows:
@@ -266,31 +320,61 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return buffer.getvalue(), "\n".join(md) + "\n"
 
 
-def caption(s: EvalSettings, size_px: int, n_train: int, n_held: int, feature_report: dict,
+def rankings(rows: list[dict[str, Any]], ranked: list[str]) -> str:
+    """The sentences saying which of the ``ranked`` rows (the methods and the real floor
+    row) the bootstrap intervals separate, for Fréchet distance, KID and coverage."""
+    by = {r["method"]: r for r in rows if r["method"] in ranked}
+    titles = {"frechet": "Fréchet distance to held-out", "kid_x1e3": "KID to held-out",
+              "coverage": "coverage of held-out"}
+    return " ".join(ranking_sentence(
+        title, {n: r[key] for n, r in by.items()},
+        {n: (r[key + "_lo"], r[key + "_hi"]) for n, r in by.items()},
+        INTERVAL_COLUMNS[key]) for key, title in titles.items())
+
+
+def caption(s: EvalSettings, size_px: int, n_train: int, held: tuple[int, int],
+            floor: tuple[int, int], n_images: int, feature_report: dict,
             acquisition: str | None) -> str:
-    """What the table's numbers are, in words (printed under it)."""
+    """What the table's numbers are, in words (printed under it). ``held`` and ``floor``:
+    (images, phantoms) of the held-out split and of the floor row's split."""
     weights = ", ".join(f"{w:.4f}" for w in scale_weights(s.msssim_scales))
-    held = feature_report["held_out"]
+    report = feature_report["held_out"]
+    if s.bootstrap == 0:
+        intervals = "No intervals: the bootstrap is off (evaluate.bootstrap 0); no ranking."
+    elif held[1] < 2:
+        intervals = (f"No intervals: the held-out split holds {held[1]} phantom, and the "
+                     "spread between phantoms needs at least 2; no ranking.")
+    else:
+        intervals = (f"In brackets: 2.5-97.5 percentiles over {s.bootstrap} bootstrap "
+                     f"resamples of the {held[1]} held-out phantoms (the real floor row's "
+                     "phantoms resampled too, generated images by image; several seeds: the "
+                     "interval of their mean).")
     return (
-        f"Real images: {n_train} training and {n_held} held-out ({s.held_out_split}) "
-        f"{acquisition or 'all'} images of {size_px} px. MS-SSIM: data range 2 (images in "
-        f"[-1, 1]), {s.msssim_scales} scales, {s.msssim_window_px} px Gaussian window "
-        f"(sigma {s.msssim_sigma_px} px), weights {weights}, mean over {s.msssim_pairs} random "
-        "pairs; diversity within the set (lower is more diverse), to real between the set and "
-        "the training images. Fréchet and kernel distances are on the features of the domain "
-        f"feature network trained here ({len(feature_report['classes'])} classes, held-out "
-        f"accuracy {held['accuracy']:.3f} against a majority-class rate of "
-        f"{held['majority_rate']:.3f}): domain-feature distances, not FID, not comparable with "
-        f"published FIDs. KID: unbiased, {s.kid_subsets} subsets of {s.kid_subset_size}. "
-        f"Precision, recall, density, coverage: Naeem et al. 2020, k = {s.prdc_k}. Features are "
-        "divided by the training features' RMS. Copy share: generated images nearer a "
+        f"Every row: {n_images} images (evaluate.sample_size, or the smallest set; a seeded "
+        f"subsample). Compared against {held[0]} held-out ({s.held_out_split}) images of "
+        f"{held[1]} phantoms; the real floor row: {floor[0]} of the {s.floor_split} images of "
+        f"{floor[1]} phantoms, subsampled to {n_images}; {n_train} training images. "
+        f"{acquisition or 'all'} images of {size_px} px. " + intervals + " MS-SSIM: data range "
+        f"2 (images in [-1, 1]), {s.msssim_scales} scales, {s.msssim_window_px} px Gaussian "
+        f"window (sigma {s.msssim_sigma_px} px), weights {weights}, mean over {s.msssim_pairs} "
+        "random pairs; diversity within the set (lower is more diverse), to held-out between "
+        "the set and the held-out images. Fréchet and kernel distances are on the features of "
+        f"the domain feature network trained here ({len(feature_report['classes'])} classes, "
+        f"held-out accuracy {report['accuracy']:.3f} against a majority-class rate of "
+        f"{report['majority_rate']:.3f}): domain-feature distances, not FID, not comparable "
+        "with published FIDs. KID: unbiased squared MMD of the whole sets; its std over "
+        f"{s.kid_subsets} subsets of {s.kid_subset_size}. Memorisation: Fréchet distance to the "
+        "training images minus to the held-out ones (near 0 for new images; negative: nearer "
+        "the training images; the real floor row gives its scale). Precision, recall, density, "
+        f"coverage: Naeem et al. 2020, k = {s.prdc_k}, against the held-out vectors. Features "
+        "are divided by the training features' RMS. Copy share: generated images nearer a "
         f"training image than {100 * s.copy_quantile:.0f} % of held-out images are, by mean "
         "absolute pixel difference and by feature distance (pixels favour blur: the blurred "
         "mean image is nearer every training image than any real image is); data-copying z: "
         "Mann-Whitney z of the feature distances against the held-out ones (below -3: "
         "copying; above 3: farther from the training images than new real images). "
         + ("Standard FID: torchmetrics with the Inception weights of evaluate."
-           "inception_weights." if s.inception_weights else
+           "inception_weights, against the held-out images." if s.inception_weights else
            "Standard FID (Inception) skipped: no Inception weights are downloaded here, and "
            "evaluate.inception_weights is not set."))
 
@@ -398,14 +482,26 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     acquisition = spec["acquisition"]
     train = real_images(positron_h5, "train", acquisition)
     held = real_images(positron_h5, s.held_out_split, acquisition)
+    floor = real_images(positron_h5, s.floor_split, acquisition)
+    held_phantoms = PositronImages(positron_h5, s.held_out_split, acquisition).phantoms()
+    floor_phantoms = PositronImages(positron_h5, s.floor_split, acquisition).phantoms()
     check_scales(train.shape[-1], s.msssim_scales, s.msssim_window_px)
     sets = {r: read_generated(Path(generated[r]), positron_attrs)
             for m in spec["methods"] for r in runs[m]}
-    n_min = min([len(train), len(held), *(len(v) for v in sets.values())])
-    if s.kid_subset_size > n_min:
+    n_images = common_size(s, {f"real ({s.floor_split})": len(floor),
+                               **{r: len(v) for r, v in sets.items()}})
+    if s.kid_subset_size > min(n_images, len(held)):
         raise ValueError(f"config key evaluate.kid_subset_size: {s.kid_subset_size} exceeds the "
-                         f"smallest image set ({n_min} images; training {len(train)}, held-out "
-                         f"{len(held)}); lower it or add phantoms")
+                         f"images a row holds ({n_images}) or the held-out set ({len(held)}); "
+                         "lower it or add phantoms")
+    if s.prdc_k >= min(n_images, len(held)):
+        raise ValueError(f"config key evaluate.prdc_k: {s.prdc_k} needs more than {s.prdc_k} "
+                         f"images in every row ({n_images}) and in the held-out set "
+                         f"({len(held)}); lower it or add phantoms")
+    floor_all = (len(floor), len(set(floor_phantoms)))
+    sets = {r: v[subsample_index(len(v), n_images, s.seed, r)] for r, v in sets.items()}
+    keep = subsample_index(len(floor), n_images, s.seed, s.floor_split)
+    floor, floor_phantoms = floor[keep], floor_phantoms[keep]
     report_path = Path(feature_net).with_name("metrics.json")
     feature_report = json.loads(report_path.read_text()) if report_path.is_file() else {
         "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan")}}
@@ -415,44 +511,63 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     # vectors of unit size (as Inception's pool features roughly are), whatever the network.
     feature_scale = float(np.sqrt(np.mean(train_features**2))) or 1.0
     train_features = train_features / feature_scale
+    held_features = FeatureSet(embed(net, held) / feature_scale, held_phantoms)
     held_nn = {"pixels": nearest(held, train, "pixels")[1],
-               "features": nearest(embed(net, held) / feature_scale, train_features,
-                                   "features")[1]}
+               "features": nearest(held_features.features, train_features, "features")[1]}
 
-    def measure(images: np.ndarray, history: Path | None) -> dict[str, float]:
-        metrics = set_metrics(images, train, train_features, embed(net, images) / feature_scale,
+    def measure(images: np.ndarray, features: np.ndarray, history: Path | None
+                ) -> dict[str, float]:
+        metrics = set_metrics(images, features, held, held_features, train, train_features,
                               held_nn, s)
         metrics["images_per_s"] = throughput(history)
         if s.inception_weights:
-            metrics["fid_inception"] = inception_fid(s.inception_weights, train, images)
+            metrics["fid_inception"] = inception_fid(s.inception_weights, held, images)
         return metrics
 
     downstream = _read_downstream(downstream_json)
-    n_sanity = max(len(v) for v in sets.values())
+    floor_name = f"{SANITY_ROWS[0]} ({s.floor_split})"
+    named = {floor_name: (floor, floor_phantoms),
+             **{k: (v, None) for k, v in sanity_sets(train, n_images, s.seed).items()}}
+    features = {r: embed(net, images) / feature_scale for r, images in sets.items()}
+    boot_sets = {m: [FeatureSet(features[r]) for r in runs[m]] for m in spec["methods"]}
+    for name, (images, phantoms) in named.items():
+        features[name] = embed(net, images) / feature_scale
+        boot_sets[name] = [FeatureSet(features[name], phantoms)]
+    intervals = bootstrap_intervals(boot_sets, held_features, train_features, s.prdc_k,
+                                    s.bootstrap, s.seed + 2)
     rows, per_set, class_rows = [], {}, []
-    train_labels = PositronImages(positron_h5, "train", acquisition=acquisition).labels(
-        np.arange(len(train))).numpy()
+    held_labels = PositronImages(positron_h5, s.held_out_split, acquisition=acquisition
+                                 ).labels(np.arange(len(held))).numpy()
+
+    def bounds(name: str) -> dict[str, float]:
+        return {f"{c}_{end}": v for c, (lo, hi) in intervals[name].items()
+                for end, v in (("lo", lo), ("hi", hi))}
+
     for method in spec["methods"]:
-        per_run = {r: measure(sets[r], histories.get(r)) for r in runs[method]}
-        rows.append({"method": method, **aggregate(list(per_run.values())),
+        per_run = {r: measure(sets[r], features[r], histories.get(r)) for r in runs[method]}
+        rows.append({"method": method, **aggregate(list(per_run.values())), **bounds(method),
                      **_downstream_columns(downstream, method), "runs": per_run})
-        per_set[method] = sets[runs[method][0]]
-        labels = read_labels(Path(generated[runs[method][0]]))
+        first = runs[method][0]
+        per_set[method] = sets[first]
+        labels = read_labels(Path(generated[first]))
         if labels is not None and method_class(method).conditional:
+            labels = labels[subsample_index(len(labels), n_images, s.seed, first)]
             class_rows += per_class_rows(
-                method, per_set[method], labels, train, train_labels, train_features,
-                embed(net, per_set[method]) / feature_scale, None if downstream is None else
+                method, per_set[method], labels, held_labels, held_features.features,
+                features[first], None if downstream is None else
                 downstream["class_agreement"].get(method), s)
-    for name, images in [(SANITY_ROWS[0], held), *sanity_sets(train, n_sanity, s.seed).items()]:
-        rows.append({"method": name, **aggregate([measure(images, None)]),
-                     **_downstream_columns(None, name)})
+    for name, (images, _) in named.items():
+        rows.append({"method": name, **aggregate([measure(images, features[name], None)]),
+                     **bounds(name), **_downstream_columns(None, name)})
         per_set[name] = images
     for row in rows:
         log.info("%s: %s", row["method"], ", ".join(
             f"{k} {row[k]:.4g}" for k, _, d in COLUMNS if d is not None))
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_text, md_text = format_table(rows)
-    text = caption(s, train.shape[-1], len(train), len(held), feature_report, acquisition)
+    text = caption(s, train.shape[-1], len(train), (len(held), len(set(held_phantoms))),
+                   floor_all, n_images, feature_report, acquisition)
+    text += " " + rankings(rows, [*spec["methods"], floor_name])
     with atomic_output(out_dir / "table1.csv", overwrite=True) as tmp:
         Path(tmp).write_text(csv_text)
     text += downstream_caption(downstream)
@@ -461,7 +576,7 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     with atomic_output(out_dir / "table1.md", overwrite=True) as tmp:
         Path(tmp).write_text(f"# Table 1: {spec['dataset']}\n\n{md_text}\n{text}\n{class_md}")
     with atomic_output(out_dir / "table1_per_class.csv", overwrite=True) as tmp:
-        keys = ["method", "class", "n_generated", "n_train", "frechet", "msssim_diversity",
+        keys = ["method", "class", "n_generated", "n_held_out", "frechet", "msssim_diversity",
                 "class_agreement"]
         Path(tmp).write_text(",".join(keys) + "\n" + "".join(
             ",".join(str(r[k]) if isinstance(r[k], str | int) else f"{r[k]:.6g}" for k in keys)

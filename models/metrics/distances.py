@@ -11,6 +11,11 @@
   ``subsets`` random subsets of ``subset_size`` vectors of each set; the standard deviation
   over subsets is reported with it. Unbiased: its expectation is 0 for two samples of one
   distribution (it can be negative).
+
+Both accept multiplicities (``weights``: how many times each vector is in the set), so a
+bootstrap resample is the distinct vectors with their counts: the Fréchet distance fits
+mean and covariance with frequency weights; the kernel distance's U-statistic leaves out
+the pairs of a vector with itself (so a resampled vector drawn twice is two draws).
 """
 
 from __future__ import annotations
@@ -44,21 +49,52 @@ def gaussian_frechet(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between Gaussians fitted to feature sets a (n, d) and b (m, d)."""
+def _counts(weights: np.ndarray | None, n: int) -> np.ndarray:
+    if weights is None:
+        return np.ones(n, np.int64)
+    weights = np.asarray(weights)
+    if weights.shape != (n,) or np.any(weights < 0) or weights.sum() < 2:
+        raise ValueError(f"multiplicities must be {n} counts >= 0 summing to >= 2")
+    return weights.astype(np.int64)
+
+
+def _moments(x: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (np.average(x, axis=0, weights=counts),
+            np.cov(x, rowvar=False, fweights=counts))
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None,
+                     weights_b: np.ndarray | None = None) -> float:
+    """Fréchet distance between Gaussians fitted to feature sets a (n, d) and b (m, d),
+    each vector counted ``weights`` times (integers, default once)."""
     a, b = _checked(a, "Fréchet distance"), _checked(b, "Fréchet distance")
-    return gaussian_frechet(a.mean(0), np.cov(a, rowvar=False), b.mean(0),
-                            np.cov(b, rowvar=False))
+    return gaussian_frechet(*_moments(a, _counts(weights_a, len(a))),
+                            *_moments(b, _counts(weights_b, len(b))))
+
+
+def _cubic_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x @ y.T / x.shape[1] + 1) ** 3
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
-    d = x.shape[1]
-    kxx = (x @ x.T / d + 1) ** 3
-    kyy = (y @ y.T / d + 1) ** 3
-    kxy = (x @ y.T / d + 1) ** 3
-    m, n = len(x), len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1))
-                 + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean())
+    return weighted_mmd2(x, y)
+
+
+def weighted_mmd2(a: np.ndarray, b: np.ndarray, weights_a: np.ndarray | None = None,
+                  weights_b: np.ndarray | None = None) -> float:
+    """Unbiased squared MMD (the cubic kernel of KID) between whole sets a (n, d) and
+    b (m, d), each vector counted ``weights`` times: the U-statistic of the sets with the
+    vectors repeated, a draw never paired with itself."""
+    a, b = _checked(a, "kernel distance"), _checked(b, "kernel distance")
+    wa = _counts(weights_a, len(a)).astype(np.float64)
+    wb = _counts(weights_b, len(b)).astype(np.float64)
+
+    def within(x: np.ndarray, w: np.ndarray) -> float:
+        k = _cubic_kernel(x, x)
+        return float((w @ k @ w - w @ np.diag(k)) / (w.sum() ** 2 - w.sum()))
+
+    cross = float(wa @ _cubic_kernel(a, b) @ wb / (wa.sum() * wb.sum()))
+    return within(a, wa) + within(b, wb) - 2 * cross
 
 
 def kernel_distance(a: np.ndarray, b: np.ndarray, subset_size: int, subsets: int = 100,

@@ -94,10 +94,12 @@ def test_table1_rows_files_and_sanity(evaluated, tmp_path):
     cfg, files, root, _ = evaluated
     rows = _evaluate(cfg, files, root, tmp_path / "eval")
     names = [r["method"] for r in rows]
-    assert names == ["attention_gan", *SANITY_ROWS]
+    floor = f"{SANITY_ROWS[0]} ({'test' if cfg['evaluate']['held_out_split'] == 'val' else 'val'})"
+    assert names == ["attention_gan", floor, *SANITY_ROWS[1:]]
+    assert len({r["n_images"] for r in rows}) == 1  # every row at one sample size
     by = {r["method"]: r for r in rows}
     # The ceiling rows are far from the real images on every distance.
-    assert by["noise"]["frechet"] > by["real (held-out)"]["frechet"]
+    assert by["noise"]["frechet"] > by[floor]["frechet"]
     assert by["noise"]["precision"] == 0.0
     assert by["blurred mean"]["msssim_diversity"] == pytest.approx(1.0)
     assert by["attention_gan"]["images_per_s"] > 0
@@ -107,7 +109,7 @@ def test_table1_rows_files_and_sanity(evaluated, tmp_path):
     md = (tmp_path / "eval/table1.md").read_text()
     assert "data range 2" in md and "not FID" in md and "1 scales, 7 px" in md
     assert (tmp_path / "eval/table1.csv").read_text().splitlines()[0].startswith(
-        "method,n_runs,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
+        "method,n_runs,n_images,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
 
 
 def test_several_training_seeds_give_mean_and_spread(evaluated, tmp_path):
