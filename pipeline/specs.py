@@ -307,9 +307,10 @@ def generate_spec(config: dict, dataset: str, run: str) -> dict[str, Any]:
 
 
 def feature_network_spec(config: dict, dataset: str) -> dict[str, Any]:
-    """Everything the domain feature network depends on: its section of ``evaluate``."""
+    """Everything the domain feature network depends on: its section of ``evaluate`` and the
+    acquisition whose images it learns (those Table 1 compares)."""
     _known_dataset(config, dataset)
-    return {"dataset": dataset,
+    return {"dataset": dataset, "acquisition": _train_acquisition(config),
             "evaluate": {"feature_network": copy.deepcopy(
                 config["evaluate"]["feature_network"])}}
 

@@ -40,18 +40,25 @@ from scipy.ndimage import gaussian_filter
 
 from models.data.image_set import check_images, open_image_set
 from models.data.loaders import PositronImages
-from models.evaluate.feature_network import embed, load_feature_network
+from models.evaluate.feature_network import (
+    INFORMATIVE_AUC,
+    embed,
+    load_feature_network,
+    random_feature_network,
+)
 from models.evaluate.intervals import (
     INTERVAL_COLUMNS,
     FeatureSet,
     bootstrap_intervals,
     feature_scores,
     ranking_sentence,
+    separated_pairs,
 )
 from models.methods import method_class
 from models.metrics.distances import frechet_distance, kernel_distance
 from models.metrics.memorisation import copy_statistics, nearest
 from models.metrics.msssim import check_scales, mean_ms_ssim, scale_weights
+from models.nets.feature_cnn import FeatureCNN
 from models.training.history import read_history
 from models.training.stage import sampling_sources
 from pipeline.fileio import atomic_output, decoded_attrs
@@ -71,6 +78,7 @@ COLUMNS = [
     ("kid_x1e3", "KID x 10^3 to held-out (domain features)", 2),
     ("kid_std_x1e3", "KID std x 10^3 (subsets)", 2),
     ("memorisation", "memorisation (Fréchet to train - to held-out)", 3),
+    ("frechet_random", "Fréchet distance to held-out (untrained features)", 3),
     ("precision", "precision", 3),
     ("recall", "recall", 3),
     ("density", "density", 3),
@@ -153,6 +161,32 @@ def read_generated(path: Path, positron_attrs: dict[str, Any]) -> np.ndarray:
                          "(generated from another positron.h5?)")
     images = images.astype(np.float64)
     return images
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """One feature space's vectors: of the training images, of the held-out images (with
+    their phantoms) and of every compared set, each divided by the training vectors' RMS
+    (so the cubic kernel of KID sees vectors of unit size, as Inception's pool features
+    roughly are, whatever the network)."""
+
+    name: str
+    train: np.ndarray
+    held: FeatureSet
+    sets: dict[str, FeatureSet]
+
+
+def feature_space(name: str, net: FeatureCNN, train: np.ndarray, held: np.ndarray,
+                  held_phantoms: np.ndarray,
+                  images: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> FeatureSpace:
+    """The vectors of ``net`` (the trained domain network, or the untrained one) for the
+    training and held-out images and every set of ``images`` (name: images (N, H, W) and
+    their phantoms, None for generated images)."""
+    train_features = embed(net, train)
+    scale = float(np.sqrt(np.mean(train_features**2))) or 1.0
+    return FeatureSpace(name, train_features / scale,
+                        FeatureSet(embed(net, held) / scale, held_phantoms),
+                        {k: FeatureSet(embed(net, v) / scale, p) for k, (v, p) in images.items()})
 
 
 def common_size(s: EvalSettings, sizes: dict[str, int]) -> int:
@@ -289,7 +323,8 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     numeric = [key for key, _, digits in COLUMNS if digits is not None]
-    bounds = [f"{k}_{end}" for k in INTERVAL_COLUMNS for end in ("lo", "hi")]
+    bounds = [f"{k}_{end}" for k in (*INTERVAL_COLUMNS, "frechet_random")
+              for end in ("lo", "hi")]
     writer.writerow(["method", "n_runs", "n_images", *numeric, *(f"{k}_std" for k in numeric),
                      *bounds])
     for row in rows:
@@ -320,16 +355,38 @@ def format_table(rows: list[dict[str, Any]]) -> tuple[str, str]:
     return buffer.getvalue(), "\n".join(md) + "\n"
 
 
-def rankings(rows: list[dict[str, Any]], ranked: list[str]) -> str:
+def rankings(rows: list[dict[str, Any]], ranked: list[str], presence_auc: float) -> str:
     """The sentences saying which of the ``ranked`` rows (the methods and the real floor
-    row) the bootstrap intervals separate, for Fréchet distance, KID and coverage."""
+    row) the bootstrap intervals separate: Fréchet distance, KID and coverage on the domain
+    features (only when their held-out defect-presence AUC reaches :data:`INFORMATIVE_AUC`),
+    Fréchet distance on the untrained features, and the pairs whose order flips between the
+    two spaces."""
     by = {r["method"]: r for r in rows if r["method"] in ranked}
-    titles = {"frechet": "Fréchet distance to held-out", "kid_x1e3": "KID to held-out",
-              "coverage": "coverage of held-out"}
-    return " ".join(ranking_sentence(
-        title, {n: r[key] for n, r in by.items()},
-        {n: (r[key + "_lo"], r[key + "_hi"]) for n, r in by.items()},
-        INTERVAL_COLUMNS[key]) for key, title in titles.items())
+
+    def points(key: str) -> dict[str, float]:
+        return {n: r[key] for n, r in by.items()}
+
+    def spans(key: str) -> dict[str, tuple[float, float]]:
+        return {n: (r[key + "_lo"], r[key + "_hi"]) for n, r in by.items()}
+
+    out = []
+    if np.isfinite(presence_auc) and presence_auc >= INFORMATIVE_AUC:
+        titles = {"frechet": "Fréchet distance to held-out", "kid_x1e3": "KID to held-out",
+                  "coverage": "coverage of held-out"}
+        out += [ranking_sentence(title, points(key), spans(key), INTERVAL_COLUMNS[key])
+                for key, title in titles.items()]
+    else:
+        out.append(f"The domain features do not see defects (held-out defect-presence AUC "
+                   f"{presence_auc:.3f}, below {INFORMATIVE_AUC}): no ranking on them.")
+    out.append(ranking_sentence("Fréchet distance on untrained features",
+                                points("frechet_random"), spans("frechet_random"), True))
+    domain = set(separated_pairs(points("frechet"), spans("frechet"), True))
+    untrained = set(separated_pairs(points("frechet_random"), spans("frechet_random"), True))
+    flips = sorted((a, b) for a, b in domain if (b, a) in untrained)
+    out.append("Fréchet orders that flip between the two feature spaces: " + (
+        "; ".join(f"{a} before {b} on domain features, after on untrained ones"
+                  for a, b in flips) if flips else "none") + ".")
+    return " ".join(out)
 
 
 def caption(s: EvalSettings, size_px: int, n_train: int, held: tuple[int, int],
@@ -504,47 +561,47 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     floor, floor_phantoms = floor[keep], floor_phantoms[keep]
     report_path = Path(feature_net).with_name("metrics.json")
     feature_report = json.loads(report_path.read_text()) if report_path.is_file() else {
-        "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan")}}
+        "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan"),
+                                    "presence_auc": float("nan")}}
+    floor_name = f"{SANITY_ROWS[0]} ({s.floor_split})"
+    named = {floor_name: (floor, floor_phantoms),
+             **{k: (v, None) for k, v in sanity_sets(train, n_images, s.seed).items()}}
+    row_runs = {**runs, **{name: [name] for name in named}}
+    images = {**{r: (v, None) for r, v in sets.items()}, **named}
     net = load_feature_network(feature_net)
-    train_features = embed(net, train)
-    # One scale for every set: the training features' RMS, so the cubic kernel of KID sees
-    # vectors of unit size (as Inception's pool features roughly are), whatever the network.
-    feature_scale = float(np.sqrt(np.mean(train_features**2))) or 1.0
-    train_features = train_features / feature_scale
-    held_features = FeatureSet(embed(net, held) / feature_scale, held_phantoms)
+    domain = feature_space("domain", net, train, held, held_phantoms, images)
+    random = feature_space("random", random_feature_network(net.embed_dim), train, held,
+                           held_phantoms, images)
+    train_features, held_features = domain.train, domain.held
     held_nn = {"pixels": nearest(held, train, "pixels")[1],
                "features": nearest(held_features.features, train_features, "features")[1]}
 
-    def measure(images: np.ndarray, features: np.ndarray, history: Path | None
-                ) -> dict[str, float]:
-        metrics = set_metrics(images, features, held, held_features, train, train_features,
-                              held_nn, s)
+    def measure(images: np.ndarray, name: str, history: Path | None) -> dict[str, float]:
+        metrics = set_metrics(images, domain.sets[name].features, held, held_features, train,
+                              train_features, held_nn, s)
+        metrics["frechet_random"] = frechet_distance(random.sets[name].features,
+                                                     random.held.features)
         metrics["images_per_s"] = throughput(history)
         if s.inception_weights:
             metrics["fid_inception"] = inception_fid(s.inception_weights, held, images)
         return metrics
 
     downstream = _read_downstream(downstream_json)
-    floor_name = f"{SANITY_ROWS[0]} ({s.floor_split})"
-    named = {floor_name: (floor, floor_phantoms),
-             **{k: (v, None) for k, v in sanity_sets(train, n_images, s.seed).items()}}
-    features = {r: embed(net, images) / feature_scale for r, images in sets.items()}
-    boot_sets = {m: [FeatureSet(features[r]) for r in runs[m]] for m in spec["methods"]}
-    for name, (images, phantoms) in named.items():
-        features[name] = embed(net, images) / feature_scale
-        boot_sets[name] = [FeatureSet(features[name], phantoms)]
-    intervals = bootstrap_intervals(boot_sets, held_features, train_features, s.prdc_k,
-                                    s.bootstrap, s.seed + 2)
+    intervals = {space.name: bootstrap_intervals(
+        {row: [space.sets[r] for r in names] for row, names in row_runs.items()}, space.held,
+        space.train, s.prdc_k, s.bootstrap, s.seed + 2) for space in (domain, random)}
     rows, per_set, class_rows = [], {}, []
     held_labels = PositronImages(positron_h5, s.held_out_split, acquisition=acquisition
                                  ).labels(np.arange(len(held))).numpy()
 
     def bounds(name: str) -> dict[str, float]:
-        return {f"{c}_{end}": v for c, (lo, hi) in intervals[name].items()
-                for end, v in (("lo", lo), ("hi", hi))}
+        out = {f"{c}_{end}": v for c, (lo, hi) in intervals["domain"][name].items()
+               for end, v in (("lo", lo), ("hi", hi))}
+        out["frechet_random_lo"], out["frechet_random_hi"] = intervals["random"][name]["frechet"]
+        return out
 
     for method in spec["methods"]:
-        per_run = {r: measure(sets[r], features[r], histories.get(r)) for r in runs[method]}
+        per_run = {r: measure(sets[r], r, histories.get(r)) for r in runs[method]}
         rows.append({"method": method, **aggregate(list(per_run.values())), **bounds(method),
                      **_downstream_columns(downstream, method), "runs": per_run})
         first = runs[method][0]
@@ -554,12 +611,12 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
             labels = labels[subsample_index(len(labels), n_images, s.seed, first)]
             class_rows += per_class_rows(
                 method, per_set[method], labels, held_labels, held_features.features,
-                features[first], None if downstream is None else
+                domain.sets[first].features, None if downstream is None else
                 downstream["class_agreement"].get(method), s)
-    for name, (images, _) in named.items():
-        rows.append({"method": name, **aggregate([measure(images, features[name], None)]),
+    for name, (images_, _) in named.items():
+        rows.append({"method": name, **aggregate([measure(images_, name, None)]),
                      **bounds(name), **_downstream_columns(None, name)})
-        per_set[name] = images
+        per_set[name] = images_
     for row in rows:
         log.info("%s: %s", row["method"], ", ".join(
             f"{k} {row[k]:.4g}" for k, _, d in COLUMNS if d is not None))
@@ -567,7 +624,8 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     csv_text, md_text = format_table(rows)
     text = caption(s, train.shape[-1], len(train), (len(held), len(set(held_phantoms))),
                    floor_all, n_images, feature_report, acquisition)
-    text += " " + rankings(rows, [*spec["methods"], floor_name])
+    text += " " + rankings(rows, [*spec["methods"], floor_name],
+                           feature_report["held_out"].get("presence_auc", float("nan")))
     with atomic_output(out_dir / "table1.csv", overwrite=True) as tmp:
         Path(tmp).write_text(csv_text)
     text += downstream_caption(downstream)

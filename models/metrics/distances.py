@@ -2,10 +2,11 @@
 
 * **Fréchet distance** (Heusel et al. 2017): the 2-Wasserstein distance between Gaussians
   fitted to the two sets, ``|mu_1 - mu_2|^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2))``, covariances
-  with the unbiased 1/(n-1), the matrix square root by ``scipy.linalg.sqrtm`` (imaginary parts
-  from round-off dropped, as pytorch-fid does). On Inception features this is FID; here the
-  features come from the domain feature network (:mod:`models.evaluate.feature_network`),
-  so the value is a **domain-feature Fréchet distance**, not comparable with published FIDs.
+  with the unbiased 1/(n-1); the trace of the matrix square root from the eigenvalues of a
+  symmetric form (:func:`gaussian_frechet`), stable where ``scipy.linalg.sqrtm`` is not. On
+  Inception features this is FID; here the features come from the domain feature network
+  (:mod:`models.evaluate.feature_network`), so the value is a **domain-feature Fréchet
+  distance**, not comparable with published FIDs.
 * **Kernel distance** (KID, Bińkowski et al. 2018): the unbiased estimate of the squared
   MMD with the cubic polynomial kernel ``k(x, y) = (x.y / d + 1)^3``, averaged over
   ``subsets`` random subsets of ``subset_size`` vectors of each set; the standard deviation
@@ -20,10 +21,7 @@ the pairs of a vector with itself (so a resampled vector drawn twice is two draw
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
-from scipy import linalg
 
 
 def _checked(features: np.ndarray, what: str) -> np.ndarray:
@@ -36,17 +34,27 @@ def _checked(features: np.ndarray, what: str) -> np.ndarray:
     return features
 
 
+def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
+    """Square root of a symmetric positive semi-definite matrix (round-off negative
+    eigenvalues set to 0)."""
+    values, vectors = np.linalg.eigh((cov + cov.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+
+
 def gaussian_frechet(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray,
                      cov2: np.ndarray) -> float:
-    """Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2)."""
-    with warnings.catch_warnings():  # a singular product (a set of identical images) is
-        warnings.simplefilter("ignore", linalg.LinAlgWarning)  # fine: its root is checked
-        root = linalg.sqrtm(cov1 @ cov2)
-    if not np.all(np.isfinite(root)):  # singular product: regularise as pytorch-fid does
-        eps = 1e-6 * np.eye(len(cov1))
-        root = linalg.sqrtm((cov1 + eps) @ (cov2 + eps))
-    root = np.real(root)
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * np.trace(root))
+    """Fréchet (2-Wasserstein) distance between N(mu1, cov1) and N(mu2, cov2).
+
+    ``Tr((cov1 cov2)^(1/2))`` is computed as the trace of the square root of the symmetric
+    ``cov1^(1/2) cov2 cov1^(1/2)`` (the same eigenvalues): the square root of the
+    non-symmetric product (``scipy.linalg.sqrtm``, as pytorch-fid does) can return values of
+    1e190 for a nearly singular covariance (a set of near-identical images), which the
+    symmetric form cannot."""
+    root1 = _psd_sqrt(cov1)
+    middle = root1 @ cov2 @ root1
+    trace_root = float(np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2),
+                                              0, None))))
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(cov1) + np.trace(cov2) - 2 * trace_root)
 
 
 def _counts(weights: np.ndarray | None, n: int) -> np.ndarray:

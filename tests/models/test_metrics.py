@@ -82,6 +82,18 @@ def test_frechet_distance_approaches_the_closed_form():
     assert frechet_distance(x[:100_000], x[100_000:]) < 0.01
 
 
+def test_frechet_of_a_set_of_identical_images_is_the_closed_form():
+    """One image repeated: covariance 0 (up to round-off), so the distance is |mu1 - mu2|^2
+    + tr(C2); the square root of the nearly singular product must not blow up."""
+    rng = np.random.default_rng(5)
+    y = rng.normal(size=(11, 32)) * rng.uniform(0, 2, 32)
+    x = np.repeat(rng.normal(size=(1, 32)) * 0.3, 20, 0) + 1e-17 * rng.normal(size=(20, 32))
+    for weights in (None, rng.integers(1, 3, 11)):
+        big_y = y if weights is None else np.repeat(y, weights, 0)
+        closed = np.sum((x[0] - big_y.mean(0)) ** 2) + np.trace(np.cov(big_y, rowvar=False))
+        assert frechet_distance(x, y, None, weights) == pytest.approx(closed, rel=1e-9)
+
+
 def test_kid_is_unbiased():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))
