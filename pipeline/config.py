@@ -184,6 +184,18 @@ def _check_generative(config: dict) -> None:
            f"{feats['filters']}: a {k} x {k} patch has at most {k * k} principal directions")
     _check(feats["block_px"] <= images["size_px"], "positron_features.block_px",
            f"{feats['block_px']} px blocks do not fit {images['size_px']} px images")
+    evaluate, n_generated = config["evaluate"], config["generate"]["n_images"]
+    size = evaluate["sample_size"]
+    _check(size is None or size <= n_generated, "evaluate.sample_size",
+           f"{size} images per Table 1 row, but each method generates generate.n_images = "
+           f"{n_generated}; lower it, or null for the smallest set's size")
+    rows = n_generated if size is None else size
+    _check(evaluate["kid_subset_size"] <= rows, "evaluate.kid_subset_size",
+           f"{evaluate['kid_subset_size']} exceeds the {rows} images of a Table 1 row "
+           "(evaluate.sample_size or generate.n_images)")
+    _check(evaluate["prdc_k"] < rows, "evaluate.prdc_k",
+           f"{evaluate['prdc_k']} neighbours need more than that many images in a Table 1 row "
+           f"({rows}: evaluate.sample_size or generate.n_images)")
     ms = config["evaluate"]["msssim"]
     coarsest = images["size_px"] // 2 ** (ms["scales"] - 1)
     _check(coarsest >= ms["window_px"], "evaluate.msssim.scales",

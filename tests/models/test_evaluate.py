@@ -161,7 +161,12 @@ def test_sets_that_cannot_be_compared_are_refused(evaluated, tmp_path):
     big_kid["evaluate"]["kid_subset_size"] = 500
     with pytest.raises(ValueError, match="config key evaluate.kid_subset_size: 500 exceeds"):
         _evaluate(big_kid, files, root, tmp_path / "e4")
-    assert not any((tmp_path / d).exists() for d in ("e1", "e2", "e3", "e4"))
+    too_many = copy.deepcopy(cfg)
+    too_many["evaluate"]["sample_size"] = 1000
+    with pytest.raises(ValueError, match="config key evaluate.sample_size: 1000 exceeds the "
+                                         r"smallest set \(.*: \d+ images\)"):
+        _evaluate(too_many, files, root, tmp_path / "e5")
+    assert not any((tmp_path / d).exists() for d in ("e1", "e2", "e3", "e4", "e5"))
 
 
 def test_inception_fid_is_skipped_with_a_note_or_needs_its_file(evaluated, tmp_path):

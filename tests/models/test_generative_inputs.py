@@ -57,6 +57,15 @@ def _config(**sections) -> dict:
     ({"train__attention_gan__real_domain": "ct", "ct_images__size_px": 128},
      "config key train.attention_gan.real_domain"),
     ({"pretrain_vae__kl_weight": float("inf")}, "config key pretrain_vae.kl_weight: NaN"),
+    ({"evaluate__sample_size": 300}, "config key evaluate.sample_size: 300 images per Table 1 "
+                                     "row, but each method generates generate.n_images = 256"),
+    ({"evaluate__sample_size": 1}, "config key evaluate.sample_size"),
+    ({"evaluate__sample_size": 20.5}, "config key evaluate.sample_size: expected"),
+    ({"evaluate__sample_size": 20}, "config key evaluate.kid_subset_size: 32 exceeds the 20"),
+    ({"evaluate__sample_size": 40, "evaluate__prdc_k": 40}, "config key evaluate.prdc_k: 40"),
+    ({"evaluate__bootstrap": -1}, "config key evaluate.bootstrap"),
+    ({"evaluate__seeds": [1, 1]}, "config key evaluate.seeds"),
+    ({"evaluate__seeds": [1.5]}, "config key evaluate.seeds.0: expected an integer"),
 ])
 def test_config_errors_name_the_key(change, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")
