@@ -82,7 +82,11 @@ TRAIN_S_PER_STEP = {"attention_gan": 0.44, "dcgan": 0.44, "wgan_gp": 0.56, "vae"
                     "pretrain_vae": 0.18,
                     # issue 15's methods (300 steps in the default run, measured below)
                     "dcgan_conditional": 0.45, "attention_gan_conditional": 0.5,
-                    "mask2image_patch": 0.32, "mask2image_global": 0.25, "pix2pix": 0.28}
+                    "mask2image_patch": 0.32, "mask2image_global": 0.25, "pix2pix": 0.28,
+                    # the attention GAN's ablations: its networks and steps (its rate)
+                    **dict.fromkeys(("attention_gan_no_context", "attention_gan_random_query",
+                                     "attention_gan_no_apg", "attention_gan_shuffled_slots"),
+                                    0.44)}
 TRAIN_BASE_MB, TRAIN_MB_PER_SCALE = 400.0, 250.0
 #: feature_network: seconds per training image and epoch at 64 px (measured 9.5 s for 30 epochs
 #: of the default run's at most 112 training images, 33.9 s for 224 in config/table1.yaml; the

@@ -222,6 +222,11 @@ def positron_features_spec(config: dict, dataset: str) -> dict[str, Any]:
 #: The method the ``enhance`` rule trains (not a row of Table 1).
 ENHANCE_METHOD = "pix2pix"
 #: Methods whose generated images carry labels for the downstream detector.
+#: Methods whose settings are another method's section: the ablations of the attention GAN
+#: train with ``train.attention_gan`` itself, so they differ from it in one mechanism only.
+SETTINGS_SECTION = {f"attention_gan_{a}": "attention_gan"
+                    for a in ("no_context", "random_query", "no_apg", "shuffled_slots")}
+
 LABELLED_METHODS = ("dcgan_conditional", "attention_gan_conditional", "mask2image_patch",
                     "mask2image_global")
 
@@ -292,7 +297,7 @@ def train_spec(config: dict, dataset: str, run: str) -> dict[str, Any]:
     if seed is not None:
         loop["seed"] = seed
     return {"dataset": dataset, "method": method, "run": run, "train": loop,
-            "method_settings": copy.deepcopy(train[method]),
+            "method_settings": copy.deepcopy(train[SETTINGS_SECTION.get(method, method)]),
             "acquisition": _train_acquisition(config), "device": config["device"]}
 
 

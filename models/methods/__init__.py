@@ -20,6 +20,10 @@ if TYPE_CHECKING:  # the registry itself needs no torch: the Snakefile reads it
 NEEDS: dict[str, tuple[str, ...]] = {
     "attention_gan": ("positron", "features", "encoder"),
     "attention_gan_conditional": ("positron", "features", "encoder"),
+    "attention_gan_no_context": ("positron", "features", "encoder"),
+    "attention_gan_random_query": ("positron", "features", "encoder"),
+    "attention_gan_no_apg": ("positron", "features", "encoder"),
+    "attention_gan_shuffled_slots": ("positron", "features", "encoder"),
     "dcgan": (),
     "dcgan_conditional": (),
     "mask2image_global": (),

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -156,6 +156,8 @@ class AttentionGAN(Method):
     sources = ("real", "query")
     sampler_nets = ("encoder", "memory", "generator")
     settings_class = AttentionGANSettings
+    #: Which mechanism this class removes (:data:`ABLATIONS`); ``none`` for the full model.
+    ablation: ClassVar[str] = "none"
 
     def __init__(self, settings: AttentionGANSettings, arch: dict[str, Any]) -> None:
         super().__init__(settings, arch)
@@ -239,15 +241,44 @@ class AttentionGAN(Method):
     def phases(self) -> list[tuple[str, int]]:
         return [("discriminator", 1), ("generator", 1)]
 
-    def _generate(self, query: torch.Tensor, eps: torch.Tensor | None,
-                  rng: torch.Generator | None, nets=None
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Images, attention weights and the queries' KL per latent dimension."""
+    def _query(self, query: torch.Tensor, eps: torch.Tensor | None,
+               rng: torch.Generator | None, nets=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The queries ``z`` (B, q) of CT images ``query`` and the KL per latent dimension;
+        the ``random_query`` ablation draws ``z`` from N(0, I) (``eps`` itself) instead."""
+        if self.ablation == "random_query":
+            if eps is None:
+                eps = torch.randn((len(query), int(self.arch["latent_dim"])), generator=rng,
+                                  device=rng.device).to(query.device)
+            return eps, torch.zeros((), device=eps.device)
         mu, logvar = self.net("encoder", nets)(query)
         z = (mu + torch.exp(0.5 * logvar) * eps) if eps is not None else reparameterise(
             mu, logvar, rng)
-        context, weights = self.net("memory", nets)(z)
-        kl = kl_divergence(mu, logvar).mean() / mu.shape[1]
+        return z, kl_divergence(mu, logvar).mean() / mu.shape[1]
+
+    def _context(self, z: torch.Tensor, permutation: torch.Tensor | None,
+                 rng: torch.Generator | None, nets=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context ``c`` and attention weights of queries ``z``, with the ablations of the
+        memory: ``no_context`` gives the generator ``c = 0``; ``shuffled_slots`` applies
+        each image's weights to the slots in a random order (``permutation``, else drawn
+        from ``rng``)."""
+        memory = self.net("memory", nets)
+        if self.ablation == "shuffled_slots" and permutation is None:
+            n_slots = int(self.arch["n_slots"])
+            permutation = torch.argsort(torch.rand((len(z), n_slots), generator=rng,
+                                                   device=rng.device), dim=1).to(z.device)
+        context, weights = memory(z, permutation if self.ablation == "shuffled_slots"
+                                  else None)
+        if self.ablation == "no_context":
+            context = torch.zeros_like(context)
+        return context, weights
+
+    def _generate(self, query: torch.Tensor, eps: torch.Tensor | None,
+                  rng: torch.Generator | None, nets=None,
+                  permutation: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, attention weights and the queries' KL per latent dimension."""
+        z, kl = self._query(query, eps, rng, nets)
+        context, weights = self._context(z, permutation, rng, nets)
         return self.net("generator", nets)(torch.cat([z, context], dim=1)), weights, kl
 
     def loss(self, phase: str, batch, ctx: StepContext):
@@ -265,7 +296,7 @@ class AttentionGAN(Method):
                           "d_fake": fake_logits.detach().mean()}
         l_gan = generator_loss(disc(ctx.augment(fake, ctx.rng)), s.gan_loss, s.patch_loss)
         l_apg = self._apg(fake, weights)
-        loss = l_gan + s.lambda_apg * l_apg
+        loss = l_gan + (0.0 if self.ablation == "no_apg" else s.lambda_apg) * l_apg
         values = {"g_gan": l_gan.detach(), "g_apg": l_apg.detach(),
                   "attention_max": weights.detach().max(dim=1).values.mean(),
                   "query_kl": kl.detach()}
@@ -290,23 +321,56 @@ class AttentionGAN(Method):
         query = sources["query"]
         order = torch.randperm(len(query), generator=rng).numpy()
         picks = order[np.arange(n) % len(order)]
-        return {"query": query.batch(picks),
-                "eps": torch.randn((n, int(self.arch["latent_dim"])), generator=rng)}
+        inputs = {"query": query.batch(picks),
+                  "eps": torch.randn((n, int(self.arch["latent_dim"])), generator=rng)}
+        if self.ablation == "shuffled_slots":
+            inputs["permutation"] = torch.argsort(
+                torch.rand((n, int(self.arch["n_slots"])), generator=rng), dim=1)
+        return inputs
 
     def sample(self, inputs, nets=None):
-        return self._generate(inputs["query"], inputs["eps"], None, nets)[0]
+        return self._generate(inputs["query"], inputs["eps"], None, nets,
+                              inputs.get("permutation"))[0]
 
     def latent_walk(self, inputs, n_steps: int, nets=None) -> torch.Tensor:
         """Walk between the queries ``z`` of samples 0 and 1 (encoder mean plus their noise);
         the memory attends each point of the line and the generator draws it."""
-        mu, logvar = self.net("encoder", nets)(inputs["query"][:2])
-        z = mu + torch.exp(0.5 * logvar) * inputs["eps"][:2]
+        z, _ = self._query(inputs["query"][:2], inputs["eps"][:2], None, nets)
         t = torch.linspace(0, 1, n_steps, device=z.device)[:, None]
         line = torch.lerp(z[0:1], z[1:2], t)
-        context, _ = self.net("memory", nets)(line)
+        permutation = inputs.get("permutation")
+        if permutation is not None:  # one order along the walk: only the query moves
+            permutation = permutation[:1].expand(n_steps, -1)
+        context, _ = self._context(line, permutation, None, nets)
         return self.net("generator", nets)(torch.cat([line, context], dim=1))
 
     def attention(self, inputs, nets=None) -> torch.Tensor:
         """Attention weights (n, S) of sampling inputs (which slots each image attends)."""
-        mu, logvar = self.net("encoder", nets)(inputs["query"])
-        return self.net("memory", nets)(mu + torch.exp(0.5 * logvar) * inputs["eps"])[1]
+        z, _ = self._query(inputs["query"], inputs["eps"], None, nets)
+        return self.net("memory", nets)(z)[1]
+
+
+#: The seed paper's mechanisms, each removed by one ablation (``train.methods`` entry, same
+#: ``train.attention_gan`` settings and budget as the full model; Table 1 rows).
+ABLATIONS = {
+    "attention_gan_no_context": "no_context",
+    "attention_gan_random_query": "random_query",
+    "attention_gan_no_apg": "no_apg",
+    "attention_gan_shuffled_slots": "shuffled_slots",
+}
+
+
+def _ablated(name: str, ablation: str) -> type[AttentionGAN]:
+    doc = {"no_context": "the generator sees ``[z ; 0]``: no context from the memory",
+           "random_query": "the query ``z`` is drawn from N(0, I), not encoded from a CT image",
+           "no_apg": "lambda_APG = 0: no attention perceptual loss",
+           "shuffled_slots": "each image's attention weights fall on the slots in a random "
+                             "order, so its context does not depend on what it attended"}
+    cls = type(name, (AttentionGAN,), {"ablation": ablation, "__doc__":
+               f"Ablation of the attention GAN: {doc[ablation]}. Settings: "
+               "``train.attention_gan``."})
+    return register(name)(cls)
+
+
+for _name, _ablation in ABLATIONS.items():
+    _ablated(_name, _ablation)

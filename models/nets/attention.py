@@ -50,7 +50,14 @@ class AttentionMemory(nn.Module):
         """``z^T W_a y_s`` for every query and slot, (B, S)."""
         return (z @ self.W_a) @ self.slots.T
 
-    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context ``c`` (B, d) and attention weights ``a`` (B, S) of eq. 6."""
+    def forward(self, z: torch.Tensor, permutation: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context ``c`` (B, d) and attention weights ``a`` (B, S) of eq. 6.
+
+        ``permutation`` (B, S) long, for the shuffled-slots ablation: image ``b``'s weights
+        are computed on the slots as stored but applied to the slots reordered by
+        ``permutation[b]``, so what it receives no longer depends on what it attended."""
         weights = torch.softmax(self.scores(z), dim=1)
-        return weights @ self.slots, weights
+        if permutation is None:
+            return weights @ self.slots, weights
+        return torch.einsum("bs,bsd->bd", weights, self.slots[permutation]), weights
