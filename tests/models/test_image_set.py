@@ -32,7 +32,7 @@ READERS = {
     "image_classes": image_classes,
     "training_scales": lambda p: training_scales(p, None),
     "held_out_pairs": lambda p: held_out_pairs(p, "test"),
-    "labelled_images": labelled_images,
+    "labelled_images": lambda p: labelled_images(p, "reference"),
 }
 
 
