@@ -49,8 +49,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # no
 
 from models.data.image_set import check_images, open_image_set  # noqa: E402
 from models.data.loaders import string_column  # noqa: E402
-from models.methods import method_class  # noqa: E402
-from models.training.checkpoint import load_checkpoint  # noqa: E402
+from models.training.generate import restore_final  # noqa: E402
 from models.training.loop import sample_images  # noqa: E402
 from pipeline.fileio import atomic_output  # noqa: E402
 from recon.device import resolve_device  # noqa: E402
@@ -171,12 +170,9 @@ def choose_fwhm(positron_h5: Path, candidates: list[float]) -> tuple[float, dict
 
 def enhance_images(model_pt: Path, low: np.ndarray, device: str) -> np.ndarray:
     """pix2pix outputs (n, H, W) of normalised low-count images (n, H, W)."""
-    state = load_checkpoint(model_pt, "final", "pix2pix")
-    cls = method_class(state["method"])
-    if cls.data != "paired":
+    method, state = restore_final(model_pt, "pix2pix")
+    if method.data != "paired":
         raise ValueError(f"{model_pt}: method {state['method']} does not enhance paired images")
-    method = cls.restore(cls.settings_class.from_section(state["settings"]["method"]),
-                         state["arch"], state["nets"])
     size = int(state["arch"]["image_size"])
     if low.shape[-1] != size:
         raise ValueError(f"{model_pt} enhances {size} px images, the pairs are {low.shape[-1]} px")

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 
 from models.methods import method_class  # noqa: E402
 from models.metrics.memorisation import nearest  # noqa: E402
-from models.training.checkpoint import load_checkpoint  # noqa: E402
+from models.training.generate import restore_final  # noqa: E402
 from models.training.grids import tile, write_panels  # noqa: E402
 from models.training.history import read_history  # noqa: E402
 from models.training.loop import in_eval_mode  # noqa: E402
@@ -62,11 +62,9 @@ def latent_walks(models: dict[str, Path], walk_steps: int, seed: int,
     """Two walks per method from its ``final.pt``: (2 * walk_steps, H, W) images each."""
     walks = {}
     for name, path in models.items():
-        state = load_checkpoint(path, "final", name)
-        cls = method_class(name)
-        method = cls.restore(cls.settings_class.from_section(state["settings"]["method"]),
-                             state["arch"], state["nets"])
-        inputs = method.sampling_inputs(4, sources_for(cls), torch.Generator().manual_seed(seed))
+        method, _ = restore_final(path, name)
+        inputs = method.sampling_inputs(4, sources_for(type(method)),
+                                        torch.Generator().manual_seed(seed))
         with torch.no_grad(), in_eval_mode(method):
             rows = [method.latent_walk({k: v[2 * i : 2 * i + 2] for k, v in inputs.items()},
                                        walk_steps)[:, 0].numpy() for i in range(2)]
@@ -85,9 +83,7 @@ def class_walks(models: dict[str, Path], walk_steps: int, seed: int, sources_for
         cls = method_class(name)
         if not cls.conditional:
             continue
-        state = load_checkpoint(path, "final", name)
-        method = cls.restore(cls.settings_class.from_section(state["settings"]["method"]),
-                             state["arch"], state["nets"])
+        method, state = restore_final(path, name)
         classes = [k for k, n in enumerate(state["arch"]["class_counts"]) if n > 0]
         inputs = method.sampling_inputs(2, sources_for(cls), torch.Generator().manual_seed(seed))
         rows = []

@@ -40,6 +40,7 @@ from scipy.ndimage import gaussian_filter
 
 from models.data.image_set import check_images, open_image_set
 from models.data.loaders import PositronImages
+from models.evaluate.attention_usage import attention_usage, usage_sentence
 from models.evaluate.feature_network import (
     INFORMATIVE_AUC,
     embed,
@@ -74,6 +75,7 @@ COLUMNS = [
     ("method", "method", None),
     ("msssim_diversity", "MS-SSIM diversity", 4),
     ("msssim_to_real", "MS-SSIM to held-out", 4),
+    ("l1_diversity", "pairwise L1 (pixels)", 3),
     ("frechet", "Fréchet distance to held-out (domain features)", 3),
     ("kid_x1e3", "KID x 10^3 to held-out (domain features)", 2),
     ("kid_std_x1e3", "KID std x 10^3 (subsets)", 2),
@@ -219,6 +221,15 @@ def sanity_sets(train: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
             "blurred mean": np.repeat(blurred[None], n, axis=0)}
 
 
+def pairwise_l1(images: np.ndarray, pairs: int, seed: int) -> float:
+    """Mean absolute pixel difference of ``pairs`` random pairs of distinct images of a set
+    (N, H, W): its spread in pixels (0 for one image repeated)."""
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, len(images), pairs)
+    j = (i + rng.integers(1, len(images), pairs)) % len(images)  # never the image itself
+    return float(np.abs(images[i] - images[j]).mean())
+
+
 def set_metrics(images: np.ndarray, features: np.ndarray, held: np.ndarray,
                 held_features: FeatureSet, train: np.ndarray, train_features: np.ndarray,
                 held_out_nn: dict[str, np.ndarray], s: EvalSettings) -> dict[str, float]:
@@ -234,6 +245,7 @@ def set_metrics(images: np.ndarray, features: np.ndarray, held: np.ndarray,
     _, nn_features = nearest(features, train_features, "features")
     pixels = copy_statistics(nn_pixels, held_out_nn["pixels"], s.copy_quantile)
     return {"msssim_diversity": diversity, "msssim_diversity_se": diversity_se,
+            "l1_diversity": pairwise_l1(images, s.msssim_pairs, s.seed),
             "msssim_to_real": to_real, "msssim_to_real_se": to_real_se,
             **feature_scores(FeatureSet(features), held_features, train_features, s.prdc_k),
             "kid_std_x1e3": 1e3 * kid_std,
@@ -620,12 +632,23 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     for row in rows:
         log.info("%s: %s", row["method"], ", ".join(
             f"{k} {row[k]:.4g}" for k, _, d in COLUMNS if d is not None))
+    def sources_for(cls) -> dict[str, Any]:
+        return sampling_sources(cls, positron_h5, None if ct_h5 is None else Path(ct_h5),
+                                acquisition)
+
+    first = {m: runs[m][0] for m in spec["methods"]}
+    first_models = {m: models[r] for m, r in first.items() if models and r in models}
+    usage = attention_usage(first_models, n_images, s.seed, sources_for)
+    for row in rows:
+        if row["method"] in usage:
+            row["attention"] = usage[row["method"]]
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_text, md_text = format_table(rows)
     text = caption(s, train.shape[-1], len(train), (len(held), len(set(held_phantoms))),
                    floor_all, n_images, feature_report, acquisition)
     text += " " + rankings(rows, [*spec["methods"], floor_name],
                            feature_report["held_out"].get("presence_auc", float("nan")))
+    text += usage_sentence(usage)
     with atomic_output(out_dir / "table1.csv", overwrite=True) as tmp:
         Path(tmp).write_text(csv_text)
     text += downstream_caption(downstream)
@@ -643,12 +666,6 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
         slug = row["method"].replace(" ", "_").replace("(", "").replace(")", "")
         with atomic_output(out_dir / "metrics" / f"{slug}.json", overwrite=True) as tmp:
             Path(tmp).write_text(json.dumps(row, indent=2))
-    def sources_for(cls) -> dict[str, Any]:
-        return sampling_sources(cls, positron_h5, None if ct_h5 is None else Path(ct_h5),
-                                acquisition)
-
-    first = {m: runs[m][0] for m in spec["methods"]}
-    write_figures(out_dir, train, per_set, spec["methods"],
-                  {m: models[r] for m, r in first.items() if models and r in models},
+    write_figures(out_dir, train, per_set, spec["methods"], first_models,
                   {m: histories[r] for m, r in first.items() if r in histories}, s, sources_for)
     return rows

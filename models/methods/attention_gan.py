@@ -344,10 +344,13 @@ class AttentionGAN(Method):
         context, _ = self._context(line, permutation, None, nets)
         return self.net("generator", nets)(torch.cat([line, context], dim=1))
 
+    def queries(self, inputs, nets=None) -> torch.Tensor:
+        """The queries ``z`` (n, q) of sampling inputs."""
+        return self._query(inputs["query"], inputs["eps"], None, nets)[0]
+
     def attention(self, inputs, nets=None) -> torch.Tensor:
         """Attention weights (n, S) of sampling inputs (which slots each image attends)."""
-        z, _ = self._query(inputs["query"], inputs["eps"], None, nets)
-        return self.net("memory", nets)(z)[1]
+        return self.net("memory", nets)(self.queries(inputs, nets))[1]
 
 
 #: The seed paper's mechanisms, each removed by one ablation (``train.methods`` entry, same

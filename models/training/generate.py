@@ -33,6 +33,7 @@ from models.data.image_set import open_image_set
 from models.data.labels import class_names
 from models.data.loaders import string_column
 from models.methods import method_class
+from models.methods.base import Method
 from models.methods.conditional import conditional_names
 from models.training.checkpoint import file_sha256, load_checkpoint
 from models.training.loop import sample_images
@@ -63,6 +64,20 @@ def training_scales(positron_h5: Path, acquisition: str | None) -> tuple[np.ndar
     return scales, attrs
 
 
+def restore_final(model_pt: str | Path, expected: str) -> tuple[Method, dict[str, Any]]:
+    """The trained method of a ``final.pt`` (its checkpoint must be of method ``expected``)
+    and the checkpoint itself; weights that do not fit the architecture are refused with the
+    file's name."""
+    state = load_checkpoint(model_pt, "final", expected)
+    cls = method_class(state["method"])
+    settings = cls.settings_class.from_section(state["settings"]["method"])
+    try:
+        return cls.restore(settings, state["arch"], state["nets"]), state
+    except RuntimeError as exc:
+        raise ValueError(f"{model_pt}: weights do not fit the {state['method']} architecture "
+                         f"({str(exc).splitlines()[0]})") from None
+
+
 def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | Path,
                  ct_h5: str | Path | None, out_h5: str | Path,
                  overwrite: bool = False) -> dict[str, Any]:
@@ -71,8 +86,8 @@ def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | 
     if out_h5.exists() and not overwrite:
         raise FileExistsError(f"{out_h5} exists; pass --overwrite to replace it")
     cfg = spec["generate"]
-    state = load_checkpoint(model_pt, "final", spec["method"])
-    cls = method_class(state["method"])
+    method, state = restore_final(model_pt, spec["method"])
+    cls = type(method)
     scales, attrs = training_scales(positron_h5, spec["acquisition"])
     classes = cfg.get("classes") or None
     if classes and not cls.conditional:
@@ -80,12 +95,6 @@ def run_generate(spec: dict[str, Any], model_pt: str | Path, positron_h5: str | 
                          "conditioned on a class (conditional methods: "
                          f"{', '.join(conditional_names())}); unset it or train one of those")
     sources = sampling_sources(cls, positron_h5, ct_h5, spec["acquisition"])
-    settings = cls.settings_class.from_section(state["settings"]["method"])
-    try:
-        method = cls.restore(settings, state["arch"], state["nets"])
-    except RuntimeError as exc:
-        raise ValueError(f"{model_pt}: weights do not fit the {state['method']} architecture "
-                         f"({str(exc).splitlines()[0]})") from None
     device = resolve_device(spec["device"])
     method.to(device)
     n, seed = int(cfg["n_images"]), int(cfg["seed"])

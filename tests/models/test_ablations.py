@@ -113,3 +113,39 @@ def test_no_apg_drops_only_the_attention_perceptual_loss(name, apg_in_loss):
     assert float(values["g_apg"]) > 0  # still measured and logged
     assert float(loss.detach()) == pytest.approx(float(values["g_gan"] + apg + kl_term),
                                                  rel=1e-5)
+
+
+def test_attention_usage_of_uniform_attention_and_prior_queries():
+    """W_a = 0 makes attention uniform (top weight 1/S); the random-query ablation's queries
+    are N(0, I), whose norm has the chi distribution's mean."""
+    from scipy import stats
+
+    from models.evaluate.attention_usage import usage_of
+
+    method = _build("attention_gan_random_query")
+    with torch.no_grad():
+        method.nets["memory"].W_a.zero_()
+    g = torch.Generator().manual_seed(10)
+    inputs = {"query": torch.zeros((4000, 1, SIZE, SIZE)),
+              "eps": torch.randn((4000, LATENT), generator=g)}
+    usage = usage_of(method, inputs)
+    assert usage["mean_top_weight"] == pytest.approx(1 / SLOTS, rel=1e-6)
+    assert usage["slots"] == SLOTS and usage["n_images"] == 4000
+    assert usage["query_norm_mean"] == pytest.approx(stats.chi(LATENT).mean(), rel=0.02)
+    # A memory whose one slot dominates every score: every image's first choice is that slot.
+    with torch.no_grad():
+        method.nets["memory"].slots.zero_()
+        method.nets["memory"].slots[2] = 1.0
+        method.nets["memory"].W_a.fill_(50.0)
+    positive = {"query": inputs["query"][:200], "eps": inputs["eps"][:200].abs()}
+    usage = usage_of(method, positive)
+    assert usage["slots_first_choice"] == 1 and usage["mean_top_weight"] > 0.99
+
+
+def test_pairwise_l1_of_two_images_is_their_mean_difference():
+    from models.evaluate.table1 import pairwise_l1
+
+    rng = np.random.default_rng(11)
+    a, b = rng.uniform(-1, 1, (2, 8, 8))
+    assert pairwise_l1(np.stack([a, b]), 50, 0) == pytest.approx(np.abs(a - b).mean())
+    assert pairwise_l1(np.repeat(a[None], 5, 0), 50, 0) == 0.0
