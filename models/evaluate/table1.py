@@ -421,8 +421,11 @@ def caption(s: EvalSettings, size_px: int, n_train: int, held: tuple[int, int],
     return (
         f"Every row: {n_images} images (evaluate.sample_size, or the smallest set; a seeded "
         f"subsample). Compared against {held[0]} held-out ({s.held_out_split}) images of "
-        f"{held[1]} phantoms; the real floor row: {floor[0]} of the {s.floor_split} images of "
-        f"{floor[1]} phantoms, subsampled to {n_images}; {n_train} training images. "
+        f"{held[1]} phantoms; " + (
+            f"the real floor row: {floor[0]} of the {s.floor_split} images of {floor[1]} "
+            f"phantoms, subsampled to {n_images}; " if floor[0] else
+            f"no real floor row: the {s.floor_split} split holds no image; ") +
+        f"{n_train} training images. "
         f"{acquisition or 'all'} images of {size_px} px. " + intervals + " MS-SSIM: data range "
         f"2 (images in [-1, 1]), {s.msssim_scales} scales, {s.msssim_window_px} px Gaussian "
         f"window (sigma {s.msssim_sigma_px} px), weights {weights}, mean over {s.msssim_pairs} "
@@ -551,13 +554,15 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
     acquisition = spec["acquisition"]
     train = real_images(positron_h5, "train", acquisition)
     held = real_images(positron_h5, s.held_out_split, acquisition)
-    floor = real_images(positron_h5, s.floor_split, acquisition)
-    held_phantoms = PositronImages(positron_h5, s.held_out_split, acquisition).phantoms()
+    # A small set may hold no image in the other held-out split: then there is no floor row.
     floor_phantoms = PositronImages(positron_h5, s.floor_split, acquisition).phantoms()
+    floor = (real_images(positron_h5, s.floor_split, acquisition) if len(floor_phantoms)
+             else np.empty((0, *train.shape[1:])))
+    held_phantoms = PositronImages(positron_h5, s.held_out_split, acquisition).phantoms()
     check_scales(train.shape[-1], s.msssim_scales, s.msssim_window_px)
     sets = {r: read_generated(Path(generated[r]), positron_attrs)
             for m in spec["methods"] for r in runs[m]}
-    n_images = common_size(s, {f"real ({s.floor_split})": len(floor),
+    n_images = common_size(s, {**({f"real ({s.floor_split})": len(floor)} if len(floor) else {}),
                                **{r: len(v) for r, v in sets.items()}})
     if s.kid_subset_size > min(n_images, len(held)):
         raise ValueError(f"config key evaluate.kid_subset_size: {s.kid_subset_size} exceeds the "
@@ -576,7 +581,7 @@ def run_evaluate(spec: dict[str, Any], positron_h5: str | Path, feature_net: str
         "classes": [], "held_out": {"accuracy": float("nan"), "majority_rate": float("nan"),
                                     "presence_auc": float("nan")}}
     floor_name = f"{SANITY_ROWS[0]} ({s.floor_split})"
-    named = {floor_name: (floor, floor_phantoms),
+    named = {**({floor_name: (floor, floor_phantoms)} if len(floor) else {}),
              **{k: (v, None) for k, v in sanity_sets(train, n_images, s.seed).items()}}
     row_runs = {**runs, **{name: [name] for name in named}}
     images = {**{r: (v, None) for r, v in sets.items()}, **named}

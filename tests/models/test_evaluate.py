@@ -112,7 +112,7 @@ def test_table1_rows_files_and_sanity(evaluated, tmp_path):
     md = (tmp_path / "eval/table1.md").read_text()
     assert "data range 2" in md and "not FID" in md and "1 scales, 7 px" in md
     assert (tmp_path / "eval/table1.csv").read_text().splitlines()[0].startswith(
-        "method,n_runs,n_images,msssim_diversity,msssim_to_real,frechet,kid_x1e3")
+        "method,n_runs,n_images,msssim_diversity,msssim_to_real,l1_diversity,frechet,kid_x1e3")
 
 
 def test_several_training_seeds_give_mean_and_spread(evaluated, tmp_path):
@@ -204,3 +204,24 @@ def test_a_generated_set_breaking_the_image_set_contract_is_refused(tmp_path, ca
         f["pictures"] = images
     with pytest.raises(ValueError, match=f"^{path}: missing dataset images"):
         read_generated(path, {"size_px": 8, "normalisation": "{}"})
+
+
+def test_a_set_without_the_other_held_out_split_has_no_floor_row(evaluated, tmp_path):
+    """Few phantoms may leave the split that is neither training nor held out empty: Table 1
+    is then made without the real floor row, and says so."""
+    cfg, files, root, _ = evaluated
+    other = "val" if cfg["evaluate"]["held_out_split"] == "test" else "test"
+    positron = tmp_path / "positron.h5"
+    positron.write_bytes(files["positron"].read_bytes())
+    with h5py.File(positron, "r+") as f:
+        split = f["split"][...].astype(str)
+        split[split == other] = "train"
+        del f["split"]
+        f["split"] = split.astype("S")
+    rows = run_evaluate(evaluate_spec(cfg, "tubes"), positron,
+                        root / "models/feature_net/final.pt",
+                        {"attention_gan": root / "generated/attention_gan.h5"}, {},
+                        tmp_path / "eval")
+    assert [r["method"] for r in rows] == ["attention_gan", *SANITY_ROWS[1:]]
+    assert f"no real floor row: the {other} split holds no image" in (
+        tmp_path / "eval/table1.md").read_text()
