@@ -331,10 +331,12 @@ def evaluate_spec(config: dict, dataset: str) -> dict[str, Any]:
 
 
 def enhance_spec(config: dict, dataset: str) -> dict[str, Any]:
-    """Everything the enhancement table depends on: the ``enhance`` section and the device."""
+    """Everything the enhancement table depends on: the ``enhance`` section, the device, and
+    the downstream detector's settings and acquisition (it scores the enhanced images)."""
     _known_dataset(config, dataset)
     return {"dataset": dataset, "enhance": copy.deepcopy(config["enhance"]),
-            "device": config["device"]}
+            "downstream": copy.deepcopy(config["downstream"]),
+            "acquisition": _train_acquisition(config), "device": config["device"]}
 
 
 def downstream_spec(config: dict, dataset: str) -> dict[str, Any]:

@@ -26,6 +26,9 @@ that what any image shows there (the roll-off of a blurred wall, noise) does not
 seeing the defect. Slices whose control touches the defect are left out. Reported as the mean
 over the slices, with the share of slices whose CNR the image raised over the low-count one.
 
+The real-trained defect detector then scores the same slices as each kind shows them
+(:mod:`models.evaluate.enhance_detection`): does enhancement raise detection, or only PSNR?
+
 The classical answer in full would reconstruct the low-count data again with more iterations
 and a post-filter; here the image sets' reconstruction (``recon`` settings) is kept and only
 the post-filter is tuned, which the README states.
@@ -48,7 +51,9 @@ from scipy.ndimage import binary_dilation, gaussian_filter  # noqa: E402
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
 
 from models.data.image_set import check_images, open_image_set  # noqa: E402
+from models.data.labels import image_classes  # noqa: E402
 from models.data.loaders import string_column  # noqa: E402
+from models.evaluate.enhance_detection import detection_markdown, detection_rows  # noqa: E402
 from models.training.generate import restore_final  # noqa: E402
 from models.training.loop import sample_images  # noqa: E402
 from pipeline.fileio import atomic_output  # noqa: E402
@@ -64,8 +69,8 @@ ROWS = ("low-count", "post-filtered", "pix2pix", "reference")
 
 
 def held_out_pairs(positron_h5: Path, split: str) -> dict[str, np.ndarray]:
-    """Low-count, reference and truth images (n, H, W) and defect masks (n, H, W) bool of the
-    pairs of ``split``."""
+    """Low-count, reference and truth images (n, H, W), defect masks (n, H, W) bool and the
+    defect class (n,) of the pairs of ``split``."""
     with open_image_set(positron_h5, "positron image set") as f:
         for name in ("images", "pairs", "split", "truth", "masks"):
             if name not in f:
@@ -84,11 +89,12 @@ def held_out_pairs(positron_h5: Path, split: str) -> dict[str, np.ndarray]:
         images = dict(zip(rows.tolist(), read["images"], strict=True))
         truth = dict(zip(rows.tolist(), read["truth"], strict=True))
         masks = dict(zip(rows.tolist(), f["masks"][rows] > 0, strict=True))
+    classes = image_classes(positron_h5)[keep[:, 1]]
     low = np.stack([images[r] for r in keep[:, 0]]).astype(np.float64)
     ref = np.stack([images[r] for r in keep[:, 1]]).astype(np.float64)
     return {"low": low, "reference": ref,
             "truth": np.stack([truth[r] for r in keep[:, 1]]).astype(np.float64),
-            "masks": np.stack([masks[r] for r in keep[:, 1]])}
+            "masks": np.stack([masks[r] for r in keep[:, 1]]), "classes": classes}
 
 
 def renormalise(activity: np.ndarray) -> np.ndarray:
@@ -286,15 +292,18 @@ def run_enhance(spec: dict[str, Any], positron_h5: str | Path, model_pt: str | P
               "pix2pix": enhance_images(model_pt, data["low"], spec["device"]),
               "reference": data["reference"]}
     rows = summarise(images, data)
+    detection = detection_rows(spec, positron_h5, images, data["classes"])
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = [k for k in rows[0] if k != "images"]
     with atomic_output(out_dir / "enhance.csv", overwrite=True) as tmp:
         Path(tmp).write_text("images," + ",".join(keys) + "\n" + "".join(
             f"{r['images']}," + ",".join(f"{r[k]:.6g}" for k in keys) + "\n" for r in rows))
     with atomic_output(out_dir / "enhance.md", overwrite=True) as tmp:
-        Path(tmp).write_text(_markdown(rows, fwhm, cfg["split"]))
+        Path(tmp).write_text(_markdown(rows, fwhm, cfg["split"])
+                             + detection_markdown(detection))
     with atomic_output(out_dir / "enhance.json", overwrite=True) as tmp:
-        Path(tmp).write_text(json.dumps({"rows": rows, "post_filter_fwhm_px": fwhm,
+        Path(tmp).write_text(json.dumps({"rows": rows, "detection": detection,
+                                         "post_filter_fwhm_px": fwhm,
                                          "validation_psnr_by_fwhm": scores,
                                          "split": cfg["split"], "model": str(model_pt)},
                                         indent=2))

@@ -160,3 +160,23 @@ def test_downstream_json_is_read_back_by_table1(tmp_path):
     bad.write_text('{"rows": [{"auc": 1}]}')
     with pytest.raises(ValueError, match=r"bad\.json: not a downstream\.json"):
         _read_downstream(bad)
+
+
+def test_sensitivity_at_a_false_positive_rate_is_sklearns_roc_point():
+    """Per class, the true positive rate of the ROC operating point with the largest
+    sensitivity whose false positive rate is at most 10 % (scikit-learn's roc_curve)."""
+    from sklearn.metrics import roc_curve
+
+    from models.evaluate.enhance_detection import sensitivity_at_fpr
+
+    rng = np.random.default_rng(12)
+    classes = rng.choice([0, 0, 0, 2, 3], 400)
+    scores = rng.normal(size=400) + 1.2 * (classes > 0) + 0.5 * (classes == 3)
+    got = sensitivity_at_fpr(scores, classes, 0.1)
+    for name, k in (("hole", 2), ("pit", 3), ("all", None)):
+        keep = (classes == 0) | ((classes > 0) if k is None else (classes == k))
+        fpr, tpr, _ = roc_curve(classes[keep] > 0, scores[keep], drop_intermediate=False)
+        assert got[name] == pytest.approx(tpr[fpr <= 0.1].max()), name
+    assert set(got) == {"hole", "pit", "all"}
+    # Too few defect-free slices to set a 10 % threshold: nothing is read.
+    assert sensitivity_at_fpr(scores[:5], np.array([0, 0, 2, 2, 2]), 0.1) == {}
