@@ -336,6 +336,7 @@ def enhance_spec(config: dict, dataset: str) -> dict[str, Any]:
     _known_dataset(config, dataset)
     return {"dataset": dataset, "enhance": copy.deepcopy(config["enhance"]),
             "downstream": copy.deepcopy(config["downstream"]),
+            "held_out_split": config["enhance"]["split"],
             "acquisition": _train_acquisition(config), "device": config["device"]}
 
 

@@ -42,10 +42,12 @@ from models.data.image_set import check_images, open_image_set
 from models.data.labels import DEFECT_CLASSES
 from models.data.loaders import PositronImages
 from models.metrics.detection import (
+    FALSE_POSITIVE_RATE,
     auc_standard_error,
     dice_per_image,
     per_class_accuracy,
     presence_auc,
+    sensitivity_at_fpr,
 )
 from models.nets.detector import DefectDetector
 from models.nets.init import init_weights
@@ -67,6 +69,7 @@ class DownstreamSettings:
     channels: int
     segmentation_weight: float
     seeds: tuple[int, ...]
+    early_stopping: bool = True
 
     @classmethod
     def from_section(cls, s: dict[str, Any]) -> DownstreamSettings:
@@ -75,7 +78,8 @@ class DownstreamSettings:
             raise ValueError(f"config key downstream.segmentation_weight: {weight} must be a "
                              "finite number >= 0")
         return cls(int(s["epochs"]), int(s["batch_size"]), float(s["lr"]), int(s["channels"]),
-                   weight, tuple(int(x) for x in s["seeds"]))
+                   weight, tuple(int(x) for x in s["seeds"]),
+                   bool(s.get("early_stopping", True)))
 
 
 @dataclass
@@ -107,6 +111,18 @@ def real_set(positron_h5: Path, split: str, acquisition: str | None) -> Labelled
     both = data.batch(every).numpy()
     return LabelledSet(both[:, 0].astype(np.float32), data.labels(every).numpy(),
                        both[:, 1] > 0, np.ones(len(data), bool))
+
+
+def validation_set(positron_h5: Path, spec: dict[str, Any]) -> LabelledSet | None:
+    """The real images early stopping watches: the ``val`` split, unless it is the split the
+    detector is scored on (``held_out_split: val``) or ``downstream.early_stopping`` is off;
+    None then, or when the split holds no image."""
+    s = spec["downstream"]
+    if not s.get("early_stopping", True) or spec.get("held_out_split", "test") == "val":
+        return None
+    if len(PositronImages(positron_h5, "val", acquisition=spec["acquisition"])) == 0:
+        return None
+    return real_set(positron_h5, "val", spec["acquisition"])
 
 
 def generated_set(path: Path, method: str, size_px: int) -> LabelledSet:
@@ -149,9 +165,23 @@ def mask_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor
     return bce + (1.0 - dice)
 
 
+@dataclass
+class TrainedDetector:
+    """A trained detector and, with early stopping, the step whose weights it keeps and
+    their validation presence AUC (None without a usable validation split)."""
+
+    net: DefectDetector
+    step: int
+    val_auc: float | None = None
+
+
 def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: int,
-                   device: torch.device) -> DefectDetector:
-    """A detector trained for ``steps`` batches drawn uniformly from ``train``."""
+                   device: torch.device, val: LabelledSet | None = None,
+                   check_every: int | None = None) -> TrainedDetector:
+    """A detector trained for ``steps`` batches drawn uniformly from ``train``. With ``val``
+    (images with and without defects) the presence AUC on it is measured every
+    ``check_every`` steps and the weights of the best check are kept (early stopping on the
+    validation split; ties keep the earlier check)."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = DefectDetector(N_CLASSES, s.channels)
@@ -164,8 +194,10 @@ def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: 
     counts = torch.bincount(y, minlength=N_CLASSES).double()
     weight = torch.where(counts > 0, counts.sum() / (N_CLASSES * counts.clamp(min=1)), 0.0)
     opt = torch.optim.Adam(net.parameters(), lr=s.lr)
+    usable = val is not None and 0 < (val.classes > 0).sum() < len(val)
+    best: tuple[float, int, dict] | None = None
     net.train()
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         pick = torch.randint(0, len(train), (s.batch_size,), generator=gen)
         both = random_dihedral(torch.cat([x[pick], m[pick]], dim=1), gen).to(device)
         logits, mask_logits = net(both[:, :1])
@@ -176,7 +208,17 @@ def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: 
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return net.eval()
+        if usable and check_every and (step % check_every == 0 or step == steps):
+            net.eval()
+            auc = presence_auc(1.0 - predict(net, val.images, device)[0][:, 0],
+                               val.classes > 0)
+            net.train()
+            if best is None or auc > best[0]:
+                best = (auc, step, {k: v.detach().clone() for k, v in net.state_dict().items()})
+    if best is None:
+        return TrainedDetector(net.eval(), steps)
+    net.load_state_dict(best[2])
+    return TrainedDetector(net.eval(), best[1], float(best[0]))
 
 
 @torch.no_grad()
@@ -205,7 +247,9 @@ def score(net: DefectDetector, test: LabelledSet, device: torch.device) -> dict[
         [np.nan])
     return {"auc": auc, "balanced_accuracy": float(np.nanmean(per_class)),
             "per_class": {c: float(a) for c, a in zip(DEFECT_CLASSES, per_class, strict=True)},
-            "dice": float(np.mean(dice))}
+            "dice": float(np.mean(dice)),
+            "sensitivity": sensitivity_at_fpr(1.0 - probs[:, 0], test.classes,
+                                              FALSE_POSITIVE_RATE)}
 
 
 def class_agreement(nets: list[DefectDetector], data: LabelledSet, device: torch.device
@@ -228,6 +272,10 @@ def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> d
             v) > 1 else 0.0
     for c in DEFECT_CLASSES:
         out[f"accuracy_{c}"] = float(np.mean([r["per_class"][c] for r in runs]))
+    for c in (*DEFECT_CLASSES[1:], "all"):
+        out[f"sensitivity_{c}"] = float(np.mean([r["sensitivity"].get(c, np.nan)
+                                                 for r in runs]))
+    out["selected_step"] = float(np.mean([r["selected_step"] for r in runs]))
     if base is not None:
         d = np.asarray([r["auc"] - b["auc"] for r, b in zip(runs, base, strict=True)])
         out["delta_auc"], out["delta_auc_std"] = float(np.mean(d)), float(
@@ -236,8 +284,10 @@ def _summary(runs: list[dict[str, Any]], base: list[dict[str, Any]] | None) -> d
 
 
 def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_classes: list,
-                    s: DownstreamSettings, steps: int, n_test_defects: int) -> str:
+                    s: DownstreamSettings, steps: int, n_test_defects: int,
+                    early_stopped: bool = False) -> str:
     present = [c for c in DEFECT_CLASSES if c in test_classes]
+    defects = [c for c in present if c != "none"]
 
     def pm(row, key, d=3):
         v = row.get(key, float("nan"))
@@ -246,17 +296,30 @@ def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_
         sd = row.get(f"{key}_std")
         return f"{v:.{d}f}" + (f" ± {sd:.{d}f}" if sd is not None and len(s.seeds) > 1 else "")
 
+    def f2(v):
+        return "n/a" if not np.isfinite(v) else f"{v:.2f}"
+
     head = ("| training set | images | presence AUC | Δ AUC vs real | balanced accuracy | Dice | "
-            + " | ".join(f"acc. {c}" for c in present) + " |\n|" + "---|" * (6 + len(present))
-            + "\n")
+            + " | ".join(f"acc. {c}" for c in present) + " | "
+            + " | ".join(f"sens. {c}" for c in defects) + " |\n|"
+            + "---|" * (6 + len(present) + len(defects)) + "\n")
     body = "".join(
         f"| {r['training_set']} | {r['n_images']} | {pm(r, 'auc')} | {pm(r, 'delta_auc')} | "
         f"{pm(r, 'balanced_accuracy')} | {pm(r, 'dice')} | "
-        + " | ".join(f"{r[f'accuracy_{c}']:.2f}" for c in present) + " |\n" for r in rows)
+        + " | ".join(f"{r[f'accuracy_{c}']:.2f}" for c in present) + " | "
+        + " | ".join(f2(r.get(f"sensitivity_{c}", np.nan)) for c in defects) + " |\n"
+        for r in rows)
+    stopping = (f" Early stopping: the weights of the epoch with the best presence AUC on the "
+                f"validation split (mean selected step of the real set "
+                f"{rows[0].get('selected_step', steps):.0f} of {steps})." if early_stopped else
+                " No early stopping (downstream.early_stopping off, no validation images, or "
+                "the validation split is the held-out one): the last weights.")
     return (f"{head}{body}\nDetector trained {steps} steps of {s.batch_size} images per set "
             f"({s.epochs} passes over the {n_train} real training images), seeds "
             f"{list(s.seeds)} (mean ± standard deviation); scored on {n_test} real held-out "
-            f"images, {n_test_defects} with a defect. Δ AUC: the set's AUC minus the real set's, "
+            f"images, {n_test_defects} with a defect.{stopping} Sensitivity: share of a class's "
+            f"images above the score that at most {FALSE_POSITIVE_RATE:.0%} of the defect-free "
+            "held-out images exceed. Δ AUC: the set's AUC minus the real set's, "
             "seed by seed. Resolution of this test set: an AUC of 0.5 has a standard error of "
             + (f"{auc_standard_error(0.5, n_test_defects, n_test - n_test_defects):.3f}"
                if 0 < n_test_defects < n_test else "n/a")
@@ -290,13 +353,16 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
         sets[f"{m} only"] = data
     runs: dict[str, list[dict[str, Any]]] = {}
     real_nets = []
+    val = validation_set(positron_h5, spec)
+    per_epoch = int(np.ceil(len(train) / s.batch_size))
     for name, data in sets.items():
         runs[name] = []
         for seed in s.seeds:
-            net = train_detector(data, steps, s, seed, device)
-            runs[name].append(score(net, test, device))
+            trained = train_detector(data, steps, s, seed, device, val, per_epoch)
+            runs[name].append({**score(trained.net, test, device),
+                               "selected_step": trained.step, "val_auc": trained.val_auc})
             if name == "real":
-                real_nets.append(net)
+                real_nets.append(trained.net)
         log.info("%s: AUC %.3f, balanced accuracy %.3f, Dice %.3f", name,
                  np.mean([r["auc"] for r in runs[name]]),
                  np.mean([r["balanced_accuracy"] for r in runs[name]]),
@@ -312,7 +378,8 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
     out_dir.mkdir(parents=True, exist_ok=True)
     keys = ["n_images", "auc", "auc_std", "delta_auc", "delta_auc_std", "balanced_accuracy",
             "balanced_accuracy_std", "dice", "dice_std", *(f"accuracy_{c}" for c in
-                                                           DEFECT_CLASSES)]
+                                                           DEFECT_CLASSES),
+            *(f"sensitivity_{c}" for c in (*DEFECT_CLASSES[1:], "all")), "selected_step"]
     with atomic_output(out_dir / "downstream.csv", overwrite=True) as tmp:
         Path(tmp).write_text("training_set," + ",".join(keys) + "\n" + "".join(
             f"{r['training_set']}," + ",".join(f"{r.get(k, float('nan')):.6g}" for k in keys)
@@ -320,7 +387,8 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
     with atomic_output(out_dir / "downstream.md", overwrite=True) as tmp:
         Path(tmp).write_text(f"# Train on synthetic, test on real: {spec['dataset']}\n\n"
                              + format_markdown(rows, len(train), len(test), test_classes, s,
-                                               steps, int((test.classes > 0).sum())))
+                                               steps, int((test.classes > 0).sum()),
+                                               val is not None))
     with atomic_output(out_dir / "downstream.json", overwrite=True) as tmp:
         Path(tmp).write_text(json.dumps({
             "rows": rows, "class_agreement": agreement, "steps": steps,

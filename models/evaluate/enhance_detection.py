@@ -23,29 +23,10 @@ from models.evaluate.downstream import (
     predict,
     real_set,
     train_detector,
+    validation_set,
 )
-from models.metrics.detection import presence_auc
+from models.metrics.detection import FALSE_POSITIVE_RATE, presence_auc, sensitivity_at_fpr
 from recon.device import resolve_device
-
-#: The false positive rate at which sensitivities are read.
-FALSE_POSITIVE_RATE = 0.1
-
-
-def sensitivity_at_fpr(scores: np.ndarray, classes: np.ndarray, rate: float
-                       ) -> dict[str, float]:
-    """Per defect class present (and ``all``), the share of its slices scoring above the
-    threshold that at most ``rate`` of the defect-free slices exceed (scores (n,), classes
-    (n,) with 0 for no defect)."""
-    negatives = np.sort(scores[classes == 0])
-    if len(negatives) < int(np.ceil(1.0 / rate)):
-        return {}
-    # The smallest threshold with at most rate * n negatives strictly above it.
-    threshold = negatives[len(negatives) - int(np.floor(rate * len(negatives))) - 1]
-    out = {DEFECT_CLASSES[k]: float(np.mean(scores[classes == k] > threshold))
-           for k in np.unique(classes) if k > 0}
-    if (classes > 0).any():
-        out["all"] = float(np.mean(scores[classes > 0] > threshold))
-    return out
 
 
 def detection_rows(spec: dict[str, Any], positron_h5, images: dict[str, np.ndarray],
@@ -56,7 +37,10 @@ def detection_rows(spec: dict[str, Any], positron_h5, images: dict[str, np.ndarr
     device = resolve_device(spec["device"])
     train = real_set(positron_h5, "train", spec["acquisition"])
     steps = s.epochs * int(np.ceil(len(train) / s.batch_size))
-    nets = [train_detector(train, steps, s, seed, device) for seed in s.seeds]
+    val = validation_set(positron_h5, spec)
+    per_epoch = int(np.ceil(len(train) / s.batch_size))
+    nets = [train_detector(train, steps, s, seed, device, val, per_epoch).net
+            for seed in s.seeds]
     present = classes > 0
     rows = []
     for kind, x in images.items():

@@ -111,3 +111,27 @@ def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     var = (auc * (1 - auc) + (n_pos - 1) * (q1 - auc**2) + (n_neg - 1) * (q2 - auc**2)) / (
         n_pos * n_neg)
     return float(np.sqrt(max(var, 0.0)))
+
+
+#: The false positive rate at which sensitivities are read.
+FALSE_POSITIVE_RATE = 0.1
+
+
+def sensitivity_at_fpr(scores: np.ndarray, classes: np.ndarray, rate: float
+                       ) -> dict[str, float]:
+    """Per defect class present (and ``all``), the share of its images scoring above the
+    threshold that at most ``rate`` of the defect-free images exceed (scores (n,), classes
+    (n,) with 0 for no defect): the ROC operating point of highest sensitivity at a false
+    positive rate of at most ``rate``. Empty when the defect-free images are too few
+    (fewer than ``1 / rate``) to set the threshold."""
+    scores, classes = np.asarray(scores, np.float64), np.asarray(classes)
+    negatives = np.sort(scores[classes == 0])
+    if len(negatives) < int(np.ceil(1.0 / rate)):
+        return {}
+    # The smallest threshold with at most rate * n negatives strictly above it.
+    threshold = negatives[len(negatives) - int(np.floor(rate * len(negatives))) - 1]
+    out = {DEFECT_CLASSES[k]: float(np.mean(scores[classes == k] > threshold))
+           for k in np.unique(classes) if k > 0}
+    if (classes > 0).any():
+        out["all"] = float(np.mean(scores[classes > 0] > threshold))
+    return out

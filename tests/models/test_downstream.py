@@ -18,6 +18,7 @@ from models.evaluate.downstream import (
     DownstreamSettings,
     LabelledSet,
     generated_set,
+    predict,
     score,
     train_detector,
 )
@@ -43,7 +44,8 @@ def toy_defects(n: int, seed: int) -> LabelledSet:
 def test_the_detector_learns_presence_class_and_mask_of_a_toy_set():
     s = DownstreamSettings(epochs=1, batch_size=16, lr=3e-3, channels=8,
                            segmentation_weight=1.0, seeds=(0,))
-    net = train_detector(toy_defects(64, 0), steps=150, s=s, seed=0, device=torch.device("cpu"))
+    net = train_detector(toy_defects(64, 0), steps=150, s=s, seed=0,
+                         device=torch.device("cpu")).net
     result = score(net, toy_defects(40, 1), torch.device("cpu"))
     assert result["auc"] > 0.95
     assert result["per_class"]["hole"] > 0.9 and result["per_class"]["none"] > 0.9
@@ -53,9 +55,37 @@ def test_the_detector_learns_presence_class_and_mask_of_a_toy_set():
 
 def test_an_untrained_detector_scores_at_chance():
     s = DownstreamSettings(1, 16, 1e-3, 8, 1.0, (0,))
-    net = train_detector(toy_defects(8, 0), steps=0, s=s, seed=0, device=torch.device("cpu"))
+    net = train_detector(toy_defects(8, 0), steps=0, s=s, seed=0,
+                         device=torch.device("cpu")).net
     result = score(net, toy_defects(200, 2), torch.device("cpu"))
     assert abs(result["auc"] - 0.5) < 0.2
+
+
+def test_early_stopping_keeps_the_check_with_the_best_validation_auc():
+    """The kept weights are those of a plain run stopped at the chosen check, and no other
+    check's plain run scores higher on the validation images."""
+    from models.metrics.detection import presence_auc
+
+    s = DownstreamSettings(1, 16, 3e-3, 8, 1.0, (0,))
+    cpu = torch.device("cpu")
+    train, val = toy_defects(24, 3), toy_defects(30, 4)
+    stopped = train_detector(train, 45, s, 0, cpu, val, check_every=15)
+    assert stopped.step in (15, 30, 45)
+
+    def val_auc(net):
+        return presence_auc(1.0 - predict(net, val.images, cpu)[0][:, 0], val.classes > 0)
+
+    plain = {k: train_detector(train, k, s, 0, cpu).net for k in (15, 30, 45)}
+    for a, b in zip(plain[stopped.step].state_dict().values(),
+                    stopped.net.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert stopped.val_auc == pytest.approx(val_auc(plain[stopped.step]))
+    assert all(val_auc(net) <= stopped.val_auc + 1e-12 for net in plain.values())
+    # Without validation images, or with a validation set of one class: the last weights.
+    assert train_detector(train, 45, s, 0, cpu).step == 45
+    one_class = LabelledSet(val.images[val.classes == 0], val.classes[val.classes == 0],
+                            val.masks[val.classes == 0], val.has_mask[val.classes == 0])
+    assert train_detector(train, 45, s, 0, cpu, one_class, 15).val_auc is None
 
 
 def test_a_generated_set_without_labels_is_refused_naming_the_key(tmp_path):
@@ -167,7 +197,7 @@ def test_sensitivity_at_a_false_positive_rate_is_sklearns_roc_point():
     sensitivity whose false positive rate is at most 10 % (scikit-learn's roc_curve)."""
     from sklearn.metrics import roc_curve
 
-    from models.evaluate.enhance_detection import sensitivity_at_fpr
+    from models.metrics.detection import sensitivity_at_fpr
 
     rng = np.random.default_rng(12)
     classes = rng.choice([0, 0, 0, 2, 3], 400)
