@@ -122,9 +122,12 @@ def smallest_detected(size_mm: np.ndarray, cnr: np.ndarray, thresholds: tuple[fl
     a, b = power_law(size_mm, cnr)
     if not (math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0):
         return np.full(len(thresholds), math.nan)
-    out = np.array([(t / a) ** (1.0 / b) for t in thresholds])
-    out = np.maximum(out, size_mm.min())
-    return np.where(out > size_mm.max(), math.inf, out)
+    # In logarithms: a nearly flat fit (b of 1e-3) puts the size at 10^1000 mm, beyond any
+    # float; anything past the largest measured size is inf all the same.
+    log_size = (np.log(np.asarray(thresholds, np.float64)) - math.log(a)) / b
+    beyond = log_size > math.log(size_mm.max())
+    out = np.exp(np.where(beyond, 0.0, log_size))
+    return np.where(beyond, math.inf, np.maximum(out, size_mm.min()))
 
 
 def summarise(rows: list[dict], settings: StudySettings) -> list[dict]:

@@ -29,6 +29,10 @@ def test_smallest_detected_inverts_the_power_law_within_the_measured_sizes():
     assert np.all(np.isinf(smallest_detected(np.zeros(0), np.zeros(0), (3.0,))))
     # CNR falling with size: no estimate rather than a number.
     assert np.all(np.isnan(smallest_detected(size, 10.0 / size, (3.0,))))
+    # A nearly flat fit (b of about 1e-3) would put the threshold at 10^1000 mm: beyond every
+    # size, not an overflow (a bootstrap resample of a real study gave one).
+    flat = 0.1 * size**1e-3
+    assert np.all(np.isinf(smallest_detected(size, flat, (3.0, 5.0))))
 
 
 def _rose_rows(rng: np.random.Generator, k: float, decays: float, n_phantoms: int,
