@@ -42,7 +42,7 @@ import numpy as np
 
 from sim.engines.embedded.engine import FastEngine
 from sim.engines.embedded.source import Frame
-from sim.engines.statistical.events import _good_pairs
+from sim.engines.statistical.events import recorded_pairs
 from sim.scanner.geometry import Scanner
 
 KIND_SCATTERED, KIND_RANDOM = 1, 2
@@ -128,7 +128,7 @@ def draw_scattered(sample: BackgroundSample, scanner: Scanner, frame: Frame,
     mean_ns = (ev["time1_ns"] + ev["time2_ns"]) / 2
     out["time1_ns"] = decay_ns + (ev["time1_ns"] - mean_ns)
     out["time2_ns"] = decay_ns + (ev["time2_ns"] - mean_ns)
-    good = _good_pairs(scanner, out["crystal1"], out["crystal2"], min_sector_difference)
+    good = recorded_pairs(scanner, out["crystal1"], out["crystal2"], min_sector_difference)
     order = np.argsort(out["time1_ns"][good], kind="stable")
     return {k: v[good][order] for k, v in out.items()}
 
@@ -169,7 +169,7 @@ def draw_randoms(sample: BackgroundSample, scanner: Scanner, frame: Frame, windo
     n = int(rng.poisson(mean_all)) if mean > 0 else 0
     i = rng.integers(total, size=n)
     j = rng.integers(total, size=n)
-    good = _good_pairs(scanner, sample.singles_crystal[i], sample.singles_crystal[j],
+    good = recorded_pairs(scanner, sample.singles_crystal[i], sample.singles_crystal[j],
                        min_sector_difference)
     i, j = i[good], j[good]
     n = i.size

@@ -40,6 +40,8 @@ from sim.engines.embedded.engine import EngineSettings
 from sim.engines.embedded.source import Frame
 from sim.engines.statistical.background import draw_randoms, draw_scattered
 from sim.engines.statistical.events import ActivityLookup, draw_trues
+from sim.engines.statistical.expectation import detected_per_decay
+from sim.engines.statistical.line_trues import LineTrues, draw_line_trues
 from sim.engines.statistical.preparation import prepare, read_preparation
 from sim.engines.statistical.response_file import read_response
 from sim.listmode.file import COLUMNS, ListModeWriter, acquisition_attrs
@@ -52,6 +54,8 @@ ENGINE_VERSION = "0.1"
 #: What the engine writes: list-mode events, or counts per crystal pair
 #: (:mod:`sim.listmode.histogram`, size bounded whatever the counts).
 OUTPUTS = ("histogram", "listmode")
+#: How trues are drawn: exact thinning (:mod:`.events`) or counted lines (:mod:`.line_trues`).
+TRUES = ("thinning", "lines")
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class StatisticalSettings:
         Largest shift of each end of a resampled scattered coincidence.
     slice_candidates : int
         Candidate trues per time slice (memory: about 300 bytes each).
+    output : str
+        One of :data:`OUTPUTS`.
+    trues : str
+        One of :data:`TRUES`: exact thinning, or lines counted from their expected
+        detected rates (:mod:`.line_trues`).
     """
 
     background_decays: int = 2_000_000
@@ -73,17 +82,19 @@ class StatisticalSettings:
     jitter_rings: int = 2
     slice_candidates: int = 2_000_000
     output: str = "histogram"
+    trues: str = "thinning"
 
     def __post_init__(self) -> None:
-        if self.output not in OUTPUTS:
-            raise ValueError(f"simulation.statistical.output: {self.output!r} is not one of "
-                             f"{OUTPUTS}")
+        for key, allowed in (("output", OUTPUTS), ("trues", TRUES)):
+            if getattr(self, key) not in allowed:
+                raise ValueError(f"simulation.statistical.{key}: {getattr(self, key)!r} is "
+                                 f"not one of {allowed}")
 
     @classmethod
     def from_config(cls, simulation_cfg: dict) -> StatisticalSettings:
         """From the ``simulation`` config section (its ``statistical`` part)."""
         section = simulation_cfg.get("statistical", {})
-        return cls(**{k: (str if k == "output" else int)(section[k])
+        return cls(**{k: (str if k in ("output", "trues") else int)(section[k])
                       for k in cls.__dataclass_fields__ if k in section})
 
 
@@ -122,6 +133,9 @@ class StatisticalEngine:
         n_slices = max(1, int(np.ceil(candidates / settings.slice_candidates)))
         edges_s = Frame(acq.activity_bq, acq.duration_s, acq.half_life_s,
                         n_slices).slice_edges_s
+        if settings.trues == "lines":  # the frame's detected trues, counted per line
+            line_trues = LineTrues.draw(detected_per_decay(expected, response), frame,
+                                        _seed(job.seed, 6))
         counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
         next_event = 0
         if settings.output == "histogram":
@@ -133,10 +147,16 @@ class StatisticalEngine:
                 t0 = edges_s[k]
                 part = Frame(acq.activity_bq * np.exp(-t0 / frame.tau_s), edges_s[k + 1] - t0,
                              acq.half_life_s, 1)
-                trues = list(draw_trues(expected, activity, response, part,
-                                        engine_settings.acolinearity_fwhm_deg,
-                                        sorter.min_sector_difference, _seed(job.seed, 2, k),
-                                        chunk_candidates=2**62))
+                if settings.trues == "lines":
+                    trues = [draw_line_trues(
+                        line_trues, line_trues.between(t0, edges_s[k + 1]), expected,
+                        activity, response, engine_settings.acolinearity_fwhm_deg,
+                        sorter.min_sector_difference, t0, 0, _seed(job.seed, 7, k))]
+                else:
+                    trues = list(draw_trues(expected, activity, response, part,
+                                            engine_settings.acolinearity_fwhm_deg,
+                                            sorter.min_sector_difference,
+                                            _seed(job.seed, 2, k), chunk_candidates=2**62))
                 scattered = draw_scattered(sample, job.scanner, part,
                                            sorter.min_sector_difference, _seed(job.seed, 3, k),
                                            settings.jitter_columns, settings.jitter_rings)
@@ -173,6 +193,7 @@ class StatisticalEngine:
                 timings_s=json.dumps({"phantom": round(prepared_s, 3),
                                       "total": round(elapsed, 3)}),
                 background_decays=int(sample.decays), output=settings.output,
+                trues_drawn_by=settings.trues,
             )
             out.attrs.update(attrs)
         return {**counts, "primaries": int(round(frame.expected_decays))}

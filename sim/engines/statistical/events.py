@@ -91,6 +91,16 @@ def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: Activi
     line = np.minimum(np.searchsorted(cumulative, np.sort(rng.random(n)), side="right"),
                       cumulative.size - 1)
     rng.shuffle(line)
+    return (*axis_points(expected, activity, scanner, line, rng), line)
+
+
+def axis_points(expected: ExpectedTrues, activity: ActivityLookup, scanner,
+                line: np.ndarray, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A candidate on each of lines ``line`` (n,): its axis through points uniform on the
+    two face cells (n, 3) twice, its point uniform on the line's stretch (n, 3), and
+    whether it is kept (with probability density over the largest density, bool (n,))."""
+    n = line.size
     tracks = expected.tracks
     track = expected.track[line]
     centres = face_centres_xy(scanner)
@@ -109,16 +119,51 @@ def candidates(expected: ExpectedTrues, cumulative: np.ndarray, activity: Activi
     u = u_lo + (u_hi - u_lo) * rng.random(n)
     point = ends[0] + u[:, None] * (ends[1] - ends[0])
     kept = rng.random(n) * activity.maximum < activity(point)
-    return ends[0], ends[1], point, kept, line
+    return ends[0], ends[1], point, kept
+
+
+def axes_of_lines(expected: ExpectedTrues, activity: ActivityLookup, scanner,
+                  line: np.ndarray, rng: np.random.Generator, max_rounds: int = 100
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An axis and annihilation point on each of lines ``line`` (n,), distributed as the
+    activity in the line's tube: :func:`axis_points` drawn again for the candidates not
+    kept, up to ``max_rounds`` times (the rejection sampling the thinning does, here
+    conditioned on the line). Returns the two cell points and the point, (n, 3) each, and
+    whether each line found one (bool (n,)): a line whose tube the activity only grazes
+    can exhaust the rounds, and its coincidence is then dropped."""
+    e1 = np.zeros((line.size, 3))
+    e2, x = np.zeros_like(e1), np.zeros_like(e1)
+    todo = np.arange(line.size)
+    for _ in range(max_rounds):
+        a, b, p, kept = axis_points(expected, activity, scanner, line[todo], rng)
+        done = todo[kept]
+        e1[done], e2[done], x[done] = a[kept], b[kept], p[kept]
+        todo = todo[~kept]
+        if todo.size == 0:
+            break
+    found = np.ones(line.size, bool)
+    found[todo] = False
+    return e1, e2, x, found
 
 
 def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm_deg,
            min_sector_difference, first_event, rng) -> dict:
+    e1, e2, x, kept, _ = candidates(expected, cumulative, activity, response.scanner,
+                                    decay_ns.size, rng)
+    return detect_pairs(response, e1[kept], e2[kept], x[kept], decay_ns[kept],
+                        first_event + np.flatnonzero(kept), acolinearity_fwhm_deg,
+                        min_sector_difference, rng)
+
+
+def detect_pairs(response: DetectorResponse, e1: np.ndarray, e2: np.ndarray, x: np.ndarray,
+                 decay_ns: np.ndarray, ids: np.ndarray, acolinearity_fwhm_deg: float,
+                 min_sector_difference: int, rng: np.random.Generator,
+                 detection: bool = True) -> dict:
+    """List-mode columns of the photon pairs from points ``x`` along the axes through
+    ``e1`` and ``e2`` (n, 3 each), decaying at ``decay_ns`` with event ids ``ids`` (n,):
+    acolinearity, each photon's detection (skipped with ``detection=False``, for pairs
+    already known to be detected), outcomes and the sorter's sector cut."""
     scanner = response.scanner
-    e1, e2, x, kept, _ = candidates(expected, cumulative, activity, scanner, decay_ns.size,
-                                    rng)
-    ids = first_event + np.flatnonzero(kept)
-    e1, e2, x, decay_ns = e1[kept], e2[kept], x[kept], decay_ns[kept]
     n = decay_ns.size
     d1 = e1 - x
     d1 /= np.linalg.norm(d1, axis=1)[:, None]
@@ -133,8 +178,10 @@ def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm
     for d in (d1, d2):
         entry = ring_entry(scanner, x, d)
         folded = fold(scanner, response.bins, entry)
-        # A photon is detected with its cell's probability (the envelope left it out).
-        keep &= rng.random(n) < response.probability(folded)
+        if detection:  # with its cell's probability (the envelope left it out)
+            keep &= rng.random(n) < response.probability(folded)
+        else:  # known to be detected where its cells can detect
+            keep &= response.probability(folded) > 0
         singles.append((entry, folded))
     columns = []
     for entry, folded in singles:
@@ -143,7 +190,7 @@ def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm
         out["time_ns"] = (decay_ns[keep] + sub_entry.distance_mm / C_MM_PER_NS
                           + out.pop("delay_ns"))
         columns.append(out)
-    good = _good_pairs(scanner, columns[0]["crystal"], columns[1]["crystal"],
+    good = recorded_pairs(scanner, columns[0]["crystal"], columns[1]["crystal"],
                        min_sector_difference)
     first, second = ({k: v[good] for k, v in c.items()} for c in columns)
     swap = second["time_ns"] < first["time_ns"]
@@ -170,8 +217,8 @@ def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm
     }
 
 
-def _good_pairs(scanner, crystal1: np.ndarray, crystal2: np.ndarray,
-                min_sector_difference: int) -> np.ndarray:
+def recorded_pairs(scanner, crystal1: np.ndarray, crystal2: np.ndarray,
+                   min_sector_difference: int) -> np.ndarray:
     """Pairs the coincidence sorter records (modules far enough apart, two crystals)."""
     cpr, cpm, modules = (scanner.crystals_per_ring, scanner.crystals_per_module,
                          scanner.modules_per_ring)

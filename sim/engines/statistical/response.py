@@ -172,7 +172,7 @@ def fold_angles(scanner: Scanner, bins: ResponseBins, within: np.ndarray, ring: 
                   flip_t, flip_z)
 
 
-def _neighbours(bins: ResponseBins, folded: Folded) -> tuple[np.ndarray, np.ndarray]:
+def angle_neighbours(bins: ResponseBins, folded: Folded) -> tuple[np.ndarray, np.ndarray]:
     """The four cells around each photon's angles and their bilinear weights, (n, 4)."""
     a0 = np.minimum(np.floor(folded.alpha_x), bins.alpha_bins - 2).astype(np.int64)
     b0 = np.minimum(np.floor(folded.beta_x), bins.beta_bins - 2).astype(np.int64)
@@ -239,7 +239,7 @@ class DetectorResponse:
         """Detection probability of each photon, interpolated bilinearly in the angles
         between the cells' centres (0 where the photon cannot be detected)."""
         p = self.detected / np.maximum(self.sent, 1)
-        cells, weights = _neighbours(self.bins, folded)
+        cells, weights = angle_neighbours(self.bins, folded)
         return np.sum(p[cells] * weights, axis=1)
 
     def draw(self, folded: Folded, entry: Entry, rng: np.random.Generator) -> dict:
@@ -253,7 +253,7 @@ class DetectorResponse:
         window), ``pos_mm`` ((n, 3) float32, global) and ``delay_ns`` (float64: from the
         entry point to the single's time stamp, time blurring included).
         """
-        cells, weights = _neighbours(self.bins, folded)
+        cells, weights = angle_neighbours(self.bins, folded)
         count = self.detected[cells]
         weights = weights * count / np.maximum(self.sent[cells], 1)
         total = weights.sum(axis=1)

@@ -16,13 +16,18 @@ calibrated response (:mod:`.response`).
 
 The expected pairs of each line (:attr:`ExpectedTrues.pairs`, per decay, before detection)
 take the tube average as the central line's integral of the density convolved with the
-tube's cross-section: a line with ends uniform over the two cells (width ``w``
-transaxially, the axial pitch axially) is offset from the central line by ``(p + q) / 2``
-half-way (``p``, ``q`` uniform over the cell), a triangle of half-width ``w / 2``
-(:func:`tube_kernel`), applied along x, y and z. The cross-section is the one half-way
-along the line, where a phantom in the middle of the ring is; nearer a face the tube
-narrows towards the cell's own width (:mod:`.expectation`; the events are drawn by the
-exact thinning below, since this smoothed expectation blurs sources thinner than a cell).
+tube's cross-section: a line with ends uniform over the two cells is offset from the
+central line by ``(p + q) / 2`` half-way (``p``, ``q`` uniform over the cell), a triangle
+(:func:`tube_kernel`) of half-width half the cell's width seen from the line (the crystal
+pitch times the mean cosine of the incidence on the two faces, :func:`tube_widths_mm`)
+across the line and of half the axial pitch along z. Across the line it is applied as a
+radially symmetric kernel whose projection on every direction is that triangle
+(:func:`disc_kernel`), and the blurred density is read at the voxel holding each sample
+point (bilinear reading would widen the tube by a voxel). The cross-section is the one
+half-way along the line, where a phantom in the middle of the ring is; nearer a face the
+tube narrows towards the cell's own width. The rates of :mod:`.expectation` use it; the
+events are placed within the tube by the activity itself (below, and
+:mod:`.line_trues`), since a smoothed expectation blurs sources thinner than a cell.
 
 An upper bound of the line integral is kept as well: bounding ``int rho dl`` by ``rho_max
 Lambda`` (``Lambda`` the length of the line's own stretch that can meet activity: the part
@@ -139,6 +144,28 @@ def tube_kernel(width_mm: float, voxel_mm: float) -> np.ndarray:
     return cdf(centres + voxel_mm / 2) - cdf(centres - voxel_mm / 2)
 
 
+def disc_kernel(width_mm: float, voxel_yx_mm: np.ndarray, supersample: int = 11
+                ) -> np.ndarray:
+    """Radially symmetric kernel over the (y, x) voxels whose projection on *every*
+    transaxial direction is the triangle of :func:`tube_kernel` (half-width
+    ``h = width_mm / 2``): the inverse Abel transform of the triangle,
+    ``g(r) = arccosh(h / r) / (pi h^2)`` for ``r < h``, averaged over each voxel on a
+    ``supersample``-fold grid of its inner points and normalised to sum to one. Blurring
+    the density with it averages every line's integral over its tube whatever the line's
+    direction (a separable blur along x and y would widen the tube of oblique lines).
+    Shape (2 m + 1, 2 n + 1), centred."""
+    h = width_mm / 2
+    voxel_y, voxel_x = (float(v) for v in voxel_yx_mm)
+    m, n = int(np.ceil(h / voxel_y + 0.5)), int(np.ceil(h / voxel_x + 0.5))
+    sub = (np.arange(supersample) + 0.5) / supersample - 0.5
+    y = (np.arange(-m, m + 1)[:, None] + sub[None, :]).ravel() * voxel_y
+    x = (np.arange(-n, n + 1)[:, None] + sub[None, :]).ravel() * voxel_x
+    r = np.hypot(y[:, None], x[None, :])
+    g = np.arccosh(np.maximum(h / np.maximum(r, 1e-12), 1.0))  # zero from r = h on
+    g = g.reshape(2 * m + 1, supersample, 2 * n + 1, supersample).mean(axis=(1, 3))
+    return g / g.sum()
+
+
 def support_box(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Corners (x, y, z) of the box around the non-zero voxels of an image, mm."""
@@ -173,13 +200,7 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
     if not np.all(np.isfinite(activity)) or np.any(activity < 0) or activity.sum() <= 0:
         raise ValueError("activity map must be finite, non-negative and not all zero")
     density = activity / (activity.sum() * np.prod(voxel_size_mm))
-    # The density averaged over a line's tube: convolved with the tube's cross-section.
-    tube = density
-    widths = (scanner.axial_pitch_mm, scanner.crystal_pitch_mm, scanner.crystal_pitch_mm)
-    for axis, (width, voxel) in enumerate(zip(widths, voxel_size_mm, strict=True)):
-        tube = scipy.ndimage.convolve1d(tube, tube_kernel(width, voxel), axis=axis,
-                                        mode="constant")
-    tube = tube.astype(np.float32)
+    tubes: dict[float, np.ndarray] = {}  # the density blurred by each tube width used
     mu = np.asarray(mu_per_mm_zyx, np.float32)
     reach, reach_origin_mm = _reach(activity > 0, scanner, voxel_size_mm, origin_mm)
     lo, hi = support_box(reach, voxel_size_mm, reach_origin_mm)
@@ -221,7 +242,7 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
             plane_profiles(mu, voxel_size_mm, origin_mm, sub, nearest=True),
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
         integral = oblique_integrals(
-            plane_profiles(tube, voxel_size_mm, origin_mm, sub),
+            _tube_profiles(density, tubes, voxel_size_mm, origin_mm, sub, scanner),
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
         length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
         geometric = (np.exp(-attenuation) * etendue(sub, track, z1[pair], z2[pair], scanner)
@@ -235,6 +256,45 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
     return ExpectedTrues(tracks, track.astype(np.int32), ring1.astype(np.int16),
                          ring2.astype(np.int16), value, pairs, float(density.max()), track_lo,
                          track_hi, float(lo[2]), float(hi[2]))
+
+
+def tube_widths_mm(tracks: Tracks, scanner: Scanner) -> np.ndarray:
+    """Transaxial width of each track's tube across its line, mm (n_tracks,): the face
+    cells' width seen from the line, ``w (cos theta_i + cos theta_j) / 2``, rounded to a
+    tenth of a millimetre (the blurred densities are made once per width)."""
+    d_xy = tracks.end_xy - tracks.start_xy
+    length = np.linalg.norm(d_xy, axis=1)
+    cosines = np.zeros(tracks.i.size)
+    for column in (tracks.i, tracks.j):
+        phi = scanner.module_angles_rad[column // scanner.crystals_per_module]
+        cosines += np.abs(d_xy[:, 0] * np.cos(phi) + d_xy[:, 1] * np.sin(phi)) / length
+    return np.round(scanner.crystal_pitch_mm * cosines / 2, 1)
+
+
+def _tube_profiles(density: np.ndarray, tubes: dict[float, np.ndarray],
+                   voxel_size_mm: np.ndarray, origin_mm: np.ndarray, tracks: Tracks,
+                   scanner: Scanner) -> np.ndarray:
+    """:func:`plane_profiles` of the density averaged over each track's tube: the density
+    convolved with the tube's cross-section half-way (:func:`tube_kernel`: the axial
+    pitch along z, the track's own width across it, applied along x and y), made once per
+    width and kept in ``tubes``."""
+    widths = tube_widths_mm(tracks, scanner)
+    out = None
+    for width in np.unique(widths):
+        if width not in tubes:
+            tube = scipy.ndimage.convolve1d(
+                density, tube_kernel(scanner.axial_pitch_mm, voxel_size_mm[0]), axis=0,
+                mode="constant")
+            tube = scipy.ndimage.convolve(
+                tube, disc_kernel(width, voxel_size_mm[1:])[None], mode="constant")
+            tubes[width] = tube.astype(np.float32)
+        mine = widths == width
+        profiles = plane_profiles(tubes[width], voxel_size_mm, origin_mm, tracks.subset(mine),
+                                  nearest=True)
+        if out is None:
+            out = np.zeros((profiles.shape[0], tracks.i.size, profiles.shape[2]), np.float32)
+        out[:, mine] = profiles
+    return out
 
 
 def _reach(active: np.ndarray, scanner: Scanner, voxel_size_mm: np.ndarray,

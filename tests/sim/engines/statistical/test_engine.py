@@ -50,27 +50,35 @@ def setup(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_engine_writes_a_list_mode_file_that_counts_like_the_monte_carlo(setup):
+    """Both ways of drawing the trues (thinning, counted lines), against one Monte Carlo
+    run; the frame is cut into several time slices, which must come out in time order."""
     cfg, phantom, _, folder = setup
     response = folder / "response_60.h5"
     write_response(response, calibrate(SCANNER, DIGITIZER, photons_per_cell=60, seed=1), {})
     spec = _listmode(simulate_spec(cfg, "pt", "point_0000", "short"))
-    stat = folder / "statistical.h5"
-    counts = run_simulation({**spec, "engine": "statistical"}, phantom, stat, workers=2,
-                            response_h5=response)
+    spec["simulation"]["statistical"]["slice_candidates"] = 100_000
     mc_file = folder / "fast.h5"
     mc = run_simulation({**spec, "engine": "fast"}, phantom, mc_file, workers=2)
-    listmode = read_listmode(stat)
-    assert listmode.attrs["engine"] == "statistical" and len(listmode) == counts["prompts"]
-    kinds = np.bincount(listmode.coincidences["kind"], minlength=3)
-    assert kinds.tolist() == [counts["trues"], counts["scattered"], counts["randoms"]]
-    assert np.all(np.diff(listmode.coincidences["time1_ns"]) >= 0)  # time order
-    assert len(np.unique(listmode.coincidences["event1"])) == len(listmode)
-    assert abs(counts["trues"] - mc["trues"]) < max(0.02 * mc["trues"], 3 * np.sqrt(mc["trues"]))
-    sample_scattered = mc["scattered"] * 400_000 / mc["primaries"]  # about, in the sample
-    sigma = mc["scattered"] * np.sqrt(1 / mc["scattered"] + 1 / sample_scattered)
-    assert abs(counts["scattered"] - mc["scattered"]) < 3 * sigma
-    for key in ("randoms", "delayed"):
-        assert abs(counts[key] - mc[key]) < 4 * np.sqrt(mc[key]) + 0.05 * mc[key], key
+    for trues in ("thinning", "lines"):
+        drawn = copy.deepcopy(spec)
+        drawn["simulation"]["statistical"]["trues"] = trues
+        stat = folder / f"statistical_{trues}.h5"
+        counts = run_simulation({**drawn, "engine": "statistical"}, phantom, stat, workers=2,
+                                response_h5=response)
+        listmode = read_listmode(stat)
+        assert listmode.attrs["engine"] == "statistical" and len(listmode) == counts["prompts"]
+        assert listmode.attrs["trues_drawn_by"] == trues
+        kinds = np.bincount(listmode.coincidences["kind"], minlength=3)
+        assert kinds.tolist() == [counts["trues"], counts["scattered"], counts["randoms"]]
+        assert np.all(np.diff(listmode.coincidences["time1_ns"]) >= 0)  # time order
+        assert len(np.unique(listmode.coincidences["event1"])) == len(listmode)
+        assert abs(counts["trues"] - mc["trues"]) < max(0.02 * mc["trues"],
+                                                        3 * np.sqrt(mc["trues"])), trues
+        sample_scattered = mc["scattered"] * 400_000 / mc["primaries"]  # about, in the sample
+        sigma = mc["scattered"] * np.sqrt(1 / mc["scattered"] + 1 / sample_scattered)
+        assert abs(counts["scattered"] - mc["scattered"]) < 3 * sigma
+        for key in ("randoms", "delayed"):
+            assert abs(counts[key] - mc[key]) < 4 * np.sqrt(mc[key]) + 0.05 * mc[key], key
 
 
 def _listmode(spec: dict) -> dict:
