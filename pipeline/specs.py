@@ -347,7 +347,7 @@ def downstream_spec(config: dict, dataset: str) -> dict[str, Any]:
     return {"dataset": dataset, "downstream": copy.deepcopy(config["downstream"]),
             "methods": downstream_methods(config), "acquisition": _train_acquisition(config),
             "held_out_split": config["evaluate"]["held_out_split"],
-            "device": config["device"]}
+            "bootstrap": int(config["evaluate"]["bootstrap"]), "device": config["device"]}
 
 
 def _known_dataset(config: dict, dataset: str) -> None:

@@ -45,6 +45,7 @@ from models.metrics.detection import (
     FALSE_POSITIVE_RATE,
     auc_standard_error,
     dice_per_image,
+    paired_auc_test,
     per_class_accuracy,
     presence_auc,
     sensitivity_at_fpr,
@@ -245,7 +246,8 @@ def score(net: DefectDetector, test: LabelledSet, device: torch.device) -> dict[
     per_class = per_class_accuracy(probs.argmax(1), test.classes, N_CLASSES)
     dice = dice_per_image(masks[present], test.masks[present]) if present.any() else np.array(
         [np.nan])
-    return {"auc": auc, "balanced_accuracy": float(np.nanmean(per_class)),
+    return {"scores": 1.0 - probs[:, 0], "auc": auc,
+            "balanced_accuracy": float(np.nanmean(per_class)),
             "per_class": {c: float(a) for c, a in zip(DEFECT_CLASSES, per_class, strict=True)},
             "dice": float(np.mean(dice)),
             "sensitivity": sensitivity_at_fpr(1.0 - probs[:, 0], test.classes,
@@ -261,6 +263,45 @@ def class_agreement(nets: list[DefectDetector], data: LabelledSet, device: torch
     for k, name in enumerate(DEFECT_CLASSES):
         of_k = data.classes == k
         out[name] = float(np.mean(calls[:, of_k] == k)) if of_k.any() else float("nan")
+    return out
+
+
+#: Significance level of the paired comparisons with the real set.
+ALPHA = 0.05
+
+
+def ensemble_comparison(scores: np.ndarray, real_scores: np.ndarray | None,
+                        present: np.ndarray, phantoms: np.ndarray, replicates: int,
+                        seed: int) -> dict[str, Any]:
+    """The presence AUC of a set's detectors (their scores averaged over the seeds, (n,))
+    with a 95 % interval by bootstrap over the held-out phantoms (percentiles of
+    ``replicates`` resamples of whole phantoms), and, given the real set's averaged scores,
+    the paired clustered DeLong test of the difference (:func:`paired_auc_test`, phantoms
+    as clusters) with its verdict: ``helps`` or ``hurts`` where p < :data:`ALPHA`, ``no
+    evidence`` otherwise. NaN and ``n/a`` with fewer than two held-out phantoms or one
+    label only."""
+    out: dict[str, Any] = {"ensemble_auc": float("nan"), "auc_lo": float("nan"),
+                           "auc_hi": float("nan"), "p_vs_real": float("nan"),
+                           "delta_auc_ensemble": float("nan"), "verdict": "n/a"}
+    names, cluster = np.unique(phantoms, return_inverse=True)
+    if names.size < 2 or present.all() or not present.any():
+        return out
+    out["ensemble_auc"] = presence_auc(scores, present)
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(replicates):
+        counts = np.bincount(rng.integers(0, names.size, names.size), minlength=names.size)
+        weight = counts[cluster]
+        take = np.repeat(np.arange(scores.size), weight)
+        if 0 < present[take].sum() < take.size:
+            draws.append(presence_auc(scores[take], present[take]))
+    if draws:
+        out["auc_lo"], out["auc_hi"] = (float(x) for x in np.percentile(draws, [2.5, 97.5]))
+    if real_scores is not None:
+        test = paired_auc_test(scores, real_scores, present, cluster)
+        out["delta_auc_ensemble"], out["p_vs_real"] = test.difference, test.p
+        out["verdict"] = ("no evidence" if not test.p < ALPHA
+                          else "helps" if test.difference > 0 else "hurts")
     return out
 
 
@@ -299,12 +340,24 @@ def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_
     def f2(v):
         return "n/a" if not np.isfinite(v) else f"{v:.2f}"
 
-    head = ("| training set | images | presence AUC | Δ AUC vs real | balanced accuracy | Dice | "
+    def interval(row):
+        v, lo, hi = (row.get(k, float("nan")) for k in ("ensemble_auc", "auc_lo", "auc_hi"))
+        if not np.isfinite(v):
+            return "n/a"
+        return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if np.isfinite(lo) else "")
+
+    def versus(row):
+        p = row.get("p_vs_real", float("nan"))
+        return "n/a" if not np.isfinite(p) else f"{p:.3g} ({row['verdict']})"
+
+    head = ("| training set | images | presence AUC | Δ AUC vs real | seed-mean AUC [95 %] | "
+            "vs real: p (verdict) | balanced accuracy | Dice | "
             + " | ".join(f"acc. {c}" for c in present) + " | "
             + " | ".join(f"sens. {c}" for c in defects) + " |\n|"
-            + "---|" * (6 + len(present) + len(defects)) + "\n")
+            + "---|" * (8 + len(present) + len(defects)) + "\n")
     body = "".join(
         f"| {r['training_set']} | {r['n_images']} | {pm(r, 'auc')} | {pm(r, 'delta_auc')} | "
+        f"{interval(r)} | {versus(r)} | "
         f"{pm(r, 'balanced_accuracy')} | {pm(r, 'dice')} | "
         + " | ".join(f"{r[f'accuracy_{c}']:.2f}" for c in present) + " | "
         + " | ".join(f2(r.get(f"sensitivity_{c}", np.nan)) for c in defects) + " |\n"
@@ -320,7 +373,13 @@ def format_markdown(rows: list[dict[str, Any]], n_train: int, n_test: int, test_
             f"images, {n_test_defects} with a defect.{stopping} Sensitivity: share of a class's "
             f"images above the score that at most {FALSE_POSITIVE_RATE:.0%} of the defect-free "
             "held-out images exceed. Δ AUC: the set's AUC minus the real set's, "
-            "seed by seed. Resolution of this test set: an AUC of 0.5 has a standard error of "
+            "seed by seed. Seed-mean AUC: the AUC of the presence scores averaged over the "
+            "seeds, with the 2.5 and 97.5 percentiles of resamples of whole held-out phantoms "
+            "(slices of one phantom are not independent); p: the paired DeLong test of that "
+            "AUC against the real set's on the same images with the phantoms as clusters "
+            f"(Obuchowski 1997), 'helps' or 'hurts' where p < {ALPHA}, 'no evidence' "
+            "otherwise; n/a with fewer than two held-out phantoms. "
+            "Resolution of this test set: an AUC of 0.5 has a standard error of "
             + (f"{auc_standard_error(0.5, n_test_defects, n_test - n_test_defects):.3f}"
                if 0 < n_test_defects < n_test else "n/a")
             + " (Hanley and McNeil 1982); differences smaller than about twice that are not "
@@ -352,6 +411,7 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
         sets[f"real + {m}"] = LabelledSet.join(train, data)
         sets[f"{m} only"] = data
     runs: dict[str, list[dict[str, Any]]] = {}
+    scores: dict[str, list[np.ndarray]] = {}
     real_nets = []
     val = validation_set(positron_h5, spec)
     per_epoch = int(np.ceil(len(train) / s.batch_size))
@@ -359,19 +419,27 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
         runs[name] = []
         for seed in s.seeds:
             trained = train_detector(data, steps, s, seed, device, val, per_epoch)
-            runs[name].append({**score(trained.net, test, device),
-                               "selected_step": trained.step, "val_auc": trained.val_auc})
+            scored = score(trained.net, test, device)
+            scores.setdefault(name, []).append(scored.pop("scores"))
+            runs[name].append({**scored, "selected_step": trained.step,
+                               "val_auc": trained.val_auc})
             if name == "real":
                 real_nets.append(trained.net)
         log.info("%s: AUC %.3f, balanced accuracy %.3f, Dice %.3f", name,
                  np.mean([r["auc"] for r in runs[name]]),
                  np.mean([r["balanced_accuracy"] for r in runs[name]]),
                  np.mean([r["dice"] for r in runs[name]]))
+    phantoms = PositronImages(positron_h5, spec["held_out_split"],
+                              acquisition=spec["acquisition"]).phantoms()
+    real_mean = np.mean(scores["real"], axis=0)
     rows = []
     for name, data in sets.items():
         row = {"training_set": name, "n_images": len(data),
-               **_summary(runs[name], None if name == "real" else runs["real"]), "runs": runs[
-                   name]}
+               **_summary(runs[name], None if name == "real" else runs["real"]),
+               **ensemble_comparison(np.mean(scores[name], axis=0),
+                                     None if name == "real" else real_mean, test.classes > 0,
+                                     phantoms, int(spec["bootstrap"]), s.seeds[0]),
+               "runs": runs[name]}
         rows.append(row)
     agreement = {m: class_agreement(real_nets, data, device) for m, data in synthetic.items()}
     test_classes = sorted({DEFECT_CLASSES[k] for k in test.classes})
@@ -379,11 +447,12 @@ def run_downstream(spec: dict[str, Any], positron_h5: str | Path, generated: dic
     keys = ["n_images", "auc", "auc_std", "delta_auc", "delta_auc_std", "balanced_accuracy",
             "balanced_accuracy_std", "dice", "dice_std", *(f"accuracy_{c}" for c in
                                                            DEFECT_CLASSES),
-            *(f"sensitivity_{c}" for c in (*DEFECT_CLASSES[1:], "all")), "selected_step"]
+            *(f"sensitivity_{c}" for c in (*DEFECT_CLASSES[1:], "all")), "selected_step",
+            "ensemble_auc", "auc_lo", "auc_hi", "delta_auc_ensemble", "p_vs_real"]
     with atomic_output(out_dir / "downstream.csv", overwrite=True) as tmp:
-        Path(tmp).write_text("training_set," + ",".join(keys) + "\n" + "".join(
+        Path(tmp).write_text("training_set," + ",".join(keys) + ",verdict\n" + "".join(
             f"{r['training_set']}," + ",".join(f"{r.get(k, float('nan')):.6g}" for k in keys)
-            + "\n" for r in rows))
+            + f",{r.get('verdict', 'n/a')}\n" for r in rows))
     with atomic_output(out_dir / "downstream.md", overwrite=True) as tmp:
         Path(tmp).write_text(f"# Train on synthetic, test on real: {spec['dataset']}\n\n"
                              + format_markdown(rows, len(train), len(test), test_classes, s,

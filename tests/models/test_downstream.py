@@ -17,6 +17,7 @@ from models.data.positron_dataset import _defects_in
 from models.evaluate.downstream import (
     DownstreamSettings,
     LabelledSet,
+    ensemble_comparison,
     generated_set,
     predict,
     score,
@@ -210,3 +211,25 @@ def test_sensitivity_at_a_false_positive_rate_is_sklearns_roc_point():
     assert set(got) == {"hole", "pit", "all"}
     # Too few defect-free slices to set a 10 % threshold: nothing is read.
     assert sensitivity_at_fpr(scores[:5], np.array([0, 0, 2, 2, 2]), 0.1) == {}
+
+
+def test_a_set_is_compared_with_the_real_set_over_phantoms():
+    """Eight held-out phantoms of 10 slices: scores that rank every defect slice first
+    against scores at chance give an AUC of 1 with an interval that excludes the chance
+    set's, p below 0.05 and the verdict 'helps' (the reverse: 'hurts'); the same scores
+    give 'no evidence'; one phantom gives no interval and no verdict."""
+    rng = np.random.default_rng(2)
+    phantoms = np.repeat([f"tube_{i:04d}" for i in range(8)], 10)
+    present = np.tile(np.arange(10) < 4, 8)
+    perfect = present + 0.1 * rng.random(present.size)
+    chance = rng.random(present.size)
+    better = ensemble_comparison(perfect, chance, present, phantoms, 500, 0)
+    assert better["ensemble_auc"] == 1.0 and better["auc_lo"] == 1.0
+    assert better["p_vs_real"] < 0.05 and better["verdict"] == "helps"
+    alone = ensemble_comparison(chance, None, present, phantoms, 500, 0)
+    assert alone["auc_hi"] < 1.0 and alone["verdict"] == "n/a"
+    assert ensemble_comparison(chance, perfect, present, phantoms, 500, 0)["verdict"] == "hurts"
+    same = ensemble_comparison(chance, chance, present, phantoms, 500, 0)
+    assert same["verdict"] == "no evidence"
+    one = ensemble_comparison(perfect, chance, present, np.full(present.size, "t"), 500, 0)
+    assert one["verdict"] == "n/a" and np.isnan(one["auc_lo"])

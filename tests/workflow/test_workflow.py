@@ -205,7 +205,7 @@ def test_phantom_and_simulate_rules_run(tmp_path):
     with h5py.File(tmp_path / "results/tiny/generated/dcgan_conditional.h5") as f:
         assert set(f["defect_class"].asstr()[...]) == {"none"}  # points have no defects
     downstream = (tmp_path / "results/tiny/eval/downstream.md").read_text()
-    assert "| real + mask2image_patch |" in downstream
+    assert "| real + mask2image_patch |" in downstream and "vs real: p (verdict)" in downstream
     table = (tmp_path / "results/tiny/eval/table1.md").read_text()
     assert "detector AUC, real + generated" in table and "| dcgan_conditional | none |" in table
     assert (tmp_path / "results/tiny/eval/class_walks.png").stat().st_size > 0
