@@ -14,6 +14,8 @@ generate          sample a trained method into generated/{method}.h5 (``generate
 feature-network   train the domain feature network of the metrics (``feature_network`` rule)
 downstream        train defect detectors on real and generated images, score them on real
                   held-out images (``downstream`` rule)
+scarcity          the detector against the number of real training phantoms, with and
+                  without classical augmentation (``scarcity`` rule)
 enhance           pix2pix against a post-filter on held-out low-count images (``enhance`` rule)
 evaluate          Table 1, metrics and figures of every method (``evaluate`` rule)
 device            print the torch device the config's ``device`` switch resolves to
@@ -40,6 +42,7 @@ from pipeline.specs import (
     positron_dataset_spec,
     positron_features_spec,
     pretrain_vae_spec,
+    scarcity_spec,
     train_spec,
 )
 from recon.device import DEVICE_CHOICES, describe_device, resolve_device
@@ -163,6 +166,14 @@ def _cmd_downstream(args: argparse.Namespace) -> None:
     run_downstream(spec, args.positron, generated, args.out_dir, overwrite=args.overwrite)
 
 
+def _cmd_scarcity(args: argparse.Namespace) -> None:
+    from models.evaluate.scarcity import run_scarcity
+
+    spec = _spec(args, scarcity_spec, "dataset")
+    _threads(args)
+    run_scarcity(spec, args.positron, args.out_dir, overwrite=args.overwrite)
+
+
 def _cmd_enhance(args: argparse.Namespace) -> None:
     from models.evaluate.enhance import run_enhance
 
@@ -261,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     p = _stage(sub, "downstream", "train on synthetic, test on real", _cmd_downstream,
                positron="positron.h5 (the real images)", out_dir="output folder (eval)")
     _per_method(p, "--generated", "a labelled method's generated set")
+
+    _stage(sub, "scarcity", "the data-scarcity curve of the defect detector", _cmd_scarcity,
+           positron="positron.h5 (the real images)", out_dir="output folder (eval)")
 
     p = _stage(sub, "enhance", "pix2pix enhancement against a post-filter", _cmd_enhance,
                positron="positron.h5 (pairs, truth, masks)", out_dir="output folder (enhance)")

@@ -25,6 +25,7 @@ import numpy as np
 import yaml
 
 from pipeline.budget import check_limits
+from pipeline.split_sizes import split_counts
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO_ROOT / "config" / "schema.yaml"
@@ -157,6 +158,7 @@ def _check_generative(config: dict) -> None:
            or "attention_gan_conditional" not in train["methods"],
            "train.attention_gan_conditional.real_domain",
            "must be positron: CT images carry no defect class to condition on")
+    _check_scarcity(config)
     if not train["methods"]:
         return
     images, ct = config["positron_images"], config["ct_images"]
@@ -202,6 +204,20 @@ def _check_generative(config: dict) -> None:
            f"{ms['scales']} scales with a {ms['window_px']} px window need images of at least "
            f"{ms['window_px'] * 2 ** (ms['scales'] - 1)} px; positron_images.size_px is "
            f"{images['size_px']}")
+
+
+def _check_scarcity(config: dict) -> None:
+    """The scarcity curve's subset sizes fit every selected dataset's training split."""
+    sizes = config["scarcity"]["sizes"]
+    fractions = config["positron_images"]["split_fractions"]
+    for dataset in selected_datasets(config):
+        n = config["datasets"][dataset].get("n_phantoms")
+        if n is None:
+            continue
+        n_train = split_counts(int(n), fractions)[0]
+        _check(max(sizes) <= n_train, "scarcity.sizes",
+               f"{max(sizes)} phantoms asked, but the training split of dataset {dataset!r} "
+               f"holds {n_train} of its {n} (positron_images.split_fractions)")
 
 
 def _check_paths(config: dict) -> None:

@@ -269,6 +269,18 @@ def downstream(config: dict[str, Any], dataset: str, methods: int) -> Request:
                     min_mb=1500, min_runtime_min=10)
 
 
+def scarcity(config: dict[str, Any], dataset: str) -> Request:
+    """The scarcity-curve job of ``dataset``: two arms per subset (``scarcity.draws`` per
+    size, and the whole split once) and per seed, each detector trained as many steps as
+    the downstream test's real set (so sized like it)."""
+    d, c = config["downstream"], config["scarcity"]
+    scale = (config["positron_images"]["size_px"] / 64) ** 2
+    detectors = 2 * (len(c["sizes"]) * int(c["draws"]) + 1) * len(d["seeds"])
+    return _request(DOWNSTREAM_MB * scale, 30.0 + DOWNSTREAM_S_PER_IMAGE_EPOCH * scale
+                    * int(d["epochs"]) * detectors * training_images_bound(config, dataset),
+                    min_mb=1500, min_runtime_min=10)
+
+
 @dataclass(frozen=True)
 class PlannedJob:
     """A job a config plans, what sizes it and what it asks."""

@@ -350,6 +350,15 @@ def downstream_spec(config: dict, dataset: str) -> dict[str, Any]:
             "bootstrap": int(config["evaluate"]["bootstrap"]), "device": config["device"]}
 
 
+def scarcity_spec(config: dict, dataset: str) -> dict[str, Any]:
+    """Everything the data-scarcity curve depends on: the downstream test's detector
+    settings (its labelled methods aside) and the ``scarcity`` section."""
+    spec = downstream_spec(config, dataset)
+    del spec["methods"]
+    spec["scarcity"] = copy.deepcopy(config["scarcity"])
+    return spec
+
+
 def _known_dataset(config: dict, dataset: str) -> None:
     if dataset not in config["datasets"]:
         raise ConfigError(f"unknown dataset {dataset!r}; defined: {', '.join(config['datasets'])}")

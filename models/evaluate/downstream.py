@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -178,12 +179,17 @@ class TrainedDetector:
 
 def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: int,
                    device: torch.device, val: LabelledSet | None = None,
-                   check_every: int | None = None) -> TrainedDetector:
+                   check_every: int | None = None,
+                   augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+                   | None = None, augment_seed: int = 0) -> TrainedDetector:
     """A detector trained for ``steps`` batches drawn uniformly from ``train``. With ``val``
     (images with and without defects) the presence AUC on it is measured every
     ``check_every`` steps and the weights of the best check are kept (early stopping on the
-    validation split; ties keep the earlier check)."""
+    validation split; ties keep the earlier check). ``augment`` transforms each batch's
+    images (B, 1, H, W) after the flips, with its own generator seeded ``augment_seed`` (so
+    the batches drawn are those of the same seed without it)."""
     gen = torch.Generator().manual_seed(seed)
+    augment_gen = torch.Generator().manual_seed(augment_seed)
     torch.manual_seed(seed)
     net = DefectDetector(N_CLASSES, s.channels)
     init_weights(net, gen)
@@ -201,6 +207,8 @@ def train_detector(train: LabelledSet, steps: int, s: DownstreamSettings, seed: 
     for step in range(1, steps + 1):
         pick = torch.randint(0, len(train), (s.batch_size,), generator=gen)
         both = random_dihedral(torch.cat([x[pick], m[pick]], dim=1), gen).to(device)
+        if augment is not None:
+            both = torch.cat([augment(both[:, :1], augment_gen), both[:, 1:]], dim=1)
         logits, mask_logits = net(both[:, :1])
         loss = F.cross_entropy(logits, y[pick].to(device), weight=weight.float().to(device))
         if s.segmentation_weight > 0 and has[pick].any():
@@ -278,15 +286,19 @@ def ensemble_comparison(scores: np.ndarray, real_scores: np.ndarray | None,
     ``replicates`` resamples of whole phantoms), and, given the real set's averaged scores,
     the paired clustered DeLong test of the difference (:func:`paired_auc_test`, phantoms
     as clusters) with its verdict: ``helps`` or ``hurts`` where p < :data:`ALPHA`, ``no
-    evidence`` otherwise. NaN and ``n/a`` with fewer than two held-out phantoms or one
-    label only."""
+    evidence`` otherwise. NaN and ``n/a`` with one label only; with one held-out phantom
+    the AUC alone (no interval, no test)."""
     out: dict[str, Any] = {"ensemble_auc": float("nan"), "auc_lo": float("nan"),
                            "auc_hi": float("nan"), "p_vs_real": float("nan"),
                            "delta_auc_ensemble": float("nan"), "verdict": "n/a"}
     names, cluster = np.unique(phantoms, return_inverse=True)
-    if names.size < 2 or present.all() or not present.any():
+    if present.all() or not present.any():
         return out
     out["ensemble_auc"] = presence_auc(scores, present)
+    if real_scores is not None:
+        out["delta_auc_ensemble"] = out["ensemble_auc"] - presence_auc(real_scores, present)
+    if names.size < 2:
+        return out
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(replicates):

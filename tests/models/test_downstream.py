@@ -217,7 +217,7 @@ def test_a_set_is_compared_with_the_real_set_over_phantoms():
     """Eight held-out phantoms of 10 slices: scores that rank every defect slice first
     against scores at chance give an AUC of 1 with an interval that excludes the chance
     set's, p below 0.05 and the verdict 'helps' (the reverse: 'hurts'); the same scores
-    give 'no evidence'; one phantom gives no interval and no verdict."""
+    give 'no evidence'; one phantom gives the AUC but no interval and no verdict."""
     rng = np.random.default_rng(2)
     phantoms = np.repeat([f"tube_{i:04d}" for i in range(8)], 10)
     present = np.tile(np.arange(10) < 4, 8)
@@ -232,4 +232,4 @@ def test_a_set_is_compared_with_the_real_set_over_phantoms():
     same = ensemble_comparison(chance, chance, present, phantoms, 500, 0)
     assert same["verdict"] == "no evidence"
     one = ensemble_comparison(perfect, chance, present, np.full(present.size, "t"), 500, 0)
-    assert one["verdict"] == "n/a" and np.isnan(one["auc_lo"])
+    assert one["verdict"] == "n/a" and np.isnan(one["auc_lo"]) and one["ensemble_auc"] == 1.0

@@ -25,6 +25,7 @@ from pipeline.specs import (
     realisation_spec,
     recon_spec,
     response_spec,
+    scarcity_spec,
     simulate_spec,
     detectability_study_targets,
     statistical_prep_spec,
@@ -128,6 +129,24 @@ def downstream_mem_mb(wildcards):
 def downstream_runtime(wildcards):
     return job_resources.downstream(config, wildcards.dataset,
                                     len(downstream_methods(config))).runtime_min
+
+
+def scarcity_mem_mb(wildcards):
+    return job_resources.scarcity(config, wildcards.dataset).mem_mb
+
+
+def scarcity_runtime(wildcards):
+    return job_resources.scarcity(config, wildcards.dataset).runtime_min
+
+
+def scarcity_spec_json(wildcards):
+    """What the data-scarcity curve depends on, as JSON."""
+    return json.dumps(scarcity_spec(config, wildcards.dataset), sort_keys=True)
+
+
+def scarcity_targets():
+    """The scarcity curve of every selected dataset (run on request)."""
+    return [f"results/{d}/eval/scarcity.md" for d in selected_datasets(config)]
 
 
 def part_files(wildcards):
