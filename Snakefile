@@ -44,6 +44,7 @@ include: "workflow/rules/reconstruct.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/scarcity.smk"
 
 
 rule all:

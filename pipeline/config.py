@@ -208,6 +208,11 @@ def _check_generative(config: dict) -> None:
 
 def _check_scarcity(config: dict) -> None:
     """The scarcity curve's subset sizes fit every selected dataset's training split."""
+    chosen = config["scarcity"]["methods"] or []
+    missing = [m for m in chosen if m not in config["train"]["methods"]]
+    _check(not missing, "scarcity.methods",
+           f"{missing} are not in train.methods ({config['train']['methods']}): the curve "
+           "trains the DAG's generators on each subset")
     sizes = config["scarcity"]["sizes"]
     fractions = config["positron_images"]["split_fractions"]
     for dataset in selected_datasets(config):

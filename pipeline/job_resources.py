@@ -270,15 +270,26 @@ def downstream(config: dict[str, Any], dataset: str, methods: int) -> Request:
 
 
 def scarcity(config: dict[str, Any], dataset: str) -> Request:
-    """The scarcity-curve job of ``dataset``: two arms per subset (``scarcity.draws`` per
-    size, and the whole split once) and per seed, each detector trained as many steps as
-    the downstream test's real set (so sized like it)."""
+    """The scarcity-curve job of ``dataset``: two arms, and two per labelled generator, per
+    subset (``scarcity.draws`` per size, and the whole split once) and per seed, each
+    detector trained as many steps as the downstream test's real set (so sized like it)."""
+    from pipeline.specs import scarcity_methods  # specs imports this module's callers
+
     d, c = config["downstream"], config["scarcity"]
     scale = (config["positron_images"]["size_px"] / 64) ** 2
-    detectors = 2 * (len(c["sizes"]) * int(c["draws"]) + 1) * len(d["seeds"])
+    arms = 2 + 2 * len(scarcity_methods(config))
+    detectors = arms * (len(c["sizes"]) * int(c["draws"]) + 1) * len(d["seeds"])
     return _request(DOWNSTREAM_MB * scale, 30.0 + DOWNSTREAM_S_PER_IMAGE_EPOCH * scale
                     * int(d["epochs"]) * detectors * training_images_bound(config, dataset),
                     min_mb=1500, min_runtime_min=10)
+
+
+def scarcity_subset(config: dict[str, Any], dataset: str) -> Request:
+    """The job copying ``dataset``'s image set with a subset of its training phantoms: the
+    images, masks and truth of every split read at once (3 arrays of float32 or less)."""
+    scale = (config["positron_images"]["size_px"] / 64) ** 2
+    images = 3 * training_images_bound(config, dataset)  # every split, bounded
+    return _request(300.0 + 3 * 4 * 64 * 64 * scale * images / 1e6, 60.0)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.config import PHANTOM_NAME, ConfigError
+from pipeline.split_sizes import split_counts
 
 
 def phantom_names(config: dict, dataset: str) -> list[str]:
@@ -350,13 +351,29 @@ def downstream_spec(config: dict, dataset: str) -> dict[str, Any]:
             "bootstrap": int(config["evaluate"]["bootstrap"]), "device": config["device"]}
 
 
+def scarcity_methods(config: dict) -> list[str]:
+    """The labelled generators the data-scarcity curve trains on each subset."""
+    chosen = config["scarcity"]["methods"]
+    if chosen is None:
+        return [m for m in config["train"]["methods"] if m in LABELLED_METHODS]
+    return list(chosen)
+
+
 def scarcity_spec(config: dict, dataset: str) -> dict[str, Any]:
     """Everything the data-scarcity curve depends on: the downstream test's detector
-    settings (its labelled methods aside) and the ``scarcity`` section."""
+    settings, the ``scarcity`` section and its generators."""
     spec = downstream_spec(config, dataset)
-    del spec["methods"]
+    spec["methods"] = scarcity_methods(config)
     spec["scarcity"] = copy.deepcopy(config["scarcity"])
     return spec
+
+
+def scarcity_subsets(config: dict, dataset: str) -> list[str]:
+    """The subsets (``n{n}_d{draw}``) below ``dataset``'s whole training split."""
+    whole = split_counts(int(config["datasets"][dataset]["n_phantoms"]),
+                         config["positron_images"]["split_fractions"])[0]
+    c = config["scarcity"]
+    return [f"n{n}_d{d}" for n in c["sizes"] if n < whole for d in range(int(c["draws"]))]
 
 
 def _known_dataset(config: dict, dataset: str) -> None:

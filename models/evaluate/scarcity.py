@@ -14,18 +14,20 @@ detector, loss and early stopping (:mod:`.downstream`):
 * ``real + augmentation``: the same with classical intensity augmentation on top, the
   baseline a generator must beat: each image's activity scaled by a factor uniform in
   ``1 +- scarcity.intensity`` (the background stays at -1) and Gaussian noise of
-  ``scarcity.noise_sd`` (image units) added.
+  ``scarcity.noise_sd`` (image units) added;
+* for each labelled generator of ``scarcity.methods``, ``real + {method}`` and ``{method}
+  only``: the generator trained on the subset's images alone (the ``scarcity_train`` and
+  ``scarcity_generate`` rules train and sample it on the subset's image set,
+  :mod:`models.data.subset`; on the whole split, the DAG's own generated set), its
+  labelled images added to the subset's, or alone.
 
 Every detector trains the same number of steps (``downstream.epochs`` passes over the whole
 training split), so a small subset is not also a short training. Scores on the held-out
 split: the AUC of the presence scores averaged over draws and seeds, with a 95 % interval by
 bootstrap over held-out phantoms; the spread of the per-draw AUCs; balanced accuracy and
-Dice as means over draws and seeds; and the augmentation arm's paired clustered DeLong test
+Dice as means over draws and seeds; and every other arm's paired clustered DeLong test
 against the real arm at the same n (:func:`.downstream.ensemble_comparison`), whose verdict
 is ``helps``, ``no evidence`` or ``hurts``.
-
-What it does not run yet: arms with the labelled generators trained on the n phantoms
-only (the generators of the DAG learn from the whole training split).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from models.evaluate.downstream import (
     DownstreamSettings,
     LabelledSet,
     ensemble_comparison,
+    generated_set,
     real_set,
     score,
     train_detector,
@@ -54,8 +57,41 @@ from pipeline.fileio import atomic_output
 
 log = logging.getLogger(__name__)
 
-ARMS = ("real", "real + augmentation")
+BASE_ARMS = ("real", "real + augmentation")
+#: Name of the subset of draw ``d`` of ``n`` phantoms (a folder under ``scarcity/``); the
+#: whole training split is ``all``.
+SUBSET_PATTERN = r"n[0-9]+_d[0-9]+"
+
+
+def subset_name(n: int, draw: int) -> str:
+    """The folder of draw ``draw`` of ``n`` training phantoms."""
+    return f"n{n}_d{draw}"
+
+
+def subset_names(settings: ScarcitySettings, whole: int) -> list[str]:
+    """Every subset below the whole training split of ``whole`` phantoms the settings ask
+    for (a size equal to the whole split is the split itself, ``all``)."""
+    return [subset_name(n, d) for n in settings.sizes if n < whole
+            for d in range(settings.draws)]
+
+
+def subset_phantoms(train_phantoms: Sequence[str], settings: ScarcitySettings, name: str
+                    ) -> tuple[str, ...]:
+    """The training phantoms of subset ``name`` (:func:`subset_name`)."""
+    whole = len(set(train_phantoms))
+    if name not in subset_names(settings, whole):
+        raise ValueError(f"subset {name!r} is not one of scarcity.sizes (below the "
+                         f"{whole} training phantoms) x scarcity.draws")
+    n, d = (int(x) for x in name[1:].split("_d"))
+    return nested_subsets(train_phantoms, [n], settings.draws, settings.seed)[n][d]
+
+
 OUTPUTS = ("scarcity.csv", "scarcity.md", "scarcity.json", "scarcity.png")
+
+
+def arms_of(methods: Sequence[str]) -> tuple[str, ...]:
+    """The arms: real, real + augmentation, and per method real + it and it alone."""
+    return BASE_ARMS + tuple(a for m in methods for a in (f"real + {m}", f"{m} only"))
 
 
 @dataclass(frozen=True)
@@ -153,8 +189,13 @@ def _subset(data: LabelledSet, phantoms: np.ndarray, keep: Sequence[str]) -> Lab
 
 
 def run_scarcity(spec: dict[str, Any], positron_h5: str | Path, out_dir: str | Path,
-                 overwrite: bool = False) -> list[dict[str, Any]]:
-    """Write ``scarcity.{csv,md,json,png}`` into ``out_dir`` (module docstring)."""
+                 generated: dict[str, Path] | None = None, overwrite: bool = False
+                 ) -> list[dict[str, Any]]:
+    """Write ``scarcity.{csv,md,json,png}`` into ``out_dir`` (module docstring).
+
+    ``generated`` maps ``{subset}/{method}`` (``subset`` from :func:`subset_name`, or
+    ``all`` for the whole split) to the generated set of that method trained on that
+    subset, for every method of ``spec["methods"]``."""
     from recon.device import resolve_device
 
     positron_h5, out_dir = Path(positron_h5), Path(out_dir)
@@ -176,19 +217,37 @@ def run_scarcity(spec: dict[str, Any], positron_h5: str | Path, out_dir: str | P
     steps = s.epochs * per_epoch
     augment = intensity_augmentation(settings.noise_sd, settings.intensity)
     subsets = nested_subsets(train_phantoms, settings.sizes, settings.draws, settings.seed)
+    methods = list(spec.get("methods", []))
+    arms = arms_of(methods)
+    generated = dict(generated or {})
+    whole = len(np.unique(train_phantoms))
+    needed = [f"{'all' if n == whole else subset_name(n, d)}/{m}"
+              for n, draws in subsets.items() for d in range(len(draws)) for m in methods]
+    missing = [k for k in needed if k not in generated]
+    if missing:
+        raise ValueError(f"config key scarcity.methods: no generated set given for "
+                         f"{', '.join(missing[:3])} (pass --generated SUBSET/METHOD=PATH)")
+    size = train.images.shape[-1]
     present = test.classes > 0
     rows = []
     for n, draws in subsets.items():
         per_arm: dict[str, dict[str, list]] = {a: {"scores": [], "runs": [], "draw_auc": []}
-                                               for a in ARMS}
+                                               for a in arms}
         for d, keep in enumerate(draws):
             data = _subset(train, train_phantoms, keep)
-            for arm in ARMS:
+            name = "all" if n == whole else subset_name(n, d)
+            made = {m: generated_set(Path(generated[f"{name}/{m}"]), m, size)
+                    for m in methods}
+            sets = {"real": data, "real + augmentation": data}
+            for m in methods:
+                sets[f"real + {m}"] = LabelledSet.join(data, made[m])
+                sets[f"{m} only"] = made[m]
+            for arm in arms:
                 draw_scores = []
                 for seed in s.seeds:
                     trained = train_detector(
-                        data, steps, s, seed, device, val, per_epoch,
-                        augment=augment if arm != "real" else None,
+                        sets[arm], steps, s, seed, device, val, per_epoch,
+                        augment=augment if arm == "real + augmentation" else None,
                         augment_seed=settings.seed + d)
                     scored = score(trained.net, test, device)
                     draw_scores.append(scored.pop("scores"))
@@ -200,9 +259,9 @@ def run_scarcity(spec: dict[str, Any], positron_h5: str | Path, out_dir: str | P
                     ensemble_comparison(mean, None, present, test_phantoms, 0,
                                         settings.seed)["ensemble_auc"])
             log.info("%d phantoms, draw %d: %s", n, d, {
-                a: round(per_arm[a]["draw_auc"][-1], 3) for a in ARMS})
+                a: round(per_arm[a]["draw_auc"][-1], 3) for a in arms})
         real_mean = np.mean(per_arm["real"]["scores"], axis=0)
-        for arm in ARMS:
+        for arm in arms:
             runs = per_arm[arm]["runs"]
             compared = ensemble_comparison(
                 np.mean(per_arm[arm]["scores"], axis=0),
@@ -212,7 +271,8 @@ def run_scarcity(spec: dict[str, Any], positron_h5: str | Path, out_dir: str | P
             rows.append({
                 "phantoms": n, "whole_split": n == len(np.unique(train_phantoms)),
                 "arm": arm, "draws": len(draws), "detectors": len(runs),
-                "images": int(np.mean([len(_subset(train, train_phantoms, k)) for k in draws])),
+                "images": int(np.mean([len(_subset(train, train_phantoms, k)) for k in draws]))
+                if not arm.endswith(" only") else 0,
                 **compared,
                 "draw_auc_min": float(np.nanmin(draw_auc)) if np.isfinite(draw_auc).any()
                 else float("nan"),
@@ -222,7 +282,7 @@ def run_scarcity(spec: dict[str, Any], positron_h5: str | Path, out_dir: str | P
                 "dice": float(np.mean([r["dice"] for r in runs])),
                 "subsets": [list(k) for k in draws]})
     _write(out_dir, rows, spec, settings, s, steps, len(test), int(present.sum()),
-           len(np.unique(test_phantoms)))
+           len(np.unique(test_phantoms)), arms)
     return rows
 
 
@@ -233,7 +293,7 @@ CSV_KEYS = ("phantoms", "arm", "draws", "detectors", "images", "ensemble_auc", "
 
 def _write(out_dir: Path, rows: list[dict[str, Any]], spec: dict[str, Any],
            settings: ScarcitySettings, s: DownstreamSettings, steps: int, n_test: int,
-           n_test_defects: int, n_test_phantoms: int) -> None:
+           n_test_defects: int, n_test_phantoms: int, arms: Sequence[str]) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def cell(v: Any) -> str:
@@ -250,7 +310,7 @@ def _write(out_dir: Path, rows: list[dict[str, Any]], spec: dict[str, Any],
                                          "n_test_defects": n_test_defects,
                                          "n_test_phantoms": n_test_phantoms}, indent=2))
     with atomic_output(out_dir / "scarcity.png", overwrite=True) as tmp:
-        plot(rows, tmp)
+        plot(rows, tmp, arms)
 
 
 def _fmt(v: float, d: int = 3) -> str:
@@ -285,10 +345,12 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, settings: Scarcity
             f"scaled by 1 ± {settings.intensity:g} and Gaussian noise of "
             f"{settings.noise_sd:g}, on top of flips and quarter turns. p: paired DeLong "
             "test against the real arm at the same n, phantoms as clusters (Obuchowski "
-            "1997). Generator arms trained on n phantoms are not part of this table.\n")
+            "1997). A generator arm's generator learnt from the same n phantoms only; "
+            "'images' counts the real ones.\n")
 
 
-def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
+def plot(rows: list[dict[str, Any]], path: str | Path, arms: Sequence[str] = BASE_ARMS
+         ) -> None:
     """AUC against training phantoms, one line per arm with its intervals."""
     import matplotlib
 
@@ -296,7 +358,7 @@ def plot(rows: list[dict[str, Any]], path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for k, arm in enumerate(ARMS):
+    for k, arm in enumerate(arms):
         mine = [r for r in rows if r["arm"] == arm]
         n = np.array([r["phantoms"] for r in mine], float) * (1.0 + 0.03 * k)
         auc = np.array([r["ensemble_auc"] for r in mine])

@@ -1,21 +1,27 @@
 """The data-scarcity curve (:mod:`models.evaluate.scarcity`): nested subsets, refusals of
-bad sizes and draws naming the key, the augmentation's effect, and a small run whose table
-holds every size and arm with the whole split last."""
+bad sizes, draws and methods naming the key, the augmentation's effect, the subset image
+set (:mod:`models.data.subset`), and a small run whose table holds every size and arm
+(generated ones included) with the whole split last."""
 
 from __future__ import annotations
 
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
+from models.data.loaders import string_column
 from models.data.positron_dataset import build_positron_dataset
+from models.data.subset import write_train_subset
 from models.evaluate.scarcity import (
     ScarcitySettings,
     intensity_augmentation,
     nested_subsets,
     run_scarcity,
+    subset_names,
+    subset_phantoms,
 )
 from pipeline.config import ConfigError, validate_config
 from pipeline.specs import phantom_names, positron_dataset_spec, scarcity_spec
@@ -89,3 +95,90 @@ def test_a_small_curve_has_every_size_and_arm(tmp_path):
     assert len(stored["rows"]) == 6 and (root / "eval" / "scarcity.png").stat().st_size > 0
     with pytest.raises(FileExistsError):
         run_scarcity(scarcity_spec(cfg, "tubes"), positron, root / "eval")
+
+
+def _positron(tmp_path, cfg):
+    root = tmp_path / "results" / "tubes"
+    make_results(root, phantom_names(cfg, "tubes"), np.random.default_rng(0))
+    positron = root / "datasets" / "positron.h5"
+    build_positron_dataset(positron_dataset_spec(cfg, "tubes"), root, positron)
+    return root, positron
+
+
+def test_a_subset_image_set_keeps_the_other_splits_and_renumbers_the_pairs(tmp_path):
+    cfg = tiny_generative_config()
+    _, positron = _positron(tmp_path, cfg)
+    with h5py.File(positron) as f:
+        split, phantom = string_column(f["split"]), string_column(f["phantom"])
+        images, pairs = f["images"][...], f["pairs"][...]
+    train = sorted(set(phantom[split == "train"]))
+    keep = train[:1]
+    out = write_train_subset(positron, keep, tmp_path / "subset.h5")
+    kept = (split != "train") | (phantom == keep[0])
+    with h5py.File(out) as f:
+        np.testing.assert_array_equal(f["images"][...], images[kept])
+        np.testing.assert_array_equal(string_column(f["phantom"]), phantom[kept])
+        assert set(string_column(f["phantom"])[string_column(f["split"]) == "train"]) == {
+            keep[0]}
+        # Each kept pair points at the same two images as before.
+        new_pairs = f["pairs"][...]
+        old_of_new = np.flatnonzero(kept)
+        expected = [p for p in pairs if kept[p].all()]
+        np.testing.assert_array_equal(old_of_new[new_pairs], np.reshape(expected, (-1, 2)))
+        assert json.loads(f.attrs["train_phantoms"]) == keep
+        assert f.attrs["dataset"] == "tubes"
+    with pytest.raises(ValueError, match="not in the training split"):
+        write_train_subset(positron, ["tube_9999"], tmp_path / "bad.h5")
+    with pytest.raises(FileExistsError):
+        write_train_subset(positron, keep, out)
+
+
+def test_subset_names_follow_the_sizes_below_the_whole_split():
+    settings = ScarcitySettings.from_section({**SECTION, "sizes": [1, 2, 4]})
+    assert subset_names(settings, 4) == ["n1_d0", "n1_d1", "n1_d2", "n2_d0", "n2_d1",
+                                         "n2_d2"]
+    names = [f"tube_{i:04d}" for i in range(4)]
+    assert set(subset_phantoms(names, settings, "n1_d2")) < set(
+        subset_phantoms(names, settings, "n2_d2"))
+    with pytest.raises(ValueError, match="n4_d0"):
+        subset_phantoms(names, settings, "n4_d0")
+
+
+def test_a_method_outside_train_methods_is_refused_naming_the_key():
+    cfg = tiny_generative_config()
+    cfg["scarcity"]["methods"] = ["mask2image_patch"]
+    with pytest.raises(ConfigError, match="scarcity.methods"):
+        validate_config(cfg)
+
+
+@pytest.mark.slow
+def test_generated_arms_join_the_subset_images_and_stand_alone(tmp_path):
+    """Generated sets given per subset and method (here random labelled images) make the
+    arms `real + m` and `m only` of every size; a missing one is refused naming the key."""
+    cfg = tiny_generative_config()
+    cfg["downstream"].update(epochs=1, seeds=[1], channels=4)
+    cfg["scarcity"].update(sizes=[2], draws=1)
+    cfg["evaluate"]["bootstrap"] = 20
+    cfg = validate_config(cfg)
+    root, positron = _positron(tmp_path, cfg)
+    spec = scarcity_spec(cfg, "tubes")
+    spec["methods"] = ["mask2image_patch"]
+    rng = np.random.default_rng(1)
+    generated = {}
+    for key in ("n2_d0", "all"):
+        path = tmp_path / f"{key}.h5"
+        with h5py.File(path, "w") as f:
+            f["images"] = rng.uniform(-1, 1, (12, 16, 16)).astype(np.float32)
+            f["labels"] = rng.integers(0, 3, 12)
+            f["masks"] = (rng.random((12, 16, 16)) > 0.9).astype(np.uint8)
+        generated[f"{key}/mask2image_patch"] = path
+    with pytest.raises(ValueError, match="scarcity.methods.*all/mask2image_patch"):
+        run_scarcity(spec, positron, root / "eval0",
+                     generated={"n2_d0/mask2image_patch": generated[
+                         "n2_d0/mask2image_patch"]})
+    rows = run_scarcity(spec, positron, root / "eval", generated=generated)
+    arms = [(r["phantoms"], r["arm"]) for r in rows]
+    assert (2, "real + mask2image_patch") in arms and (4, "mask2image_patch only") in arms
+    assert len(rows) == 8
+    only = [r for r in rows if r["arm"] == "mask2image_patch only"]
+    assert all(r["images"] == 0 for r in only)

@@ -105,6 +105,34 @@ def test_default_dag_trains_and_generates(tmp_path):
     assert "results/tubes/datasets/positron.h5" in run.output
 
 
+def test_the_scarcity_curve_trains_each_generator_on_each_subset(tmp_path):
+    """On request only: a subset image set per size and draw, each labelled generator (and
+    the attention GAN's feature memory) trained and sampled on it, the whole split's
+    generated sets reused, and one scarcity job reading them all."""
+    overlay = tmp_path / "scarcity.yaml"
+    overlay.write_text("scarcity: {sizes: [1], draws: 2,"
+                       " methods: [attention_gan_conditional, mask2image_patch]}\n"
+                       "train: {methods: [attention_gan_conditional, mask2image_patch]}\n")
+    run = _snakemake("--dry-run", "--forceall", "scarcity_curve", "--configfile",
+                     "config/config.yaml", str(overlay))
+    assert run.returncode == 0, run.output[-2000:]
+    base = "results/tubes/scarcity"
+    for subset in ("n1_d0", "n1_d1"):
+        for target in ("datasets/positron.h5", "models/features.h5",
+                       "models/mask2image_patch/final.pt",
+                       "generated/attention_gan_conditional.h5"):
+            assert f"{base}/{subset}/{target}" in run.output, (subset, target)
+    assert f"{base}/n2_d0" not in run.output  # 2 is the whole training split
+    assert "results/tubes/generated/mask2image_patch.h5" in run.output
+    assert "--generated all/mask2image_patch=results/tubes/generated/mask2image_patch.h5" \
+        in run.output
+    for rule in ("scarcity_subset", "scarcity_features", "scarcity_train",
+                 "scarcity_generate", "scarcity"):
+        assert f"rule {rule}:" in run.output, rule
+    default = _snakemake("--dry-run", "--forceall")
+    assert "scarcity" not in default.output  # not part of the default target
+
+
 def test_documented_command_runs_a_job_without_the_venv_activated(tmp_path):
     """The README's form `.venv/bin/snakemake ...` with the venv not on PATH: every rule's
     `python -m ...` must still be the venv's interpreter (not the system's, or none)."""

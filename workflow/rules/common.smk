@@ -25,7 +25,9 @@ from pipeline.specs import (
     realisation_spec,
     recon_spec,
     response_spec,
+    scarcity_methods,
     scarcity_spec,
+    scarcity_subsets,
     simulate_spec,
     detectability_study_targets,
     statistical_prep_spec,
@@ -147,6 +149,53 @@ def scarcity_spec_json(wildcards):
 def scarcity_targets():
     """The scarcity curve of every selected dataset (run on request)."""
     return [f"results/{d}/eval/scarcity.md" for d in selected_datasets(config)]
+
+
+#: A subset's folder name under results/{dataset}/scarcity/.
+SCARCITY_SUBSET = r"n[0-9]+_d[0-9]+"
+
+
+def scarcity_generated(wildcards):
+    """``{subset}/{method}`` -> generated set, for every subset of the curve (``all``: the
+    DAG's own set, trained on the whole split) and labelled method."""
+    out = {}
+    for method in scarcity_methods(config):
+        out[f"all/{method}"] = f"results/{wildcards.dataset}/generated/{method}.h5"
+        for subset in scarcity_subsets(config, wildcards.dataset):
+            out[f"{subset}/{method}"] = (
+                f"results/{wildcards.dataset}/scarcity/{subset}/generated/{method}.h5")
+    return out
+
+
+def scarcity_inputs(wildcards):
+    """The real set and every generated set the curve's arms use."""
+    return {"positron": f"results/{wildcards.dataset}/datasets/positron.h5",
+            **{key.replace("/", "__"): path
+               for key, path in scarcity_generated(wildcards).items()}}
+
+
+def scarcity_generated_args(wildcards):
+    """The ``--generated SUBSET/METHOD=PATH`` options of the scarcity job."""
+    return " ".join(f"--generated {shlex.quote(key + '=' + path)}"
+                    for key, path in scarcity_generated(wildcards).items())
+
+
+def scarcity_train_inputs(wildcards):
+    """A generator's inputs on a subset: the subset's image set (and its feature memory),
+    the CT set and encoder of the dataset."""
+    base = f"results/{wildcards.dataset}"
+    needs = method_needs(split_run(wildcards.method)[0])
+    inputs = {"positron": f"{base}/scarcity/{wildcards.subset}/datasets/positron.h5",
+              "ct": f"{base}/datasets/ct.h5"}
+    if "features" in needs:
+        inputs["features"] = f"{base}/scarcity/{wildcards.subset}/models/features.h5"
+    if "encoder" in needs:
+        inputs["encoder"] = f"{base}/models/vae_ct/final.pt"
+    return inputs
+
+
+def scarcity_subset_mem_mb(wildcards):
+    return job_resources.scarcity_subset(config, wildcards.dataset).mem_mb
 
 
 def part_files(wildcards):

@@ -121,51 +121,6 @@ rule downstream:
         " 2> {log:q}"
 
 
-rule scarcity:
-    """The data-scarcity curve: detectors trained on n real training phantoms, without and
-    with classical augmentation, scored on the held-out split (run on request)."""
-    input:
-        positron="results/{dataset}/datasets/positron.h5",
-    output:
-        csv="results/{dataset}/eval/scarcity.csv",
-        json="results/{dataset}/eval/scarcity.json",
-        md=report(
-            "results/{dataset}/eval/scarcity.md",
-            caption="../report/scarcity.rst",
-            category="Evaluation",
-            subcategory="{dataset}",
-        ),
-        png=report(
-            "results/{dataset}/eval/scarcity.png",
-            caption="../report/scarcity.rst",
-            category="Evaluation",
-            subcategory="{dataset}",
-        ),
-    params:
-        spec=scarcity_spec_json,
-        out_dir="results/{dataset}/eval",
-    log:
-        "logs/scarcity/{dataset}.log",
-    benchmark:
-        "benchmarks/out/scarcity/{dataset}.tsv"
-    threads: 2
-    resources:
-        mem_mb=scarcity_mem_mb,
-        runtime=scarcity_runtime,
-    conda:
-        "../envs/models.yaml"
-    shell:
-        "python -m models scarcity --spec {params.spec:q} --positron {input.positron:q}"
-        " --out-dir {params.out_dir:q} --threads {threads} --overwrite 2> {log:q}"
-
-
-rule scarcity_curve:
-    """Run on request: `snakemake --cores 2 scarcity_curve` makes the data-scarcity curve of
-    every selected dataset (the `scarcity` config section)."""
-    input:
-        scarcity_targets(),
-
-
 rule enhance:
     """Enhancement of held-out low-count images: pix2pix against a tuned post-filter."""
     input:
