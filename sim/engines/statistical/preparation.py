@@ -50,12 +50,18 @@ class Preparation:
     sample: BackgroundSample
 
 
+#: Keys of the statistical section that change how a job draws and writes, not the
+#: preparation it reads.
+NOT_PREPARED = ("output", "trues", "slice_candidates")
+
+
 def prep_key(spec: dict[str, Any]) -> dict[str, Any]:
     """The part of a simulate (or prep) spec a preparation depends on; the statistical
-    section's ``output`` is left out (it changes the file written, not the preparation)."""
+    section's :data:`NOT_PREPARED` keys are left out."""
     key = {k: spec[k] for k in PREP_KEYS}
     simulation = json.loads(json.dumps(key["simulation"]))
-    simulation.get("statistical", {}).pop("output", None)
+    for name in NOT_PREPARED:
+        simulation.get("statistical", {}).pop(name, None)
     key["simulation"] = simulation
     return key
 

@@ -148,8 +148,9 @@ def test_a_missing_or_foreign_response_file_is_refused_in_one_line(setup, tmp_pa
 
 def test_a_preparation_file_gives_what_the_job_would_compute(setup, tmp_path):
     """The preparation written and read back gives the file the job makes when it
-    prepares the phantom itself with the same seed (bit for bit), whatever the output; a
-    preparation of another phantom or with other settings is refused naming the file."""
+    prepares the phantom itself with the same seed (bit for bit), whatever the output and
+    the way trues are drawn; a preparation of another phantom or with other settings is
+    refused naming the file."""
     from sim.engines.statistical.engine import StatisticalSettings, _seed
     from sim.engines.statistical.preparation import prepare, read_preparation, write_preparation
     from sim.phantoms.file import read_phantom
@@ -160,6 +161,9 @@ def test_a_preparation_file_gives_what_the_job_would_compute(setup, tmp_path):
     prep = prepare(read_phantom(phantom), spec, decays, _seed(spec["seed"], 1))
     prep_h5 = write_preparation(tmp_path / "prep.h5", prep, spec, {})
     again = read_preparation(prep_h5, _listmode(spec))  # the output setting does not matter
+    lines = copy.deepcopy(spec)
+    lines["simulation"]["statistical"].update(trues="lines", slice_candidates=50_000)
+    read_preparation(prep_h5, lines)  # nor how the trues are drawn and sliced
     np.testing.assert_array_equal(again.expected.envelope, prep.expected.envelope)
     np.testing.assert_array_equal(again.sample.singles_crystal, prep.sample.singles_crystal)
     run_simulation(spec, phantom, tmp_path / "with.h5", response_h5=response, prep_h5=prep_h5)
