@@ -53,6 +53,7 @@ from models.evaluate.downstream import (
     train_detector,
     validation_set,
 )
+from models.evaluate.table1 import counted
 from pipeline.fileio import atomic_output
 
 log = logging.getLogger(__name__)
@@ -339,7 +340,8 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, settings: Scarcity
             f"Detectors trained on n real training phantoms ({settings.draws} nested random "
             f"draws per size below the whole split), {steps} steps of {s.batch_size} images "
             f"each whatever n, seeds {list(s.seeds)}; scored on {n_test} held-out images of "
-            f"{n_test_phantoms} phantoms, {n_test_defects} with a defect. AUC: presence scores "
+            f"{counted(n_test_phantoms, 'phantom')}, {n_test_defects} with a defect. AUC: "
+            "presence scores "
             "averaged over draws and seeds, with the 2.5 and 97.5 percentiles of resamples "
             "of whole held-out phantoms (n/a below two phantoms). Augmentation: activity "
             f"scaled by 1 ± {settings.intensity:g} and Gaussian noise of "

@@ -401,7 +401,8 @@ def rankings(rows: list[dict[str, Any]], ranked: list[str], presence_auc: float)
     return " ".join(out)
 
 
-def _count(n: int, noun: str) -> str:
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless ``n`` is one."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
@@ -425,9 +426,9 @@ def caption(s: EvalSettings, size_px: int, n_train: int, held: tuple[int, int],
     return (
         f"Every row: {n_images} images (evaluate.sample_size, or the smallest set; a seeded "
         f"subsample). Compared against {held[0]} held-out ({s.held_out_split}) images of "
-        f"{_count(held[1], 'phantom')}; " + (
+        f"{counted(held[1], 'phantom')}; " + (
             f"the real floor row: {floor[0]} of the {s.floor_split} images of "
-            f"{_count(floor[1], 'phantom')}, subsampled to {n_images}; " if floor[0] else
+            f"{counted(floor[1], 'phantom')}, subsampled to {n_images}; " if floor[0] else
             f"no real floor row: the {s.floor_split} split holds no image; ") +
         f"{n_train} training images. "
         f"{acquisition or 'all'} images of {size_px} px. " + intervals + " MS-SSIM: data range "
