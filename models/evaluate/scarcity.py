@@ -337,8 +337,9 @@ def format_markdown(rows: list[dict[str, Any]], dataset: str, settings: Scarcity
                  f"{_fmt(r['draw_auc_max'])} | {_fmt(r['balanced_accuracy'])} | "
                  f"{_fmt(r['dice'])} | {versus} |\n")
     return (f"# Data-scarcity curve: {dataset}\n\n{head}{body}\n"
-            f"Detectors trained on n real training phantoms ({settings.draws} nested random "
-            f"draws per size below the whole split), {steps} steps of {s.batch_size} images "
+            f"Detectors trained on n real training phantoms "
+            f"({counted(settings.draws, 'nested random draw')} per size below the whole "
+            f"split), {steps} steps of {s.batch_size} images "
             f"each whatever n, seeds {list(s.seeds)}; scored on {n_test} held-out images of "
             f"{counted(n_test_phantoms, 'phantom')}, {n_test_defects} with a defect. AUC: "
             "presence scores "
