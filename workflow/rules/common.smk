@@ -152,7 +152,7 @@ def scarcity_targets():
 
 
 #: A subset's folder name under results/{dataset}/scarcity/.
-SCARCITY_SUBSET = r"n[0-9]+_d[0-9]+"
+SCARCITY_SUBSET = r"n[0-9][0-9]*_d[0-9][0-9]*"
 
 
 def scarcity_generated(wildcards):
@@ -168,16 +168,17 @@ def scarcity_generated(wildcards):
 
 
 def scarcity_inputs(wildcards):
-    """The real set and every generated set the curve's arms use."""
+    """The real set and every generated set the curve's arms use (named by position)."""
+    generated = list(scarcity_generated(wildcards).values())
     return {"positron": f"results/{wildcards.dataset}/datasets/positron.h5",
-            **{key.replace("/", "__"): path
-               for key, path in scarcity_generated(wildcards).items()}}
+            **{f"generated_{k}": path for k, path in enumerate(generated)}}
 
 
 def scarcity_generated_args(wildcards):
     """The ``--generated SUBSET/METHOD=PATH`` options of the scarcity job."""
-    return " ".join(f"--generated {shlex.quote(key + '=' + path)}"
-                    for key, path in scarcity_generated(wildcards).items())
+    options = [("--generated", f"{key}={path}")
+               for key, path in scarcity_generated(wildcards).items()]
+    return " ".join(shlex.join(pair) for pair in options)
 
 
 def scarcity_train_inputs(wildcards):
