@@ -25,7 +25,7 @@ the coincidences that are detected are followed:
 
 Against the thinning, what is approximated: the detection probability of a line is its
 central line's (the photons of a line differ in angle by about a cell's width over its
-length; the trues per decay agree within a few tenths of a per cent in the tests), and the
+length; the trues per decay are within 2 % of the Monte Carlo's in the tests), and the
 line's tube average comes from the density blurred by the tube's cross-section
 (:mod:`.trues`), which spreads a structure thinner than a crystal cell over neighbouring
 lines. Its time still grows with the counts, by the detected coincidences only.
