@@ -51,3 +51,21 @@ def tiny_disk(tmp_path):
         gc.collect()
         if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture
+def foreground_signals():
+    """SIGINT, SIGTERM and SIGHUP with a terminal's foreground dispositions for the test,
+    the process's own put back afterwards: a suite started in the background (``make test
+    &``, ``nohup``, some CI runners) inherits SIGINT and SIGHUP ignored, which the stop
+    handling rightly leaves alone, so tests that send themselves signals set them first."""
+    import signal
+
+    wanted = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+              signal.SIGHUP: signal.SIG_DFL}
+    previous = {s: signal.signal(s, handler) for s, handler in wanted.items()}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)

@@ -21,6 +21,11 @@ from pipeline.interrupts import Interrupted, deferred_stop, stop_on_signals
 matplotlib.use("Agg")
 
 
+# Signals sent here must not meet an ignored disposition (a suite started in the
+# background): see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("foreground_signals")
+
+
 def _figure(path) -> None:
     import matplotlib.pyplot as plt
 

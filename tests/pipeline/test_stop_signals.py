@@ -23,6 +23,10 @@ from pipeline.interrupts import (
     stop_requested,
 )
 
+# Signals sent here must not meet an ignored disposition (a suite started in the
+# background): see tests/conftest.py.
+pytestmark = pytest.mark.usefixtures("foreground_signals")
+
 
 def _signal_self(signum: int) -> None:
     os.kill(os.getpid(), signum)
