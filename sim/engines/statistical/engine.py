@@ -138,7 +138,8 @@ class StatisticalEngine:
                                         _seed(job.seed, 6))
         counts = dict.fromkeys(("prompts", "trues", "scattered", "randoms", "delayed"), 0)
         next_event = 0
-        if settings.output == "histogram":
+        histogram = settings.output == "histogram"  # crystal pairs are all it keeps
+        if histogram:
             out = _HistogramSink(job.out_h5, job.overwrite, job.scanner.n_crystals)
         else:
             out = ListModeWriter(job.out_h5, job.overwrite)
@@ -151,12 +152,14 @@ class StatisticalEngine:
                     trues = [draw_line_trues(
                         line_trues, line_trues.between(t0, edges_s[k + 1]), expected,
                         activity, response, engine_settings.acolinearity_fwhm_deg,
-                        sorter.min_sector_difference, t0, 0, _seed(job.seed, 7, k))]
+                        sorter.min_sector_difference, t0, 0, _seed(job.seed, 7, k),
+                        pairs_only=histogram)]
                 else:
                     trues = list(draw_trues(expected, activity, response, part,
                                             engine_settings.acolinearity_fwhm_deg,
                                             sorter.min_sector_difference,
-                                            _seed(job.seed, 2, k), chunk_candidates=2**62))
+                                            _seed(job.seed, 2, k), chunk_candidates=2**62,
+                                            pairs_only=histogram))
                 scattered = draw_scattered(sample, job.scanner, part,
                                            sorter.min_sector_difference, _seed(job.seed, 3, k),
                                            settings.jitter_columns, settings.jitter_rings)
@@ -165,7 +168,7 @@ class StatisticalEngine:
                 delayed = draw_randoms(sample, job.scanner, part, sorter.window_ns,
                                        sorter.min_sector_difference, _seed(job.seed, 5, k),
                                        delay_ns=sorter.delay_ns)
-                if settings.output == "histogram":  # pairs only: no time order, no ids
+                if histogram:  # pairs only: no time order, no ids
                     prompts = _pairs([*trues, scattered, randoms])
                     delayed = _pairs([delayed])
                 else:

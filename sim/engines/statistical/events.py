@@ -57,7 +57,7 @@ class ActivityLookup:
 
 def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: DetectorResponse,
                frame: Frame, acolinearity_fwhm_deg: float, min_sector_difference: int,
-               seed: int, chunk_candidates: int = 2_000_000):
+               seed: int, chunk_candidates: int = 2_000_000, pairs_only: bool = False):
     """Yield the trues of a frame chunk by chunk, in time order, as list-mode columns.
 
     The frame is cut into time slices of equal expected decays holding about
@@ -65,7 +65,8 @@ def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: Dete
     slice k's number of candidates is Poisson with the envelopes' mean and its candidates
     are drawn from ``default_rng([seed, k])``. Event ids number the candidates in time
     order, unique within the frame; they are not decay numbers, since decays are not
-    simulated one by one.
+    simulated one by one. With ``pairs_only`` each chunk holds the crystal pairs and kinds
+    only (:func:`detect_pairs`).
     """
     mean = frame.expected_decays * float(expected.envelope.sum())
     n_slices = max(1, int(np.ceil(mean / chunk_candidates)))
@@ -78,7 +79,8 @@ def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: Dete
         n = int(rng.poisson(mean / n_slices))
         decay_ns = np.sort(sliced.time_at_fraction_s((k + rng.random(n)) / n_slices)) * 1e9
         yield _chunk(expected, cumulative, activity, response, decay_ns,
-                     acolinearity_fwhm_deg, min_sector_difference, first_event, rng)
+                     acolinearity_fwhm_deg, min_sector_difference, first_event, rng,
+                     pairs_only)
         first_event += n
 
 
@@ -147,22 +149,25 @@ def axes_of_lines(expected: ExpectedTrues, activity: ActivityLookup, scanner,
 
 
 def _chunk(expected, cumulative, activity, response, decay_ns, acolinearity_fwhm_deg,
-           min_sector_difference, first_event, rng) -> dict:
+           min_sector_difference, first_event, rng, pairs_only=False) -> dict:
     e1, e2, x, kept, _ = candidates(expected, cumulative, activity, response.scanner,
                                     decay_ns.size, rng)
     return detect_pairs(response, e1[kept], e2[kept], x[kept], decay_ns[kept],
                         first_event + np.flatnonzero(kept), acolinearity_fwhm_deg,
-                        min_sector_difference, rng)
+                        min_sector_difference, rng, pairs_only=pairs_only)
 
 
 def detect_pairs(response: DetectorResponse, e1: np.ndarray, e2: np.ndarray, x: np.ndarray,
                  decay_ns: np.ndarray, ids: np.ndarray, acolinearity_fwhm_deg: float,
                  min_sector_difference: int, rng: np.random.Generator,
-                 detection: bool = True) -> dict:
+                 detection: bool = True, pairs_only: bool = False) -> dict:
     """List-mode columns of the photon pairs from points ``x`` along the axes through
     ``e1`` and ``e2`` (n, 3 each), decaying at ``decay_ns`` with event ids ``ids`` (n,):
     acolinearity, each photon's detection (skipped with ``detection=False``, for pairs
-    already known to be detected), outcomes and the sorter's sector cut."""
+    already known to be detected), outcomes and the sorter's sector cut. With
+    ``pairs_only`` only ``crystal1``, ``crystal2`` and ``kind`` (what a coincidence
+    histogram counts; the crystals are drawn as for list-mode, energies and times are not,
+    and the pair is not ordered in time)."""
     scanner = response.scanner
     n = decay_ns.size
     d1 = e1 - x
@@ -178,21 +183,32 @@ def detect_pairs(response: DetectorResponse, e1: np.ndarray, e2: np.ndarray, x: 
     for d in (d1, d2):
         entry = ring_entry(scanner, x, d)
         folded = fold(scanner, response.bins, entry)
+        neighbours = response.neighbour_weights(folded)
+        probability = neighbours[2].sum(axis=1)
         if detection:  # with its cell's probability (the envelope left it out)
-            keep &= rng.random(n) < response.probability(folded)
+            keep &= rng.random(n) < probability
         else:  # known to be detected where its cells can detect
-            keep &= response.probability(folded) > 0
-        singles.append((entry, folded))
+            keep &= probability > 0
+        singles.append((entry, folded, neighbours))
     columns = []
-    for entry, folded in singles:
+    # Energies and times from their own stream: the crystals are the same with pairs_only.
+    blur_rng = np.random.default_rng(rng.integers(2**63))
+    for entry, folded, neighbours in singles:
         sub_entry = entry.subset(keep)
-        out = response.draw(folded.subset(keep), sub_entry, rng)
-        out["time_ns"] = (decay_ns[keep] + sub_entry.distance_mm / C_MM_PER_NS
-                          + out.pop("delay_ns"))
+        out = response.draw(folded.subset(keep), sub_entry, rng,
+                            tuple(a[keep] for a in neighbours), crystals_only=pairs_only,
+                            blur_rng=blur_rng)
+        if not pairs_only:
+            out["time_ns"] = (decay_ns[keep] + sub_entry.distance_mm / C_MM_PER_NS
+                              + out.pop("delay_ns"))
         columns.append(out)
     good = recorded_pairs(scanner, columns[0]["crystal"], columns[1]["crystal"],
-                       min_sector_difference)
+                          min_sector_difference)
     first, second = ({k: v[good] for k, v in c.items()} for c in columns)
+    if pairs_only:
+        return {"crystal1": first["crystal"].astype(np.int32),
+                "crystal2": second["crystal"].astype(np.int32),
+                "kind": np.zeros(first["crystal"].size, np.uint8)}
     swap = second["time_ns"] < first["time_ns"]
     one = {k: np.where(swap[:, None] if v.ndim == 2 else swap, second[k], v)
            for k, v in first.items()}

@@ -80,13 +80,16 @@ class LineTrues:
 def draw_line_trues(trues: LineTrues, part: slice, expected: ExpectedTrues,
                     activity: ActivityLookup, response: DetectorResponse,
                     acolinearity_fwhm_deg: float, min_sector_difference: int,
-                    t0_s: float, first_event: int, seed: int) -> dict:
+                    t0_s: float, first_event: int, seed: int, pairs_only: bool = False
+                    ) -> dict:
     """List-mode columns of the coincidences ``part`` of ``trues`` (times from ``t0_s``,
-    ns; event ids from ``first_event``), random numbers from ``default_rng(seed)``."""
+    ns; event ids from ``first_event``), random numbers from ``default_rng(seed)``; the
+    crystal pairs and kinds only with ``pairs_only`` (:func:`.events.detect_pairs`)."""
     rng = np.random.default_rng(seed)
     line = trues.line[part]
     e1, e2, x, found = axes_of_lines(expected, activity, response.scanner, line, rng)
     decay_ns = (trues.time_s[part] - t0_s) * 1e9
     ids = first_event + np.arange(line.size)
     return detect_pairs(response, e1[found], e2[found], x[found], decay_ns[found], ids[found],
-                        acolinearity_fwhm_deg, min_sector_difference, rng, detection=False)
+                        acolinearity_fwhm_deg, min_sector_difference, rng, detection=False,
+                        pairs_only=pairs_only)

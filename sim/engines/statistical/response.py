@@ -235,27 +235,41 @@ class DetectorResponse:
         """Detected photons per cell, int64 (n_cells,)."""
         return np.diff(self.start)
 
+    def neighbour_weights(self, folded: Folded) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The four cells around each photon's angles (int64 (n, 4)), their detected
+        photons (int64 (n, 4)) and their bilinear weights times their detection
+        probabilities (float64 (n, 4)): the weights sum to the photon's detection
+        probability and choose the cell its outcome comes from."""
+        cells, weights = angle_neighbours(self.bins, folded)
+        count = self.detected[cells]
+        return cells, count, weights * count / np.maximum(self.sent[cells], 1)
+
     def probability(self, folded: Folded) -> np.ndarray:
         """Detection probability of each photon, interpolated bilinearly in the angles
         between the cells' centres (0 where the photon cannot be detected)."""
-        p = self.detected / np.maximum(self.sent, 1)
-        cells, weights = angle_neighbours(self.bins, folded)
-        return np.sum(p[cells] * weights, axis=1)
+        return self.neighbour_weights(folded)[2].sum(axis=1)
 
-    def draw(self, folded: Folded, entry: Entry, rng: np.random.Generator) -> dict:
+    def draw(self, folded: Folded, entry: Entry, rng: np.random.Generator,
+             neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+             crystals_only: bool = False, blur_rng: np.random.Generator | None = None
+             ) -> dict:
         """Outcomes of photons known to be detected.
 
         The outcome comes from one of the four cells around the photon's angles, chosen
         with its bilinear weight times its detection probability (the outcome distribution
         of the interpolated response). Every photon needs a neighbour with outcomes.
+        ``neighbours`` is :meth:`neighbour_weights` of ``folded`` when already at hand.
+        The energy and time blurring draw from ``blur_rng`` (``rng`` when not given), so
+        that leaving them out (``crystals_only``) draws the same crystals.
 
         Returns columns ``crystal`` (int32), ``energy_kev`` (float32, blurred within the
         window), ``pos_mm`` ((n, 3) float32, global) and ``delay_ns`` (float64: from the
-        entry point to the single's time stamp, time blurring included).
+        entry point to the single's time stamp, time blurring included); ``crystal`` only
+        with ``crystals_only`` (all a coincidence histogram keeps: no energy or time is
+        blurred).
         """
-        cells, weights = angle_neighbours(self.bins, folded)
-        count = self.detected[cells]
-        weights = weights * count / np.maximum(self.sent[cells], 1)
+        cells, count, weights = (self.neighbour_weights(folded) if neighbours is None
+                                 else neighbours)
         total = weights.sum(axis=1)
         if np.any(total <= 0):
             raise ValueError("drawing an outcome for a photon whose cells detect nothing")
@@ -287,8 +301,11 @@ class DetectorResponse:
             ring = entry.ring[lost] + folded.flip_z[lost] * self.d_ring[kept_row]
             crystal[lost] = scanner.crystal_id(np.clip(ring, 0, scanner.rings - 1), index)
             pos[lost] = _into_crystal(scanner, crystal[lost], pos[lost])
-        energy = blur_within_window(self.deposited_kev[row], self.digitizer, rng)
-        delay = self.delay_ns[row] + time_sigma_ns(self.digitizer) * rng.standard_normal(
+        if crystals_only:
+            return {"crystal": crystal}
+        blur_rng = rng if blur_rng is None else blur_rng
+        energy = blur_within_window(self.deposited_kev[row], self.digitizer, blur_rng)
+        delay = self.delay_ns[row] + time_sigma_ns(self.digitizer) * blur_rng.standard_normal(
             row.size)
         return {"crystal": crystal, "energy_kev": energy.astype(np.float32),
                 "pos_mm": pos.astype(np.float32), "delay_ns": delay}
