@@ -1,20 +1,18 @@
-"""Expected trues per line, before detection against the envelopes' candidates (which make
-the tube average exactly by sampling) and after detection against each photon's own
-detection at its own entry; the tube's cross-section against lines drawn here; the central
-lines' cells against traced rays."""
+"""Expected trues per line before detection against the envelopes' candidates (which make
+the tube average exactly by sampling); the tube's cross-section against lines drawn here;
+the central lines' cells against traced rays; the per-track detection tables against the
+response's own interpolation. (After detection, against each photon's own detection:
+test_trues.py, which shares its calibrated response.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from sim.engines.embedded.physics import rotate_directions
-from sim.engines.embedded.source import FWHM_PER_SIGMA
 from sim.engines.statistical.entry import ring_entry, virtual_ring_z_mm
 from sim.engines.statistical.events import ActivityLookup, candidates
 from sim.engines.statistical.expectation import (
     central_folds,
-    detected_per_decay,
     detection_probabilities,
 )
 from sim.engines.statistical.projection import face_centres_xy
@@ -140,42 +138,6 @@ def test_central_lines_fold_onto_the_cells_a_traced_ray_gives():
         for name in ("alpha_x", "beta_x"):
             np.testing.assert_allclose(getattr(folded, name), getattr(traced, name),
                                        atol=1e-9)
-
-
-@pytest.mark.slow
-def test_expected_detected_trues_per_decay_match_each_photons_own_detection():
-    """The lines' expected pairs times both photons' detection probability at the central
-    line, summed, against the exact thinning: candidates drawn from the envelopes, kept by
-    the activity, each photon (acolinear, at its own entry point and angles) detected with
-    its own probability (2 million candidates; a 12 mm sphere in air and in water;
-    calibrated response): within 3 sigma and 0.5 %."""
-    response = calibrate(SCANNER, DIGITIZER, photons_per_cell=150, seed=1)
-    sigma_rad = np.radians(0.5) / FWHM_PER_SIGMA
-    for material in ("air", "water"):
-        phantom = sphere(12.0, material=material)
-        expected = expected_trues(phantom.activity, phantom.mu511_per_mm,
-                                  phantom.voxel_size_mm, phantom.origin_mm, SCANNER)
-        lookup = ActivityLookup(phantom.activity, phantom.voxel_size_mm, phantom.origin_mm)
-        cumulative = np.cumsum(expected.envelope)
-        cumulative /= cumulative[-1]
-        rng = np.random.default_rng(7)
-        n = 2_000_000
-        e1, e2, x, kept, _ = candidates(expected, cumulative, lookup, SCANNER, n, rng)
-        both = np.ones(kept.sum())
-        for end, acolinear in ((e1, False), (e2, True)):
-            d = end[kept] - x[kept]
-            d /= np.linalg.norm(d, axis=1)[:, None]
-            if acolinear:
-                dx, dy = rng.normal(0.0, sigma_rad, (2, d.shape[0]))
-                d = rotate_directions(d, np.cos(np.hypot(dx, dy)), np.arctan2(dy, dx))
-            both *= response.probability(fold(SCANNER, response.bins,
-                                              ring_entry(SCANNER, x[kept], d)))
-        per_candidate = expected.envelope.sum() / n
-        reference = both.sum() * per_candidate
-        sigma = np.sqrt(np.sum(both**2)) * per_candidate
-        got = detected_per_decay(expected, response).sum()
-        assert abs(got - reference) < 3 * sigma + 0.005 * reference, (material, got,
-                                                                         reference)
 
 
 def test_line_probabilities_per_track_table_equal_the_photons_interpolated_response():
