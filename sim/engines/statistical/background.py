@@ -90,13 +90,16 @@ def background_sample(engine: FastEngine, decays: float, seed: int,
         np.concatenate([s["pos_mm"] for s in singles]).astype(np.float32))
 
 
-def _move_crystals(scanner: Scanner, crystal: np.ndarray, pos_mm: np.ndarray,
-                   d_index: np.ndarray, d_ring: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _move_crystals(scanner: Scanner, crystal: np.ndarray, pos_mm: np.ndarray | None,
+                   d_index: np.ndarray, d_ring: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray | None]:
     """Crystals moved by column and ring steps (rings clipped), with their interaction
-    points carried along in the crystals' own frames."""
+    points carried along in the crystals' own frames (``None`` when ``pos_mm`` is)."""
     ring, index = scanner.ring_and_index(crystal)
     new = scanner.crystal_id(np.clip(ring + d_ring, 0, scanner.rings - 1),
                              np.mod(index + d_index, scanner.crystals_per_ring))
+    if pos_mm is None:
+        return new, None
     old_frames = scanner.crystal_frames(crystal)
     local = np.einsum("nij,nj->ni", old_frames,
                       pos_mm - scanner.crystal_position_mm(crystal, 0.0))
@@ -107,28 +110,37 @@ def _move_crystals(scanner: Scanner, crystal: np.ndarray, pos_mm: np.ndarray,
 
 def draw_scattered(sample: BackgroundSample, scanner: Scanner, frame: Frame,
                    min_sector_difference: int, seed: int, jitter_columns: int = 2,
-                   jitter_rings: int = 2, rotate: bool = False) -> dict:
-    """The scattered coincidences of a frame (list-mode columns, time order)."""
+                   jitter_rings: int = 2, rotate: bool = False,
+                   pairs_only: bool = False) -> dict:
+    """The scattered coincidences of a frame (list-mode columns, time order); with
+    ``pairs_only`` the same coincidences' ``crystal1``, ``crystal2`` and ``kind`` alone, in
+    no particular order (what a coincidence histogram counts)."""
     rng = np.random.default_rng([seed, 1])
     per_decay = sample.scattered["kind"].size / sample.decays
     n = int(rng.poisson(frame.expected_decays * per_decay))
     if n and sample.scattered["kind"].size == 0:
         raise ValueError("the background sample holds no scattered coincidence")
     pick = rng.integers(sample.scattered["kind"].size, size=n) if n else np.zeros(0, int)
-    ev = {k: v[pick] for k, v in sample.scattered.items()}
+    keys = ("crystal1", "crystal2", "kind") if pairs_only else sample.scattered
+    ev = {k: sample.scattered[k][pick] for k in keys}
     turn = (rng.integers(scanner.modules_per_ring, size=n) * scanner.crystals_per_module
             if rotate else np.zeros(n, np.int64))
     out = dict(ev)
     for end in ("1", "2"):
         d_index = turn + rng.integers(-jitter_columns, jitter_columns + 1, size=n)
         d_ring = rng.integers(-jitter_rings, jitter_rings + 1, size=n)
-        out[f"crystal{end}"], out[f"pos{end}_mm"] = _move_crystals(
-            scanner, ev[f"crystal{end}"], ev[f"pos{end}_mm"].astype(float), d_index, d_ring)
+        pos = None if pairs_only else ev[f"pos{end}_mm"].astype(float)
+        out[f"crystal{end}"], moved = _move_crystals(scanner, ev[f"crystal{end}"], pos,
+                                                     d_index, d_ring)
+        if not pairs_only:
+            out[f"pos{end}_mm"] = moved
+    good = recorded_pairs(scanner, out["crystal1"], out["crystal2"], min_sector_difference)
+    if pairs_only:
+        return {k: v[good] for k, v in out.items()}
     decay_ns = np.sort(frame.time_at_fraction_s(rng.random(n))) * 1e9
     mean_ns = (ev["time1_ns"] + ev["time2_ns"]) / 2
     out["time1_ns"] = decay_ns + (ev["time1_ns"] - mean_ns)
     out["time2_ns"] = decay_ns + (ev["time2_ns"] - mean_ns)
-    good = recorded_pairs(scanner, out["crystal1"], out["crystal2"], min_sector_difference)
     order = np.argsort(out["time1_ns"][good], kind="stable")
     return {k: v[good][order] for k, v in out.items()}
 

@@ -162,7 +162,8 @@ class StatisticalEngine:
                                             pairs_only=histogram))
                 scattered = draw_scattered(sample, job.scanner, part,
                                            sorter.min_sector_difference, _seed(job.seed, 3, k),
-                                           settings.jitter_columns, settings.jitter_rings)
+                                           settings.jitter_columns, settings.jitter_rings,
+                                           pairs_only=histogram)
                 randoms = draw_randoms(sample, job.scanner, part, sorter.window_ns,
                                        sorter.min_sector_difference, _seed(job.seed, 4, k))
                 delayed = draw_randoms(sample, job.scanner, part, sorter.window_ns,

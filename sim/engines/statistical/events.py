@@ -189,15 +189,15 @@ def detect_pairs(response: DetectorResponse, e1: np.ndarray, e2: np.ndarray, x: 
             keep &= rng.random(n) < probability
         else:  # known to be detected where its cells can detect
             keep &= probability > 0
-        singles.append((entry, folded, neighbours))
+        singles.append((entry, folded, neighbours, d))
     columns = []
     # Energies and times from their own stream: the crystals are the same with pairs_only.
     blur_rng = np.random.default_rng(rng.integers(2**63))
-    for entry, folded, neighbours in singles:
+    for entry, folded, neighbours, d in singles:
         sub_entry = entry.subset(keep)
         out = response.draw(folded.subset(keep), sub_entry, rng,
                             tuple(a[keep] for a in neighbours), crystals_only=pairs_only,
-                            blur_rng=blur_rng)
+                            blur_rng=blur_rng, direction=d[keep])
         if not pairs_only:
             out["time_ns"] = (decay_ns[keep] + sub_entry.distance_mm / C_MM_PER_NS
                               + out.pop("delay_ns"))

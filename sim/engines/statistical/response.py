@@ -251,8 +251,8 @@ class DetectorResponse:
 
     def draw(self, folded: Folded, entry: Entry, rng: np.random.Generator,
              neighbours: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-             crystals_only: bool = False, blur_rng: np.random.Generator | None = None
-             ) -> dict:
+             crystals_only: bool = False, blur_rng: np.random.Generator | None = None,
+             direction: np.ndarray | None = None) -> dict:
         """Outcomes of photons known to be detected.
 
         The outcome comes from one of the four cells around the photon's angles, chosen
@@ -260,7 +260,9 @@ class DetectorResponse:
         of the interpolated response). Every photon needs a neighbour with outcomes.
         ``neighbours`` is :meth:`neighbour_weights` of ``folded`` when already at hand.
         The energy and time blurring draw from ``blur_rng`` (``rng`` when not given), so
-        that leaving them out (``crystals_only``) draws the same crystals.
+        that leaving them out (``crystals_only``) draws the same crystals. ``direction``
+        is the photons' unit directions (n, 3) when at hand (else made from the entry's
+        angles).
 
         Returns columns ``crystal`` (int32), ``energy_kev`` (float32, blurred within the
         window), ``pos_mm`` ((n, 3) float32, global) and ``delay_ns`` (float64: from the
@@ -284,8 +286,9 @@ class DetectorResponse:
         # direction (the path, shifted within its cell and turned within its angle bins),
         # and the detected crystal is the one that holds it; where the moved point falls
         # outside every crystal (a gap), the calibrated crystal offset is used.
-        direction = direction_from_angles(scanner, entry.module, entry.alpha_rad,
-                                          entry.beta_rad)
+        if direction is None:
+            direction = direction_from_angles(scanner, entry.module, entry.alpha_rad,
+                                              entry.beta_rad)
         frame = photon_frame(direction)
         offset = self.offset_mm[row].astype(np.float64)
         offset[:, 1] *= folded.flip_t
