@@ -55,6 +55,12 @@ class ActivityLookup:
         return np.where(inside, self.activity[ijk[:, 2], ijk[:, 1], ijk[:, 0]], 0.0)
 
 
+#: Candidates drawn at once per line still without an axis after the first rounds, in turn.
+ESCALATION = (16, 64, 256, 1024, 4096, 16384)
+#: Candidates per call of :func:`axis_points` in those rounds (memory: about 100 bytes each).
+PROPOSALS_PER_CALL = 1_000_000
+
+
 def draw_trues(expected: ExpectedTrues, activity: ActivityLookup, response: DetectorResponse,
                frame: Frame, acolinearity_fwhm_deg: float, min_sector_difference: int,
                seed: int, chunk_candidates: int = 2_000_000, pairs_only: bool = False):
@@ -131,8 +137,10 @@ def axes_of_lines(expected: ExpectedTrues, activity: ActivityLookup, scanner,
     activity in the line's tube: :func:`axis_points` drawn again for the candidates not
     kept, up to ``max_rounds`` times (the rejection sampling the thinning does, here
     conditioned on the line). Returns the two cell points and the point, (n, 3) each, and
-    whether each line found one (bool (n,)): a line whose tube the activity only grazes
-    can exhaust the rounds, and its coincidence is then dropped."""
+    whether each line found one (bool (n,)). The lines not found after ``max_rounds`` get
+    :data:`ESCALATION` candidates at once, in turn (about 22,000 per line in all): a line
+    whose tube holds less than about 1/5,000 of the largest activity on average (a tube
+    the activity only grazes) can still exhaust them, and its coincidence is dropped."""
     e1 = np.zeros((line.size, 3))
     e2, x = np.zeros_like(e1), np.zeros_like(e1)
     todo = np.arange(line.size)
@@ -143,6 +151,25 @@ def axes_of_lines(expected: ExpectedTrues, activity: ActivityLookup, scanner,
         todo = todo[~kept]
         if todo.size == 0:
             break
+    # Lines whose tube holds little activity next to the phantom's hottest voxel (a warm
+    # background beside a hot thin source: 1.8 % of a NEMA-like cylinder's counted trues
+    # were lost after 100 rounds, with acceptances of 0.1 to 0.5 %) get many candidates at once;
+    # the first kept of a line's i.i.d. candidates is distributed as the rejection's.
+    for batch in ESCALATION:
+        if todo.size == 0:
+            break
+        per_call = max(1, PROPOSALS_PER_CALL // batch)
+        left = []
+        for first in range(0, todo.size, per_call):
+            part = todo[first:first + per_call]
+            a, b, p, kept = axis_points(expected, activity, scanner,
+                                        np.repeat(line[part], batch), rng)
+            kept = kept.reshape(part.size, batch)
+            hit = kept.any(axis=1)
+            pick = np.flatnonzero(hit) * batch + kept.argmax(axis=1)[hit]
+            e1[part[hit]], e2[part[hit]], x[part[hit]] = a[pick], b[pick], p[pick]
+            left.append(part[~hit])
+        todo = np.concatenate(left)
     found = np.ones(line.size, bool)
     found[todo] = False
     return e1, e2, x, found
