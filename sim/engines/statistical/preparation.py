@@ -14,7 +14,8 @@ each run their own sample, so that the spread between realisations holds the sam
 ``statistical/{phantom}.h5``: groups ``trues`` (the :class:`.trues.ExpectedTrues` arrays and
 scalars, the tracks in ``trues/tracks``) and ``background`` (the sample's scattered
 coincidences in ``background/scattered`` and its singles), attribute ``prep_spec`` (JSON:
-what the preparation depends on, :func:`pipeline.specs.statistical_prep_spec`) and
+what the preparation depends on, :func:`pipeline.specs.statistical_prep_spec`),
+``prep_version`` (:data:`PREP_VERSION`; a file of another version is refused) and
 provenance. A simulate job given the file checks that ``prep_spec`` is its own phantom's,
 scanner's and simulation settings' before using it.
 """
@@ -37,6 +38,10 @@ from sim.engines.statistical.projection import Tracks
 from sim.engines.statistical.trues import ExpectedTrues, expected_trues
 from sim.phantoms.file import PhantomData
 from sim.scanner.geometry import Scanner
+
+#: How the preparation is computed; a file of another version is refused (version 2: the
+#: lines' pairs are tube averages by a quadrature over the cells, :mod:`.trues`).
+PREP_VERSION = 2
 
 #: The keys of a simulate spec the preparation depends on (and the prep spec's own seed).
 PREP_KEYS = ("dataset", "phantom", "scanner", "simulation")
@@ -105,6 +110,7 @@ def write_preparation(path: str | Path, prep: Preparation, prep_spec: dict[str, 
             background.create_dataset(name, data=getattr(s, name))
         f.attrs.update(attrs)
         f.attrs["prep_spec"] = json.dumps(prep_spec, sort_keys=True)
+        f.attrs["prep_version"] = PREP_VERSION
     return path
 
 
@@ -118,6 +124,10 @@ def read_preparation(path: str | Path, spec: dict[str, Any]) -> Preparation:
                 or "pairs" not in f["trues"]):
             raise ValueError(f"{path}: not a statistical preparation file (python -m sim "
                              "prepare-statistical writes them)")
+        if attrs.get("prep_version") != PREP_VERSION:
+            raise ValueError(f"{path}: made by another version of the statistical preparation "
+                             f"({attrs.get('prep_version', 1)}; this one is {PREP_VERSION}): "
+                             "delete it and run the statistical_prep job again")
         stored = prep_key(json.loads(attrs["prep_spec"]))
         wanted = prep_key(spec)
         differ = [k for k in PREP_KEYS if stored[k] != wanted[k]]

@@ -61,12 +61,14 @@ class Tracks:
     def length_xy_mm(self) -> np.ndarray:
         return np.linalg.norm(self.end_xy - self.start_xy, axis=1)
 
-    def shifted(self, offset_mm: float) -> Tracks:
-        """The tracks moved sideways by ``offset_mm`` (to the left of i -> j), same fractions."""
+    def shifted(self, offset_mm: float | np.ndarray) -> Tracks:
+        """The tracks moved sideways by ``offset_mm`` (to the left of i -> j; one value, or
+        one per track), same fractions."""
         d = self.end_xy - self.start_xy
         side = np.stack([-d[:, 1], d[:, 0]], axis=1) / np.linalg.norm(d, axis=1)[:, None]
-        return Tracks(self.i, self.j, self.start_xy + offset_mm * side,
-                      self.end_xy + offset_mm * side, self.u)
+        offset = np.asarray(offset_mm, float).reshape(-1, 1)
+        return Tracks(self.i, self.j, self.start_xy + offset * side,
+                      self.end_xy + offset * side, self.u)
 
     def subset(self, keep: slice | np.ndarray) -> Tracks:
         """The tracks selected by ``keep``, same fractions."""

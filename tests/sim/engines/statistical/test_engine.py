@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 
+import h5py
 import numpy as np
 import pytest
 
@@ -150,7 +151,7 @@ def test_a_preparation_file_gives_what_the_job_would_compute(setup, tmp_path):
     """The preparation written and read back gives the file the job makes when it
     prepares the phantom itself with the same seed (bit for bit), whatever the output and
     the way trues are drawn; a preparation of another phantom or with other settings is
-    refused naming the file."""
+    refused naming the file, and so is one of another version of the preparation."""
     from sim.engines.statistical.engine import StatisticalSettings, _seed
     from sim.engines.statistical.preparation import prepare, read_preparation, write_preparation
     from sim.phantoms.file import read_phantom
@@ -180,6 +181,12 @@ def test_a_preparation_file_gives_what_the_job_would_compute(setup, tmp_path):
     with pytest.raises(ValueError, match="made for another phantom"):
         read_preparation(prep_h5, {**spec, "phantom": "point_0001"})
     assert not (tmp_path / "other.h5").exists()
+    # A file of an earlier preparation (no version, or another) is refused naming it.
+    with h5py.File(prep_h5, "a") as f:
+        del f.attrs["prep_version"]
+    with pytest.raises(ValueError, match=r"prep\.h5: made by another version .*run the "
+                                         r"statistical_prep job again"):
+        read_preparation(prep_h5, spec)
 
 
 def test_the_command_line_prepares_a_phantom_for_its_simulate_jobs(setup, tmp_path):
