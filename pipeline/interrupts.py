@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -217,3 +218,25 @@ class deferred_stop:  # noqa: N801 - used like a function: ``with deferred_stop(
         _STATE[0].deferring -= 1
         if kind is None and _STATE[0].deferring == 0 and sys.exc_info()[0] is None:
             raise_if_stopped()
+
+
+@contextmanager
+def child_process(args: list[str], stop: Callable[[subprocess.Popen], None],
+                  **popen_kwargs) -> Iterator[subprocess.Popen]:
+    """Start ``args`` (``subprocess.Popen(args, **popen_kwargs)``) and yield it; if the block
+    leaves with an exception (a stop signal included), ``stop(proc)`` runs first.
+
+    A stop signal that arrives while the child is being started (between the fork and the
+    moment ``Popen`` returns, a window ``preexec_fn`` widens) is held until ``Popen`` has
+    returned: raised there, it would leave a running child that nothing refers to, which
+    the command would then outlive (:class:`deferred_stop`).
+    """
+    proc: subprocess.Popen | None = None
+    try:
+        with deferred_stop():
+            proc = subprocess.Popen(args, **popen_kwargs)
+        yield proc
+    except BaseException:
+        if proc is not None:
+            stop(proc)
+        raise

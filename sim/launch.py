@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.config import DEFAULT_CONFIG_PATH, ConfigError, deep_merge, load_config
+from pipeline.interrupts import child_process
 from pipeline.specs import check_requested_targets
 
 #: Snakemake's options that take config files or items (nargs: one or more / any number).
@@ -195,18 +196,21 @@ def run_snakemake(argv: list[str]) -> int:
     SIGTERM is to wait for every running job to finish, which on a cluster can take hours.
     Each local job gets the SIGINT too and stops with its own clean-up. A Snakemake still
     running :data:`SNAKEMAKE_STOP_S` later gets SIGTERM, then SIGKILL; a launcher killed
-    outright takes Snakemake with it (Linux's parent-death signal, SIGINT).
+    outright takes Snakemake with it (Linux's parent-death signal, SIGINT). A signal that
+    comes while Snakemake is being started is passed on once it has started
+    (:func:`pipeline.interrupts.child_process`).
     """
     check_snakemake_config(argv)
     executable = snakemake_executable()
     sys.stdout.flush()
     sys.stderr.flush()
-    proc = subprocess.Popen([executable, *argv], preexec_fn=_own_group_dying_with_parent)
-    try:
+    with child_process([executable, *argv], _stop_snakemake,
+                       preexec_fn=_own_group_dying_with_parent) as proc:
         return proc.wait()
-    except BaseException:
-        stop_process_group(proc, signal.SIGINT, SNAKEMAKE_STOP_S)
-        raise
+
+
+def _stop_snakemake(proc: subprocess.Popen) -> None:
+    stop_process_group(proc, signal.SIGINT, SNAKEMAKE_STOP_S)
 
 
 def _own_group_dying_with_parent() -> None:

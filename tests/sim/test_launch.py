@@ -210,3 +210,49 @@ def test_a_job_that_ignores_the_stop_is_terminated_then_killed():
                          "time.sleep(60)")
     stop_process_group(leader, signal.SIGINT, timeout_s=0.5)
     assert _done(job)
+
+
+# The launcher with a stand-in Snakemake, and a stop signal sent to it from inside `Popen`,
+# after the child exists and before `Popen` has returned it (the window of the start).
+_STARTING = """
+import os, signal, subprocess, sys, psutil
+import sim.launch as launch
+from pipeline.interrupts import Interrupted, stop_on_signals
+
+started = []
+
+class SignalledPopen(subprocess.Popen):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        started.append(self.pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between these bytecodes
+            pass
+
+subprocess.Popen = SignalledPopen
+launch.check_snakemake_config = lambda argv: {}
+launch.snakemake_executable = lambda: sys.argv[1]
+with stop_on_signals(exiting=True):
+    try:
+        launch.run_snakemake([])
+        code = 0
+    except Interrupted as exc:
+        code = exc.exit_code
+try:
+    alive = psutil.Process(started[0]).status() != psutil.STATUS_ZOMBIE
+except psutil.NoSuchProcess:
+    alive = False
+print(code, alive)
+"""
+
+
+def test_a_stop_while_snakemake_starts_still_stops_it_before_the_launcher_ends(tmp_path):
+    """A stop signal that reaches the launcher while `Popen` is starting Snakemake (a cold
+    start signalled within its first second) is passed on once Snakemake runs: the launcher
+    ends with the signal's code and leaves no Snakemake behind."""
+    fake = tmp_path / "snakemake"
+    fake.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(60)\n")
+    fake.chmod(0o755)
+    out = subprocess.run([sys.executable, "-c", _STARTING, str(fake)], capture_output=True,
+                         text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.split() == ["143", "False"], out.stderr[-2000:]

@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from pipeline.interrupts import child_process
 from sim.engines.base import SpecEngine
 from sim.engines.gate9.macros import gate_command, render_gate9_macros
 from sim.listmode.file import acquisition_attrs
@@ -66,12 +67,12 @@ def run_gate9(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
     command = gate_command(main)
     gate_log = work_dir / "gate.log"
     log.info("running %s in %s (log: %s)", " ".join(command), work_dir, gate_log)
-    with gate_log.open("w") as stream:
-        result = subprocess.run(command, cwd=work_dir, stdout=stream,
-                                stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+    with gate_log.open("w") as stream, child_process(
+            command, _kill, cwd=work_dir, stdout=stream, stderr=subprocess.STDOUT) as gate:
+        returncode = gate.wait()
+    if returncode != 0:
         tail = "\n".join(gate_log.read_text(errors="replace").splitlines()[-20:])
-        raise RuntimeError(f"Gate exited with code {result.returncode} for {out_h5}; "
+        raise RuntimeError(f"Gate exited with code {returncode} for {out_h5}; "
                            f"end of {gate_log}:\n{tail}")
     root_path = work_dir / f"{ROOT_BASENAME}.root"
     if not root_path.is_file():
@@ -91,6 +92,12 @@ def run_gate9(spec: dict[str, Any], phantom_h5: str | Path, out_h5: str | Path,
     log.info("wrote %s: %d prompts, %d delayed", out_h5, counts["coincidences"],
              counts["delayed"])
     return counts
+
+
+def _kill(gate: subprocess.Popen) -> None:
+    # A stopped job's Gate has nothing to save: its ROOT file is in the hidden work folder.
+    gate.kill()
+    gate.wait()
 
 
 #: The engine ``gate9`` for :func:`sim.engines.base.engine_named`.
