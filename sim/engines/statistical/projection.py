@@ -144,12 +144,14 @@ def plane_profiles(image_zyx: np.ndarray, voxel_size_mm: np.ndarray, origin_mm: 
     pts = tracks.points_xy()
     fx = (pts[..., 0] - origin_mm[2]) / voxel_size_mm[2]
     fy = (pts[..., 1] - origin_mm[1]) / voxel_size_mm[1]
-    if nearest:
-        fx, fy = np.floor(fx + 0.5), np.floor(fy + 0.5)
-    x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
-    wx, wy = (fx - x0).astype(np.float32), (fy - y0).astype(np.float32)
     padded = np.zeros((nz, ny + 2, nx + 2), np.float32)
     padded[:, 1:-1, 1:-1] = image_zyx
+    if nearest:  # one gather from the flattened planes (the bilinear weights would be 0, 1)
+        xx = np.clip(np.floor(fx + 0.5).astype(np.int64) + 1, 0, nx + 1)
+        yy = np.clip(np.floor(fy + 0.5).astype(np.int64) + 1, 0, ny + 1)
+        return np.take(padded.reshape(nz, -1), yy * (nx + 2) + xx, axis=1)
+    x0, y0 = np.floor(fx).astype(np.int64), np.floor(fy).astype(np.int64)
+    wx, wy = (fx - x0).astype(np.float32), (fy - y0).astype(np.float32)
     out = np.zeros((nz,) + pts.shape[:2], np.float32)
     for dy, dx, w in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx),
                       (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):

@@ -93,3 +93,26 @@ def test_tracks_are_the_column_pairs_that_cross_the_circle():
     assert np.nanmin(in_box_u) >= tracks.u[0] - du / 2
     assert np.nanmax(in_box_u) <= tracks.u[-1] + du / 2
     assert du * tracks.length_xy_mm.max() <= 1.0 + 1e-9
+
+
+def test_nearest_profiles_read_the_voxel_holding_each_point_and_zero_outside():
+    """``nearest``: the value of the voxel whose cell holds the sample point (index by
+    rounding, per point, in a plain loop), zero where the point is off the grid."""
+    image, voxel, origin = _image(sharp=True)
+    image = image + np.arange(image.size, dtype=np.float32).reshape(image.shape) * 1e-4
+    tracks = tracks_through(SCANNER, np.array([-60.0, -60.0]), np.array([60.0, 60.0]))
+    tracks = tracks.subset(np.random.default_rng(5).choice(tracks.i.size, 60, replace=False))
+    result = plane_profiles(image, voxel, origin, tracks, nearest=True)
+    pts = tracks.points_xy()
+    expected = np.zeros_like(result)
+    outside = 0
+    for p in range(pts.shape[0]):
+        for k in range(pts.shape[1]):
+            ix = int(np.floor((pts[p, k, 0] - origin[2]) / voxel[2] + 0.5))
+            iy = int(np.floor((pts[p, k, 1] - origin[1]) / voxel[1] + 0.5))
+            if 0 <= ix < image.shape[2] and 0 <= iy < image.shape[1]:
+                expected[:, p, k] = image[:, iy, ix]
+            else:
+                outside += 1
+    assert outside > 100 and outside < pts.shape[0] * pts.shape[1] - 100
+    np.testing.assert_array_equal(result, expected)
