@@ -1,4 +1,5 @@
-"""Shared fixtures: the validated default config, small phantom specs and a tiny disk."""
+"""Shared fixtures (the validated default config, small phantom specs, a tiny disk) and the
+order in which the test files are handed to the pytest-xdist workers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,33 @@ import pytest
 
 from pipeline.config import load_config, validate_config
 from sim.phantoms.spec import phantom_spec
+
+#: The test files that take minutes, longest first (measured with ``pytest --durations``):
+#: handed out first, so that the short files fill the end of the run on both workers instead
+#: of one worker running a long file alone at the end (`make test`: ``--dist loadfile``,
+#: which hands out whole files in collection order).
+LONGEST_FILES = (
+    "tests/workflow/test_workflow.py",
+    "tests/workflow/test_readme_commands.py",
+    "tests/pipeline/test_interruptions.py",
+    "tests/sim/engines/statistical/test_trues.py",
+    "tests/recon/test_stage.py",
+    "tests/sim/engines/statistical/test_engine.py",
+)
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    """:data:`LONGEST_FILES` first, then the other files holding a test marked ``slow``, then
+    the rest; the order within a file is kept."""
+    rank = {name: k for k, name in enumerate(LONGEST_FILES)}
+    slow_files = {item.nodeid.split("::")[0] for item in items
+                  if item.get_closest_marker("slow") is not None}
+
+    def key(item) -> int:
+        name = item.nodeid.split("::")[0]
+        return rank.get(name, len(rank) + (name not in slow_files))
+
+    items.sort(key=key)
 
 
 @pytest.fixture(scope="session")
