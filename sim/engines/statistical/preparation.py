@@ -40,8 +40,9 @@ from sim.phantoms.file import PhantomData
 from sim.scanner.geometry import Scanner
 
 #: How the preparation is computed; a file of another version is refused (version 2: the
-#: lines' pairs are tube averages by a quadrature over the cells, :mod:`.trues`).
-PREP_VERSION = 2
+#: lines' pairs are tube averages by a quadrature over the cells, :mod:`.trues`; version 3:
+#: their axial blur no longer cut off at the grid's end planes).
+PREP_VERSION = 3
 
 #: The keys of a simulate spec the preparation depends on (and the prep spec's own seed).
 PREP_KEYS = ("dataset", "phantom", "scanner", "simulation")

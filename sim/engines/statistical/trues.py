@@ -183,10 +183,15 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
     if not np.all(np.isfinite(activity)) or np.any(activity < 0) or activity.sum() <= 0:
         raise ValueError("activity map must be finite, non-negative and not all zero")
     density = activity / (activity.sum() * np.prod(voxel_size_mm))
-    # The tube's axial cross-section as a blur along z (on the planes the lines cross).
+    # The tube's axial cross-section as a blur along z (on the planes the lines cross), on
+    # the grid grown by the kernel's reach: activity in an end plane is blurred beyond the
+    # grid, and cutting that off lost up to a quarter of the plane's pairs.
+    kernel = tube_kernel(scanner.axial_pitch_mm, voxel_size_mm[0])
+    grow_z = kernel.size // 2
     along_z = scipy.ndimage.convolve1d(
-        density, tube_kernel(scanner.axial_pitch_mm, voxel_size_mm[0]), axis=0,
+        np.pad(density, [(grow_z, grow_z), (0, 0), (0, 0)]), kernel, axis=0,
         mode="constant").astype(np.float32)
+    along_z_origin_mm = origin_mm - np.array([grow_z * voxel_size_mm[0], 0.0, 0.0])
     mu = np.asarray(mu_per_mm_zyx, np.float32)
     reach, reach_origin_mm = _reach(activity > 0, scanner, voxel_size_mm, origin_mm)
     lo, hi = support_box(reach, voxel_size_mm, reach_origin_mm)
@@ -227,8 +232,8 @@ def expected_trues(activity_zyx: np.ndarray, mu_per_mm_zyx: np.ndarray,
         attenuation = oblique_integrals(
             plane_profiles(mu, voxel_size_mm, origin_mm, sub, nearest=True),
             origin_mm[0], voxel_size_mm[0], sub, zc, dz)[track, pair]
-        integral = _tube_integrals(along_z, voxel_size_mm, origin_mm, sub, scanner, zc,
-                                   dz)[track, pair]
+        integral = _tube_integrals(along_z, voxel_size_mm, along_z_origin_mm, sub, scanner,
+                                   zc, dz)[track, pair]
         length = np.sqrt(sub.length_xy_mm[track] ** 2 + dz[pair] ** 2)
         geometric = (np.exp(-attenuation) * etendue(sub, track, z1[pair], z2[pair], scanner)
                      / (2.0 * np.pi))
