@@ -28,8 +28,9 @@ run: $(STAMP)
 	$(BIN)/python -m sim run --cores $(CORES) $(SMK_CONFIG)
 	$(BIN)/python -m sim run --report results/report.html $(SMK_CONFIG)
 
-# Two pytest workers (pytest-xdist), a test file to each: the suite takes about 11 minutes
-# on 2 cores instead of 15. `make test PYTEST_WORKERS=0` runs it in one process.
+# Two pytest workers (pytest-xdist), a test file to each, the longest first (tests/conftest.py):
+# the suite takes about 13 minutes on 2 cores (README, the `make test` row of the measured
+# times). `make test PYTEST_WORKERS=0` runs it in one process.
 PYTEST_WORKERS ?= 2
 
 test: $(STAMP)
